@@ -1,0 +1,1 @@
+"""Synthloop's core: the product's logic, importable and testable without Streamlit or SQL."""

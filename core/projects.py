@@ -1,0 +1,192 @@
+"""Projects (one classification task each) and their labels."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlite_utils
+
+from core.errors import NotFoundError, SynthloopError
+from db import projects as projects_db
+from db import transaction
+
+MAX_LABELS = 50
+RESERVED_SHORTCUT_KEYS = {"c", "r"}  # taken by Streamlit itself (clear cache, rerun)
+
+
+@dataclass(frozen=True)
+class LabelSpec:
+    name: str
+    description: str = ""
+    key: str = ""
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    name: str
+    description: str
+    context_prompt: str
+    guidelines: str
+    overlap: int
+    labels: tuple[LabelSpec, ...]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [label.name for label in self.labels]
+
+
+def parse_labels(labels: str | list[str], descriptions: str | dict[str, str] | None = None) -> list[LabelSpec]:
+    """Labels from ``"a,b,c"`` (or a list) with optional descriptions (a dict or a JSON object string).
+
+    Keys default to 1, 2, 3, …, 9, 0 and then none.
+    """
+    names = [n.strip() for n in (labels.split(",") if isinstance(labels, str) else labels)]
+    names = [n for n in names if n]
+    if not names:
+        raise SynthloopError("a project needs at least one label: pass --labels a,b,c")
+    if len(names) > MAX_LABELS:
+        raise SynthloopError(f"{len(names)} labels is too many: at most {MAX_LABELS}")
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SynthloopError(f"label {duplicates[0]!r} is given twice: each label name must be unique")
+    if isinstance(descriptions, str):
+        try:
+            descriptions = json.loads(descriptions) if descriptions.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise SynthloopError(
+                f'label descriptions are not valid JSON ({exc.msg}): pass an object like {{"spam": "unwanted ads"}}'
+            ) from None
+    descriptions = descriptions or {}
+    if not isinstance(descriptions, dict):
+        raise SynthloopError('label descriptions must be a JSON object like {"spam": "unwanted ads"}')
+    unknown = sorted(set(descriptions) - set(names))
+    if unknown:
+        raise SynthloopError(f"label descriptions name {unknown[0]!r}, which is not one of the labels {names}")
+    default_keys = [str(k) for k in [*range(1, 10), 0]]
+    return [
+        LabelSpec(name, str(descriptions.get(name, "")), default_keys[i] if i < len(default_keys) else "")
+        for i, name in enumerate(names)
+    ]
+
+
+def _validate_keys(labels: list[LabelSpec]) -> None:
+    keys = [label.key for label in labels if label.key]
+    for key in keys:
+        if len(key) != 1 or key.lower() in RESERVED_SHORTCUT_KEYS:
+            raise SynthloopError(
+                f"keyboard key {key!r} is not usable: use one character other than {sorted(RESERVED_SHORTCUT_KEYS)}"
+            )
+    duplicated = sorted({k for k in keys if keys.count(k) > 1})
+    if duplicated:
+        raise SynthloopError(f"keyboard key {duplicated[0]!r} is used by two labels: give each label its own key")
+
+
+def _validate_fields(name: str, overlap: int) -> str:
+    name = name.strip()
+    if not name or len(name) > 100:
+        raise SynthloopError("project name must be 1-100 characters")
+    if not isinstance(overlap, int) or not 1 <= overlap <= 50:
+        raise SynthloopError(f"overlap {overlap!r} is not valid: use a whole number of labels per item from 1 to 50")
+    return name
+
+
+def create_project(
+    db: sqlite_utils.Database,
+    name: str,
+    labels: list[LabelSpec],
+    *,
+    description: str = "",
+    context_prompt: str = "",
+    guidelines: str = "",
+    overlap: int = 3,
+) -> Project:
+    name = _validate_fields(name, overlap)
+    if not labels:
+        raise SynthloopError("a project needs at least one label")
+    _validate_keys(labels)
+    with transaction(db):
+        if projects_db.get_project_by_name(db, name):
+            raise SynthloopError(f"project {name!r} already exists: choose another name")
+        project_id = projects_db.create_project(
+            db, name=name, description=description, context_prompt=context_prompt, guidelines=guidelines,
+            overlap=overlap,
+        )
+        projects_db.replace_labels(db, project_id, [vars(label) for label in labels])
+    return get_project(db, project_id)
+
+
+def update_project(
+    db: sqlite_utils.Database,
+    project_id: int,
+    *,
+    labels: list[LabelSpec] | None = None,
+    **fields: Any,
+) -> Project:
+    """Change a project's fields and/or labels. A label still used by an item or annotation cannot be removed."""
+    project = get_project(db, project_id)
+    name = _validate_fields(fields.get("name", project.name), fields.get("overlap", project.overlap))
+    if "name" in fields:
+        fields["name"] = name
+    with transaction(db):
+        if name != project.name and projects_db.get_project_by_name(db, name):
+            raise SynthloopError(f"project {name!r} already exists: choose another name")
+        if labels is not None:
+            if not labels:
+                raise SynthloopError("a project needs at least one label")
+            _validate_keys(labels)
+            removed = set(project.label_names) - {label.name for label in labels}
+            usage = projects_db.label_usage(db, project_id)
+            in_use = sorted(r for r in removed if usage.get(r))
+            if in_use:
+                raise SynthloopError(
+                    f"label {in_use[0]!r} is used by {usage[in_use[0]]} labels or annotations and cannot be removed"
+                )
+            projects_db.replace_labels(db, project_id, [vars(label) for label in labels])
+        if fields:
+            projects_db.update_project(db, project_id, **fields)
+    return get_project(db, project_id)
+
+
+def update_settings(db: sqlite_utils.Database, project_id: int, **settings: Any) -> Project:
+    """Merge ``settings`` into the project's settings object (prompts, generation and annotation options)."""
+    with transaction(db):
+        project = get_project(db, project_id)
+        projects_db.update_project(db, project_id, settings={**project.settings, **settings})
+    return get_project(db, project_id)
+
+
+def add_labels(db: sqlite_utils.Database, project_id: int, names: list[str]) -> None:
+    projects_db.add_labels(db, project_id, names)
+
+
+def _to_project(row: dict[str, Any], labels: list[dict[str, Any]]) -> Project:
+    return Project(
+        id=row["id"], name=row["name"], description=row["description"], context_prompt=row["context_prompt"],
+        guidelines=row["guidelines"], overlap=row["overlap"],
+        labels=tuple(LabelSpec(lb["name"], lb["description"], lb["key"]) for lb in labels),
+        settings=row["settings"],
+    )
+
+
+def get_project(db: sqlite_utils.Database, project: int | str) -> Project:
+    """A project by id or by name."""
+    if isinstance(project, int) or (isinstance(project, str) and project.isdigit()
+                                    and projects_db.get_project_by_name(db, project) is None):
+        row = projects_db.get_project(db, int(project))
+    else:
+        row = projects_db.get_project_by_name(db, project)
+    if row is None:
+        raise NotFoundError(f"no project {project!r}: create it first or check `python -m core project list`")
+    return _to_project(row, projects_db.list_labels(db, row["id"]))
+
+
+def list_projects(db: sqlite_utils.Database) -> list[dict[str, Any]]:
+    return projects_db.list_projects(db)
+
+
+def delete_project(db: sqlite_utils.Database, project_id: int) -> None:
+    projects_db.delete_project(db, project_id)

@@ -1,0 +1,7 @@
+"""Where the app and the CLI get their database: the file named by ``--db`` / ``SYNTHLOOP_DB`` or the default."""
+
+from __future__ import annotations
+
+from db.connection import open_db, resolve_db_path
+
+__all__ = ["open_db", "resolve_db_path"]

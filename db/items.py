@@ -1,0 +1,127 @@
+"""Items and their annotations: bulk inserts for imports and generation, frames for analysis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import pandas as pd
+import sqlite_utils
+
+from db.connection import now
+
+ITEM_INSERT_COLUMNS = (
+    "project_id", "external_id", "text", "source", "split", "reference_label", "imported_agreement",
+    "generation_call_id", "review_status", "in_pool", "text_hash", "meta", "created_at",
+)
+
+
+def insert_items(db: sqlite_utils.Database, project_id: int, items: Sequence[dict[str, Any]]) -> list[int]:
+    """Insert items (dicts with ``text``, ``text_hash``, ``source``, ``split`` and optional columns).
+
+    Returns the new ids in input order. Runs inside the caller's transaction.
+    """
+    stamp = now()
+    defaults = {"external_id": None, "reference_label": None, "imported_agreement": None,
+                "generation_call_id": None, "review_status": "accepted", "in_pool": 0, "meta": "{}"}
+    first = db.execute("SELECT COALESCE(MAX(id), 0) FROM item").fetchone()[0] + 1
+    rows = [
+        tuple({**defaults, **item, "project_id": project_id, "created_at": stamp}[c] for c in ITEM_INSERT_COLUMNS)
+        for item in items
+    ]
+    # Explicit ids let one executemany insert everything and still tell the caller which id each row got.
+    db.conn.executemany(
+        f"INSERT INTO item (id, {', '.join(ITEM_INSERT_COLUMNS)})"
+        f" VALUES (?, {', '.join('?' for _ in ITEM_INSERT_COLUMNS)})",
+        [(first + offset, *row) for offset, row in enumerate(rows)],
+    )
+    return list(range(first, first + len(rows)))
+
+
+def existing_hashes(db: sqlite_utils.Database, project_id: int) -> dict[str, int]:
+    """``text_hash → item id`` for every item of the project."""
+    return dict(db.execute("SELECT text_hash, id FROM item WHERE project_id = ?", [project_id]).fetchall())
+
+
+def existing_external_ids(db: sqlite_utils.Database, project_id: int) -> dict[str, int]:
+    return dict(
+        db.execute(
+            "SELECT external_id, id FROM item WHERE project_id = ? AND external_id IS NOT NULL", [project_id]
+        ).fetchall()
+    )
+
+
+def get_item(db: sqlite_utils.Database, item_id: int) -> dict[str, Any] | None:
+    rows = list(db.query("SELECT * FROM item WHERE id = ?", [item_id]))
+    return rows[0] if rows else None
+
+
+def get_items(db: sqlite_utils.Database, item_ids: Iterable[int]) -> list[dict[str, Any]]:
+    ids = list(item_ids)
+    if not ids:
+        return []
+    return list(db.query(f"SELECT * FROM item WHERE id IN ({', '.join('?' for _ in ids)})", ids))
+
+
+def items_frame(
+    db: sqlite_utils.Database,
+    project_id: int,
+    *,
+    source: str | None = None,
+    split: str | None = None,
+    include_rejected: bool = False,
+) -> pd.DataFrame:
+    """All items of a project as a DataFrame (one row per item, every column of ``item``)."""
+    clauses, params = ["project_id = ?"], [project_id]
+    if source is not None:
+        clauses.append("source = ?")
+        params.append(source)
+    if split is not None:
+        clauses.append("split = ?")
+        params.append(split)
+    if not include_rejected:
+        clauses.append("review_status = 'accepted'")
+    return pd.read_sql_query(f"SELECT * FROM item WHERE {' AND '.join(clauses)} ORDER BY id", db.conn, params=params)
+
+
+def count_items(db: sqlite_utils.Database, project_id: int) -> dict[tuple[str, str], int]:
+    """``(source, split) → count`` of accepted items."""
+    rows = db.execute(
+        "SELECT source, split, COUNT(*) FROM item WHERE project_id = ? AND review_status = 'accepted'"
+        " GROUP BY source, split",
+        [project_id],
+    ).fetchall()
+    return {(source, split): n for source, split, n in rows}
+
+
+def insert_annotations(db: sqlite_utils.Database, annotations: Sequence[dict[str, Any]]) -> None:
+    """Insert or replace annotations (``item_id``, ``annotator``, ``label`` and optional ``seconds``,
+    ``unsure``, ``comment``, ``created_at``); one (item, annotator) pair keeps its latest label."""
+    stamp = now()
+    db.conn.executemany(
+        "INSERT INTO annotation (item_id, annotator, label, seconds, unsure, comment, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (item_id, annotator) DO UPDATE SET label = excluded.label, seconds = excluded.seconds,"
+        " unsure = excluded.unsure, comment = excluded.comment, updated_at = excluded.updated_at",
+        [
+            (a["item_id"], a["annotator"], a["label"], a.get("seconds"), int(bool(a.get("unsure", False))),
+             a.get("comment") or "", a.get("created_at") or stamp, stamp)
+            for a in annotations
+        ],
+    )
+
+
+def annotations_frame(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    """Every annotation of the project's items: one row per (item, annotator)."""
+    return pd.read_sql_query(
+        "SELECT a.item_id, a.annotator, a.label, a.seconds, a.unsure, a.comment, a.created_at, a.updated_at"
+        " FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ? ORDER BY a.item_id, a.id",
+        db.conn,
+        params=[project_id],
+    )
+
+
+def count_annotations(db: sqlite_utils.Database, project_id: int) -> int:
+    return db.execute(
+        "SELECT COUNT(*) FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ?", [project_id]
+    ).fetchone()[0]

@@ -1,0 +1,97 @@
+"""What every page shares: the page registry with roles, the server-side role gate, the database and the
+current project. ``session_state`` keys live here and nowhere else.
+
+Pages import this module and ``core``, never ``db``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from core import projects, users
+from core.errors import SynthloopError
+from core import store
+
+# session_state keys (UI state only; records live in SQLite)
+USER_ID = "auth_user_id"
+PROJECT_ID = "current_project_id"
+
+RESEARCH = frozenset({"admin", "researcher"})
+EVERYONE = frozenset({"admin", "researcher", "annotator"})
+ADMIN = frozenset({"admin"})
+
+
+@dataclass(frozen=True)
+class PageSpec:
+    file: str
+    title: str
+    icon: str
+    roles: frozenset[str]
+    section: str
+
+
+# The one registry: the router shows a user only the pages of their role, and each page refuses to render
+# for any other role (so opening a page by URL does not help).
+PAGES: tuple[PageSpec, ...] = (
+    PageSpec("pages/projects.py", "Projects", ":material/folder:", RESEARCH, "Set up"),
+    PageSpec("pages/data.py", "Data", ":material/table:", RESEARCH, "Set up"),
+    PageSpec("pages/export.py", "Export", ":material/download:", RESEARCH, "Results"),
+    PageSpec("pages/users.py", "Users", ":material/group:", ADMIN, "Admin"),
+)
+
+
+def pages_for(role: str) -> list[PageSpec]:
+    return [page for page in PAGES if role in page.roles]
+
+
+def db_path() -> str:
+    return str(store.resolve_db_path(os.environ.get("SYNTHLOOP_DB")))
+
+
+@contextmanager
+def database() -> Iterator:
+    """A fresh connection for this rerun (never cached: reruns may run on another thread)."""
+    with store.open_db(db_path()) as db:
+        yield db
+
+
+def page_guard(page_file: str) -> users.User:
+    """Stop rendering unless the logged-in user's role (re-read from the database) may see this page."""
+    name = Path(page_file).name
+    spec = next(page for page in PAGES if Path(page.file).name == name)
+    user_id = st.session_state.get(USER_ID)
+    user = None
+    if isinstance(user_id, int):
+        with database() as db:
+            user = users.current_user(db, user_id)
+    if user is None:
+        st.warning("Please log in first.")
+        st.stop()
+    if user.role not in spec.roles:
+        st.error(f"{spec.title} is not available to the {user.role} role.")
+        st.stop()
+    return user
+
+
+def current_project(db) -> projects.Project:
+    """The project picked in the sidebar; stops the page with a hint when there is none."""
+    project_id = st.session_state.get(PROJECT_ID)
+    if project_id is None:
+        st.info("Create or pick a project first (Projects page, or the picker in the sidebar).")
+        st.stop()
+    try:
+        return projects.get_project(db, int(project_id))
+    except SynthloopError:
+        st.session_state.pop(PROJECT_ID, None)
+        st.info("The selected project no longer exists: pick another one.")
+        st.stop()
+
+
+def show_error(exc: SynthloopError) -> None:
+    st.error(str(exc), icon=":material/error:")

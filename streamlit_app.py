@@ -1,0 +1,99 @@
+"""Synthloop's entry point: page config, login (first-run admin, password, invite link), the project picker
+and navigation filtered by role. Every page re-checks the role itself (pages/_common.py)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import projects, users
+from core.errors import SynthloopError
+from pages._common import PROJECT_ID, USER_ID, database, pages_for, show_error
+
+st.set_page_config(page_title="Synthloop", page_icon=":material/autorenew:", layout="wide")
+
+
+def _login_screen() -> None:
+    st.title("Synthloop")
+    st.caption("Synthetic data, human labels and subjectivity for text classification.")
+    with database() as db:
+        invite = st.query_params.get("invite")
+        if invite:
+            try:
+                user = users.redeem_invite(db, invite)
+            except SynthloopError as exc:
+                show_error(exc)
+            else:
+                st.session_state[USER_ID] = user.id
+                st.query_params.clear()
+                st.rerun()
+        if users.first_run(db):
+            st.subheader("Create the first admin")
+            with st.form("first_admin"):
+                username = st.text_input("Username")
+                password = st.text_input("Password", type="password")
+                again = st.text_input("Password again", type="password")
+                submitted = st.form_submit_button("Create admin", type="primary")
+            if submitted:
+                if password != again:
+                    st.error("The two passwords differ: type the same password twice.")
+                    return
+                try:
+                    user = users.add_user(db, username, role="admin", password=password)
+                except SynthloopError as exc:
+                    show_error(exc)
+                    return
+                st.session_state[USER_ID] = user.id
+                st.rerun()
+            return
+        with st.form("login"):
+            username = st.text_input("Username")
+            password = st.text_input("Password", type="password")
+            submitted = st.form_submit_button("Log in", type="primary")
+        if submitted:
+            try:
+                user = users.authenticate(db, username, password)
+            except SynthloopError as exc:
+                show_error(exc)
+                return
+            st.session_state[USER_ID] = user.id
+            st.rerun()
+
+
+def _sidebar(user: users.User) -> None:
+    with st.sidebar:
+        st.markdown(f"**{user.display_name or user.username}** · {user.role}")
+        with database() as db:
+            rows = projects.list_projects(db)
+        if rows:
+            ids = [row["id"] for row in rows]
+            names = {row["id"]: row["name"] for row in rows}
+            current = st.session_state.get(PROJECT_ID)
+            index = ids.index(current) if current in ids else 0
+            st.session_state[PROJECT_ID] = st.selectbox(
+                "Project", ids, index=index, format_func=names.__getitem__, key="project_picker"
+            )
+        else:
+            st.session_state.pop(PROJECT_ID, None)
+        if st.button("Log out", icon=":material/logout:"):
+            st.session_state.clear()
+            st.rerun()
+
+
+def main() -> None:
+    user_id = st.session_state.get(USER_ID)
+    user = None
+    if isinstance(user_id, int):
+        with database() as db:
+            user = users.current_user(db, user_id)
+    if user is None:
+        st.session_state.pop(USER_ID, None)
+        st.navigation([st.Page(_login_screen, title="Log in", icon=":material/login:")], position="hidden").run()
+        return
+    _sidebar(user)
+    sections: dict[str, list] = {}
+    for spec in pages_for(user.role):
+        sections.setdefault(spec.section, []).append(st.Page(spec.file, title=spec.title, icon=spec.icon))
+    st.navigation(sections).run()
+
+
+main()
