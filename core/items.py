@@ -33,7 +33,7 @@ def item_table(
     table["majority_label"] = table["majority_label"].astype(object).where(table["majority_label"].notna(), None)
     from_labels = table["instance_agreement"].notna()
     from_import = ~from_labels & table["imported_agreement"].notna()
-    table.loc[from_import, "instance_agreement"] = table.loc[from_import, "imported_agreement"]
+    table.loc[from_import, "instance_agreement"] = table.loc[from_import, "imported_agreement"].astype(float)
     table["agreement_source"] = None
     table.loc[from_labels, "agreement_source"] = "labels"
     table.loc[from_import, "agreement_source"] = "imported"

@@ -25,7 +25,13 @@ from db import jobs as jobs_db
 
 # kind → "module:function"; the function takes (db_path, job_id) and runs the job to its end, writing
 # progress through db.jobs.update_progress and returning the result dict stored with the job.
-JOB_RUNNERS: dict[str, str] = {}
+JOB_RUNNERS: dict[str, str] = {
+    "generation": "core.generation.jobs:run_generation",
+    "llm_annotation": "core.llm_annotator:run_llm_annotation",
+    "training": "core.training.run:run_job",
+    "analysis": "core.analysis:run_analysis_job",
+    "study": "core.study:run_study_job",
+}
 
 HEARTBEAT_STALE_SECONDS = 120
 LOG_DIR_NAME = "logs"

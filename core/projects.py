@@ -190,3 +190,37 @@ def list_projects(db: sqlite_utils.Database) -> list[dict[str, Any]]:
 
 def delete_project(db: sqlite_utils.Database, project_id: int) -> None:
     projects_db.delete_project(db, project_id)
+
+
+def labels_from_rows(rows: list[dict[str, Any]]) -> list[LabelSpec]:
+    """Labels from table rows (``name``, ``description``, ``key``), as the Projects page's label editor gives
+    them; rows without a name are ignored, names must be unique."""
+    labels = []
+    for row in rows:
+        name = str(row.get("name") or "").strip()
+        if not name:
+            continue
+        labels.append(LabelSpec(name, str(row.get("description") or "").strip(), str(row.get("key") or "").strip()))
+    names = [label.name for label in labels]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SynthloopError(f"label {duplicates[0]!r} is given twice: each label name must be unique")
+    return labels
+
+
+def parse_label_lines(text: str) -> list[LabelSpec]:
+    """Labels from plain text, one per line: ``name | description | key`` (description and key optional)."""
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        parts = [part.strip() for part in line.split("|")]
+        if len(parts) > 3:
+            raise SynthloopError(f"label line {line.strip()!r} has more than 3 parts: write name | description | key")
+        rows.append(dict(zip(("name", "description", "key"), parts, strict=False)))
+    return labels_from_rows(rows)
+
+
+def format_label_lines(labels: tuple[LabelSpec, ...] | list[LabelSpec]) -> str:
+    """The inverse of :func:`parse_label_lines`."""
+    return "\n".join(f"{label.name} | {label.description} | {label.key}" for label in labels)

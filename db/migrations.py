@@ -171,3 +171,198 @@ def _initial(db: sqlite_utils.Database) -> None:
         CREATE INDEX job_project_kind ON job (project_id, kind, status);
         """
     )
+
+
+@migration("0400_analysis_embedding_cache")
+def _analysis_embedding_cache(db: sqlite_utils.Database) -> None:
+    # Vectors are keyed by (model, exact-text hash), not by item, so a text shared by several items or
+    # projects is embedded once, and a second analysis reads every vector back instead of running the model.
+    run_script(
+        db,
+        """
+        CREATE TABLE embedding (
+            model TEXT NOT NULL,
+            text_hash TEXT NOT NULL,
+            dim INTEGER NOT NULL,
+            vector BLOB NOT NULL,
+            created_at TEXT NOT NULL,
+            PRIMARY KEY (model, text_hash)
+        ) WITHOUT ROWID
+        """,
+    )
+
+
+@migration("0100_generation_job_call")
+def _generation_job_call(db: sqlite_utils.Database) -> None:
+    # One generation_job per background job (its frozen config and running totals) and one generation_call
+    # per LLM request, kept whole (messages, seeds, raw output, per-text outcome) so every synthetic item can
+    # be traced to the exact prompt that produced it and every rejection to its reason.
+    run_script(
+        db,
+        """
+        CREATE TABLE generation_job (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            job_id INTEGER UNIQUE REFERENCES job(id) ON DELETE SET NULL,
+            config TEXT NOT NULL DEFAULT '{}',
+            status TEXT NOT NULL DEFAULT 'queued'
+                CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            n_calls INTEGER NOT NULL DEFAULT 0,
+            n_failed_calls INTEGER NOT NULL DEFAULT 0,
+            n_accepted INTEGER NOT NULL DEFAULT 0,
+            n_rejected INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            cost REAL NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX generation_job_project ON generation_job (project_id);
+
+        CREATE TABLE generation_call (
+            id INTEGER PRIMARY KEY,
+            generation_job_id INTEGER NOT NULL REFERENCES generation_job(id) ON DELETE CASCADE,
+            label TEXT NOT NULL,
+            messages TEXT NOT NULL DEFAULT '[]',
+            seed_item_ids TEXT NOT NULL DEFAULT '[]',
+            raw_output TEXT,
+            parsed TEXT NOT NULL DEFAULT '[]',
+            outcomes TEXT NOT NULL DEFAULT '[]',
+            n_accepted INTEGER NOT NULL DEFAULT 0,
+            n_rejected INTEGER NOT NULL DEFAULT 0,
+            prompt_tokens INTEGER NOT NULL DEFAULT 0,
+            completion_tokens INTEGER NOT NULL DEFAULT 0,
+            latency_s REAL,
+            error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX generation_call_job_label ON generation_call (generation_job_id, label)
+        """,
+    )
+
+
+@migration("0300_training_run_prediction")
+def _training_run_prediction(db: sqlite_utils.Database) -> None:
+    run_script(
+        db,
+        """
+        CREATE TABLE run (
+            id INTEGER PRIMARY KEY,
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            job_id INTEGER REFERENCES job(id) ON DELETE SET NULL,
+            status TEXT NOT NULL DEFAULT 'queued'
+                CHECK (status IN ('queued', 'running', 'done', 'failed', 'cancelled')),
+            config TEXT NOT NULL DEFAULT '{}',
+            seed INTEGER NOT NULL,
+            model TEXT NOT NULL,
+            label_source TEXT NOT NULL,
+            data_source TEXT NOT NULL DEFAULT '',
+            train_item_ids TEXT NOT NULL DEFAULT '[]',
+            n_train INTEGER,
+            n_test INTEGER,
+            history TEXT NOT NULL DEFAULT '{}',
+            metrics TEXT NOT NULL DEFAULT '{}',
+            error TEXT NOT NULL DEFAULT '',
+            artifact_path TEXT,
+            device TEXT,
+            seconds REAL,
+            created_at TEXT NOT NULL,
+            started_at TEXT,
+            finished_at TEXT
+        );
+        CREATE INDEX run_project_status ON run (project_id, status);
+
+        CREATE TABLE prediction (
+            id INTEGER PRIMARY KEY,
+            run_id INTEGER NOT NULL REFERENCES run(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,
+            true_label TEXT,
+            predicted_label TEXT NOT NULL,
+            probabilities TEXT NOT NULL DEFAULT '{}',
+            agreement REAL,
+            UNIQUE (run_id, item_id)
+        );
+        """
+    )
+
+
+@migration("0200_annotation_assignment")
+def _annotation_assignment(db: sqlite_utils.Database) -> None:
+    # Per-item label statistics kept up to date by triggers, so that every writer (the Annotate page, imports,
+    # the LLM annotator) keeps them right and the next-item query can walk an index instead of counting
+    # annotations. Named annotation_* so they never clash with core.items.item_table's computed n_labels.
+    # Only human labels count (the LLM annotator, ``llm:<model>``, must not use up the overlap k).
+    run_script(
+        db,
+        """
+        ALTER TABLE item ADD COLUMN annotation_count INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE item ADD COLUMN annotation_top INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE item ADD COLUMN annotation_agreement REAL;
+
+        UPDATE item SET
+            annotation_count = (SELECT COUNT(*) FROM annotation a WHERE a.item_id = item.id
+                                AND a.annotator NOT LIKE 'llm:%'),
+            annotation_top = COALESCE((SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM annotation a
+                                       WHERE a.item_id = item.id AND a.annotator NOT LIKE 'llm:%'
+                                       GROUP BY a.label)), 0);
+        UPDATE item SET annotation_agreement =
+            CASE WHEN annotation_count >= 2 THEN CAST(annotation_top AS REAL) / annotation_count END;
+
+        CREATE INDEX item_pool_fill ON item (project_id, in_pool, annotation_count, id);
+        CREATE INDEX item_pool_agreement ON item (project_id, in_pool, annotation_agreement);
+        CREATE INDEX item_pool_shuffle ON item (project_id, in_pool, ((id * 2654435761) % 4294967296));
+
+        CREATE TABLE reservation (
+            item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,
+            annotator TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            PRIMARY KEY (item_id, annotator)
+        );
+        CREATE INDEX reservation_annotator ON reservation (annotator, expires_at);
+        CREATE INDEX reservation_expiry ON reservation (expires_at);
+
+        CREATE TABLE skip (
+            item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,
+            annotator TEXT NOT NULL,
+            skipped_at TEXT NOT NULL,
+            PRIMARY KEY (item_id, annotator)
+        );
+        """,
+    )
+    recount = """
+        UPDATE item SET
+            annotation_count = (SELECT COUNT(*) FROM annotation a WHERE a.item_id = {item}
+                                AND a.annotator NOT LIKE 'llm:%'),
+            annotation_top = COALESCE((SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM annotation a
+                                       WHERE a.item_id = {item} AND a.annotator NOT LIKE 'llm:%'
+                                       GROUP BY a.label)), 0)
+        WHERE id = {item};
+        UPDATE item SET annotation_agreement =
+            CASE WHEN annotation_count >= 2 THEN CAST(annotation_top AS REAL) / annotation_count END
+        WHERE id = {item};
+    """
+    # Trigger bodies contain ';', so they cannot go through run_script (which splits on it).
+    db.execute(
+        """
+        CREATE TRIGGER annotation_stats_insert AFTER INSERT ON annotation
+        WHEN NEW.annotator NOT LIKE 'llm:%' BEGIN
+            UPDATE item SET
+                annotation_count = annotation_count + 1,
+                annotation_top = MAX(annotation_top, (SELECT COUNT(*) FROM annotation a
+                                     WHERE a.item_id = NEW.item_id AND a.label = NEW.label
+                                     AND a.annotator NOT LIKE 'llm:%'))
+            WHERE id = NEW.item_id;
+            UPDATE item SET annotation_agreement =
+                CASE WHEN annotation_count >= 2 THEN CAST(annotation_top AS REAL) / annotation_count END
+            WHERE id = NEW.item_id;
+        END
+        """
+    )
+    db.execute(
+        "CREATE TRIGGER annotation_stats_update AFTER UPDATE OF label, item_id, annotator ON annotation BEGIN"
+        + recount.format(item="OLD.item_id") + recount.format(item="NEW.item_id") + "END"
+    )
+    db.execute(
+        "CREATE TRIGGER annotation_stats_delete AFTER DELETE ON annotation BEGIN"
+        + recount.format(item="OLD.item_id") + "END"
+    )

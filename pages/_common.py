@@ -21,6 +21,12 @@ from core import store
 # session_state keys (UI state only; records live in SQLite)
 USER_ID = "auth_user_id"
 PROJECT_ID = "current_project_id"
+ANALYSIS_MAP = "analysis_map"  # the map chart's selection (pages/analysis.py)
+ANALYSIS_COLOUR = "analysis_colour"  # colour the map by source or label
+ANNOTATE_BACK = "annotate_back"  # 0: my next item; n ≥ 1: my n-th most recent label, open for editing
+ANNOTATE_SHOWN = "annotate_shown"  # (item id, time shown) to record the seconds spent on an item
+GENERATE_JOB = "generate_job_id"  # the generation job watched on pages/generate.py
+REVIEW_ITEM = "review_item_id"  # the synthetic item whose provenance is open (pages/review.py)
 
 RESEARCH = frozenset({"admin", "researcher"})
 EVERYONE = frozenset({"admin", "researcher", "annotator"})
@@ -41,6 +47,16 @@ class PageSpec:
 PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/projects.py", "Projects", ":material/folder:", RESEARCH, "Set up"),
     PageSpec("pages/data.py", "Data", ":material/table:", RESEARCH, "Set up"),
+    PageSpec("pages/seeds.py", "Seeds", ":material/push_pin:", RESEARCH, "Generate"),
+    PageSpec("pages/generate.py", "Generate", ":material/auto_awesome:", RESEARCH, "Generate"),
+    PageSpec("pages/review.py", "Review", ":material/rule:", RESEARCH, "Generate"),
+    PageSpec("pages/analysis.py", "Diversity", ":material/scatter_plot:", RESEARCH, "Analyse"),
+    PageSpec("pages/study.py", "Study", ":material/lab_profile:", RESEARCH, "Analyse"),
+    PageSpec("pages/annotate.py", "Annotate", ":material/edit_note:", EVERYONE, "Annotate"),
+    PageSpec("pages/pool.py", "Annotation pool", ":material/checklist:", RESEARCH, "Annotate"),
+    PageSpec("pages/agreement.py", "Agreement", ":material/handshake:", RESEARCH, "Annotate"),
+    PageSpec("pages/train.py", "Train", ":material/model_training:", RESEARCH, "Train"),
+    PageSpec("pages/runs.py", "Runs", ":material/leaderboard:", RESEARCH, "Train"),
     PageSpec("pages/export.py", "Export", ":material/download:", RESEARCH, "Results"),
     PageSpec("pages/users.py", "Users", ":material/group:", ADMIN, "Admin"),
 )

@@ -1,0 +1,231 @@
+"""Generation benchmark: job throughput against a fake OpenAI-compatible server with a fixed latency, and the
+embedded backend's tokens/s against raw llama.cpp calls, each measured in the same run.
+
+    .venv/bin/python bench/generation_bench.py [--latency 0.2] [--concurrency 1,8,32] [--skip-embedded]
+                                               [--transformers]   # also time transformers+gguf (slow)
+
+Throughput ratio = calls/s of a real generation job / (concurrency / latency), the ideal. The raw client
+(the openai package alone, same concurrency, no job) is printed beside it as this machine's ceiling.
+Targets: ≥ 0.85 at concurrency 32; embedded job tokens/s ≥ 0.9 × raw llama.cpp tokens/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core import projects  # noqa: E402
+from core.generation import service  # noqa: E402
+from core.generation.backends import OpenAIBackend, embedded_model_path  # noqa: E402
+from core.generation.jobs import GenerationRun  # noqa: E402
+from core.seeds import pin  # noqa: E402
+from core.text import text_hash  # noqa: E402
+from db import connection, transaction  # noqa: E402
+from db import items as items_db  # noqa: E402
+
+SEED_TEXTS = {
+    "positive": ["An absolute delight from start to finish, with a cast that clearly loved the material.",
+                 "I laughed, I cried, and I went back the next day to see it again.",
+                 "Sharp writing and a warm heart make this the best comedy of the year."],
+    "negative": ["Two hours of my life I will never get back; the plot makes no sense at all.",
+                 "The acting is wooden and the jokes land with a thud every single time.",
+                 "A lazy sequel that copies the first film without any of its charm."],
+}
+
+
+def start_server(latency: float) -> tuple[subprocess.Popen, str]:
+    # The server runs in its own process so its work does not compete with the client for one GIL.
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "fake_llm.py"), "--latency", str(latency)],
+                            stdout=subprocess.PIPE, text=True)
+    return proc, proc.stdout.readline().strip()
+
+
+def make_project(db_path: str) -> int:
+    db = connection.connect(db_path)
+    try:
+        project = projects.create_project(db, "bench", projects.parse_labels("positive,negative"),
+                                          description="movie reviews", context_prompt="You are a movie reviewer.")
+        rows = [{"text": t, "text_hash": text_hash(t), "source": "real", "split": "train", "reference_label": label,
+                 "external_id": f"{label}-{i}"} for label, texts in SEED_TEXTS.items() for i, t in enumerate(texts)]
+        with transaction(db):
+            items_db.insert_items(db, project.id, rows)
+        pin(db, project.id, [r["external_id"] for r in rows])
+        return project.id
+    finally:
+        db.conn.close()
+
+
+def raw_client_rate(base_url: str, concurrency: int, calls: int) -> float:
+    backend = OpenAIBackend(base_url=base_url, model="fake-model", max_connections=concurrency)
+    messages = [{"role": "user", "content": "Write one movie review."}]
+
+    def one(i: int) -> None:
+        backend.complete(messages, temperature=1.0, max_tokens=64, seed=i)
+
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(one, range(concurrency)))  # warm the connection pool
+        started = time.perf_counter()
+        list(pool.map(one, range(calls)))
+    return calls / (time.perf_counter() - started)
+
+
+def job_rate(db_path: str, project_id: int, base_url: str, concurrency: int, calls: int) -> tuple[float, dict]:
+    db = connection.connect(db_path)
+    try:
+        job_id = service.start_generation(db, project_id, launch=False, mode="zero-shot", backend="openai",
+                                          model="fake-model", base_url=base_url, concurrency=concurrency,
+                                          per_label=calls // 2, seed=concurrency)
+    finally:
+        db.conn.close()
+    started = time.perf_counter()
+    result = GenerationRun(db_path, job_id).run()
+    elapsed = time.perf_counter() - started
+    return result["calls"] / elapsed, result
+
+
+def throughput(latency: float, levels: list[int]) -> list[dict]:
+    proc, base_url = start_server(latency)
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            db_path = str(Path(tmp) / "bench.db")
+            project_id = make_project(db_path)
+            for concurrency in levels:
+                ideal = concurrency / latency
+                calls = max(40, int(ideal * 6)) // 2 * 2  # about six seconds of ideal work
+                raw = raw_client_rate(base_url, concurrency, calls)
+                rate, result = job_rate(db_path, project_id, base_url, concurrency, calls)
+                rows.append({"concurrency": concurrency, "calls": result["calls"], "ideal_calls_per_s": ideal,
+                             "job_calls_per_s": round(rate, 1), "job_ratio": round(rate / ideal, 3),
+                             "raw_client_calls_per_s": round(raw, 1), "raw_client_ratio": round(raw / ideal, 3),
+                             "accepted": result["accepted"], "rejected": result["rejected"]})
+                print(f"concurrency {concurrency:>3}: job {rate:7.1f} calls/s = {rate / ideal:.3f} of ideal "
+                      f"{ideal:.0f}/s; raw openai client {raw:7.1f}/s = {raw / ideal:.3f}  "
+                      f"({result['calls']} calls, {result['accepted']} accepted)", flush=True)
+    finally:
+        proc.kill()
+        proc.wait()
+    return rows
+
+
+def embedded(calls: int, max_tokens: int) -> dict:
+    from llama_cpp import Llama
+
+    from core.generation.backends import EMBEDDED_CONTEXT, EmbeddedBackend
+
+    path = embedded_model_path()
+    with tempfile.TemporaryDirectory() as tmp:
+        db_path = str(Path(tmp) / "bench.db")
+        project_id = make_project(db_path)
+        db = connection.connect(db_path)
+        try:
+            options = {"mode": "few-shot", "backend": "embedded", "max_tokens": max_tokens, "temperature": 0.8,
+                       "style": "movie review", "min_words": 1, "max_calls_per_text": 100.0}
+            preview = service.preview_prompts(db, project_id, **options)
+            messages = preview.settings["list"][0].messages
+            # One call per text: per_label texts per label; the budget guard cannot stop it early.
+            job_id = service.start_generation(db, project_id, launch=False, per_label=calls // 2, **options)
+        finally:
+            db.conn.close()
+
+        started = time.perf_counter()
+        llama = Llama(model_path=str(path), n_ctx=EMBEDDED_CONTEXT, n_threads=max(1, os.cpu_count() or 1),
+                      verbose=False)
+        load_s = time.perf_counter() - started
+        tokens, seconds = 0, 0.0
+        for i in range(calls):
+            started = time.perf_counter()
+            reply = llama.create_chat_completion(messages=messages, temperature=0.8, max_tokens=max_tokens, seed=i)
+            seconds += time.perf_counter() - started
+            tokens += reply["usage"]["completion_tokens"]
+        raw_rate = tokens / seconds
+        del llama
+
+        backend = EmbeddedBackend()
+        backend.llama  # load before timing, as the raw run's load is timed apart too
+        started = time.perf_counter()
+        result = GenerationRun(db_path, job_id, backend=backend).run()
+        job_seconds = time.perf_counter() - started
+        job_rate = result["completion_tokens"] / job_seconds
+    row = {"load_s": round(load_s, 2), "raw_tokens_per_s": round(raw_rate, 1), "raw_calls": calls,
+           "job_tokens_per_s": round(job_rate, 1), "job_calls": result["calls"], "ratio": round(job_rate / raw_rate, 3),
+           "job_accepted": result["accepted"], "job_rejected": result["rejected"]}
+    print(f"embedded SmolLM2-135M (llama.cpp): load {load_s:.2f} s; raw {raw_rate:.1f} tokens/s; job "
+          f"{job_rate:.1f} tokens/s = {job_rate / raw_rate:.3f} of raw ({result['calls']} calls, "
+          f"{result['accepted']} accepted, rejected {result['rejected']})", flush=True)
+    return row
+
+
+def transformers_gguf(max_tokens: int) -> dict:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = embedded_model_path()
+    started = time.perf_counter()
+    tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
+    load_s = time.perf_counter() - started
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "Write a short movie review."}],
+                                           tokenize=False, add_generation_prompt=True)
+    inputs = tokenizer(prompt, return_tensors="pt")
+    tokens, seconds = 0, 0.0
+    for i in range(3):
+        torch.manual_seed(i)
+        started = time.perf_counter()
+        with torch.inference_mode():
+            out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=True, temperature=0.8)
+        seconds += time.perf_counter() - started
+        tokens += out.shape[1] - inputs["input_ids"].shape[1]
+    row = {"load_s": round(load_s, 1), "tokens_per_s": round(tokens / seconds, 1)}
+    print(f"transformers + gguf (same file): load {load_s:.1f} s; {tokens / seconds:.1f} tokens/s", flush=True)
+    return row
+
+
+def install_facts(log: Path = Path("/tmp/install.log")) -> dict:
+    """llama-cpp-python's build time as pip logged it (pip prints 'still running' about once a minute)."""
+    if not log.is_file():
+        return {}
+    text = log.read_text(errors="replace")
+    real = re.search(r"^real\s+(\S+)", text, flags=re.MULTILINE)
+    facts = {"pip_install_real": real.group(1) if real else None,
+             "llama_cpp_build_minutes_approx": text.count("Building wheel for llama-cpp-python (pyproject.toml): "
+                                                          "still running")}
+    print(f"install log: whole `pip install -r requirements.txt` {facts['pip_install_real']}; llama-cpp-python "
+          f"wheel build ≈ {facts['llama_cpp_build_minutes_approx']} min (pip's once-a-minute 'still running' lines)")
+    return facts
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--latency", type=float, default=0.2)
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--skip-embedded", action="store_true")
+    parser.add_argument("--embedded-calls", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--transformers", action="store_true", help="also time transformers+gguf (≈20 s load)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    report: dict = {"cpus": os.cpu_count(), "latency_s": args.latency}
+    report["throughput"] = throughput(args.latency, [int(c) for c in args.concurrency.split(",")])
+    if not args.skip_embedded:
+        report["embedded"] = embedded(args.embedded_calls, args.max_tokens)
+    if args.transformers:
+        report["transformers_gguf"] = transformers_gguf(args.max_tokens)
+    report["install"] = install_facts()
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

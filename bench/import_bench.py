@@ -1,0 +1,118 @@
+"""Import benchmark: 100,000 items with 1,000,000 long-form annotations (a CSV row per item and annotator).
+
+Measures, in the same run and on the same file, ``core.importer.import_file`` (validation, identity rules, dedup
+hashing, one transaction) against a plain baseline: ``pandas.read_csv`` + ``sqlite3.executemany`` into the same
+schema (same pragmas, same indexes). Prints rows/s for both and the ratio core/baseline; a ratio far below 1
+would mean the importer does needless work per row.
+
+    .venv/bin/python bench/import_bench.py [--items N] [--annotators K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sqlite3
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from core import importer, projects
+from db import connection
+
+WORDS = np.array(
+    ["the", "a", "data", "model", "label", "text", "item", "annotator", "agree", "subjective", "news", "review", "movie", "great", "terrible", "okay", "spam", "offer", "free", "call", "now", "win", "prize", "price", "market", "stock", "rise", "fall", "report", "company", "quarter", "profit", "loss"]
+)
+LABELS = np.array(["pos", "neg", "neu"])
+
+
+def make_csv(path: Path, n_items: int, n_annotators: int, seed: int = 0) -> int:
+    """Write the long-form CSV; returns the number of rows (items × annotators)."""
+    rng = np.random.default_rng(seed)
+    words = WORDS[rng.integers(0, len(WORDS), size=(n_items, 8))]
+    texts = pd.Series([" ".join(row) for row in words]) + " #" + pd.Series(np.arange(n_items)).astype(str)
+    item = np.repeat(np.arange(n_items), n_annotators)
+    frame = pd.DataFrame(
+        {
+            "item_id": item,
+            "text": texts.to_numpy()[item],
+            "annotator": np.tile(np.array([f"a{k}" for k in range(n_annotators)]), n_items),
+            "label": LABELS[rng.integers(0, len(LABELS), size=len(item))],
+        }
+    )
+    frame.to_csv(path, index=False)
+    return len(frame)
+
+
+def run_core(csv_path: Path, db_path: Path) -> float:
+    db = connection.connect(db_path)
+    try:
+        project = projects.create_project(db, "bench", projects.parse_labels("pos,neg,neu"))
+        spec = importer.ImportSpec(id_col="item_id", text_col="text", annotator_col="annotator",
+                                   annotation_col="label")
+        start = time.perf_counter()
+        report = importer.import_file(db, project.id, csv_path, spec)
+        seconds = time.perf_counter() - start
+    finally:
+        db.conn.close()
+    print(f"  core:     {report.items_added:,} items, {report.annotations_added:,} annotations")
+    return seconds
+
+
+def run_baseline(csv_path: Path, db_path: Path) -> float:
+    connection.connect(db_path).conn.close()  # the same schema, through the same migrations
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")
+    stamp = connection.now()
+    conn.execute("INSERT INTO project (name, created_at, updated_at) VALUES ('bench', ?, ?)", [stamp, stamp])
+    start = time.perf_counter()
+    frame = pd.read_csv(csv_path)
+    items = frame.drop_duplicates("item_id")
+    item_ids = pd.Series(np.arange(1, len(items) + 1), index=items["item_id"].to_numpy())
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany(
+        "INSERT INTO item (id, project_id, external_id, text, source, split, text_hash, created_at)"
+        " VALUES (?, 1, ?, ?, 'real', 'train', '', ?)",
+        zip(item_ids.tolist(), items["item_id"].astype(str).tolist(), items["text"].tolist(),
+            [stamp] * len(items), strict=True),
+    )
+    conn.executemany(
+        "INSERT INTO annotation (item_id, annotator, label, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+        zip(item_ids.reindex(frame["item_id"].to_numpy()).tolist(), frame["annotator"].tolist(),
+            frame["label"].tolist(), [stamp] * len(frame), [stamp] * len(frame), strict=True),
+    )
+    conn.execute("COMMIT")
+    seconds = time.perf_counter() - start
+    n_items, n_annotations = (conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("item", "annotation"))
+    conn.close()
+    print(f"  baseline: {n_items:,} items, {n_annotations:,} annotations")
+    return seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=100_000)
+    parser.add_argument("--annotators", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        csv_path = tmp_path / "long.csv"
+        start = time.perf_counter()
+        rows = make_csv(csv_path, args.items, args.annotators)
+        print(f"generated {rows:,} rows ({args.items:,} items × {args.annotators} annotators),"
+              f" {csv_path.stat().st_size / 1e6:.0f} MB, in {time.perf_counter() - start:.1f} s")
+        baseline = run_baseline(csv_path, tmp_path / "baseline.db")
+        core = run_core(csv_path, tmp_path / "core.db")
+    print(f"baseline (pandas read_csv + sqlite3.executemany): {baseline:.2f} s, {rows / baseline:,.0f} rows/s")
+    print(f"core.importer.import_file:                        {core:.2f} s, {rows / core:,.0f} rows/s")
+    print(f"ratio core/baseline (rows/s): {baseline / core:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""``import`` and ``export``: a project's data in and out (the same core functions as the Data and Export pages)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from core import exporter, importer, projects
+
+
+def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    imp = subparsers.add_parser("import", parents=[common], help="import texts (and labels) from a file")
+    imp.add_argument("project", help="project name or id")
+    imp.add_argument("file")
+    imp.add_argument("--format", default="auto", choices=importer.FORMATS)
+    imp.add_argument("--text-col", default="text", help="column holding the text (default: text)")
+    imp.add_argument("--id-col", help="column holding each item's id (rows sharing an id are one item)")
+    imp.add_argument("--label-col", help="column holding the reference (gold) label")
+    split = imp.add_mutually_exclusive_group()
+    split.add_argument("--split", choices=importer.SPLITS, help="put every row in this split (default: train)")
+    split.add_argument("--split-col", help="column holding each row's split (train/dev/test/pool)")
+    imp.add_argument("--source", default="real", choices=importer.SOURCES)
+    imp.add_argument("--agreement-col", help="column with each item's published agreement (0-1 or 0-100)")
+    imp.add_argument("--encoding", default="utf-8")
+    imp.add_argument("--sep", help="field separator (default: ',' for csv, tab for tsv); '\\t' for tab")
+    imp.add_argument("--no-header", action="store_true", help="the file has no header row (name them: --columns)")
+    imp.add_argument("--columns", help="column names of a headerless file, comma-separated")
+    imp.add_argument("--annotator-col", help="long form: column naming the annotator of each row")
+    imp.add_argument("--annotation-col", help="long form: column holding that annotator's label")
+    imp.add_argument("--annotator-cols", help="wide form: comma-separated columns, one per annotator")
+    imp.add_argument("--add-labels", action="store_true", help="add labels the project lacks instead of failing")
+    imp.set_defaults(handler=_import)
+
+    exp = subparsers.add_parser("export", parents=[common], help="export items (aggregated) or annotations (--raw)")
+    exp.add_argument("project", help="project name or id")
+    exp.add_argument("--out", required=True, help="file to write")
+    exp.add_argument("--format", choices=exporter.EXPORT_FORMATS, help="default: from --out's extension, else csv")
+    exp.add_argument("--raw", action="store_true", help="a row per annotation instead of a row per item")
+    exp.set_defaults(handler=_export)
+
+
+def _import(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    spec = importer.ImportSpec(
+        format=args.format, text_col=args.text_col, id_col=args.id_col, label_col=args.label_col, split=args.split,
+        split_col=args.split_col, source=args.source, agreement_col=args.agreement_col, encoding=args.encoding,
+        sep=args.sep, no_header=args.no_header, columns=importer.split_names(args.columns),
+        annotator_col=args.annotator_col, annotation_col=args.annotation_col,
+        annotator_cols=importer.split_names(args.annotator_cols),
+    )
+    project = projects.get_project(db, args.project)
+    report = importer.import_file(db, project.id, args.file, spec, add_missing_labels=args.add_labels)
+    return {**report.to_dict(), "message": report.message}
+
+
+def _export(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    project = projects.get_project(db, args.project)
+    view = "raw" if args.raw else "aggregated"
+    result = exporter.export_file(db, project.id, args.out, view=view, fmt=args.format)
+    return {**result, "project": project.name,
+            "message": f"wrote {result['rows']} {'annotations' if args.raw else 'items'} of {project.name!r}"
+                       f" to {result['path']} ({result['format']})"}

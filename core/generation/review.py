@@ -1,0 +1,122 @@
+"""Review of synthetic items: browse them with provenance, accept or reject, edit, and send to annotation.
+
+Review status lives in ``item.review_status`` (rejected items drop out of training and analysis); sending to
+annotation sets ``item.in_pool = 1``, which the annotation queue reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pandas as pd
+import sqlite_utils
+
+from core.errors import NotFoundError, SynthloopError
+from core.text import normalise_text, text_hash
+from db import generation as gen_db
+from db import items as items_db
+from db import transaction
+
+ReviewStatus = Literal["accepted", "rejected"]
+REVIEW_COLUMNS = ["id", "text", "reference_label", "review_status", "in_pool", "mode", "model", "temperature",
+                  "generation_job_id", "generation_call_id", "edited"]
+
+
+def synthetic_items(
+    db: sqlite_utils.Database,
+    project_id: int,
+    *,
+    job_id: int | None = None,
+    label: str | None = None,
+    review_status: ReviewStatus | None = None,
+    in_pool: bool | None = None,
+) -> pd.DataFrame:
+    """Synthetic items with provenance columns; ``job_id`` is the job-table id shown on the Generate page."""
+    generation_job_id = None
+    if job_id is not None:
+        row = gen_db.get_generation_job_by_job(db, job_id)
+        if row is None:
+            raise NotFoundError(f"job {job_id} is not a generation job")
+        generation_job_id = int(row["id"])
+    frame = gen_db.synthetic_items(db, project_id, generation_job_id=generation_job_id, label=label,
+                                   review_status=review_status, in_pool=in_pool)
+    frame["edited"] = frame["meta"].map(lambda m: "original_text" in json.loads(m or "{}"))
+    frame["in_pool"] = frame["in_pool"].astype(bool)
+    return frame[REVIEW_COLUMNS]
+
+
+def provenance(db: sqlite_utils.Database, project_id: int, item_id: int) -> dict[str, Any]:
+    """Where a synthetic item came from: the call's messages, the seeds shown, the raw reply, model settings."""
+    item = items_db.get_item(db, item_id)
+    if item is None or item["project_id"] != project_id or item["source"] != "synthetic":
+        raise NotFoundError(f"no synthetic item {item_id} in this project")
+    meta = json.loads(item["meta"] or "{}")
+    call = gen_db.get_call(db, item["generation_call_id"]) if item["generation_call_id"] else None
+    seeds = items_db.get_items(db, call["seed_item_ids"]) if call else []
+    generation_job = gen_db.get_generation_job(db, call["generation_job_id"]) if call else None
+    config = generation_job["config"] if generation_job else {}
+    return {
+        "item_id": item_id,
+        "text": item["text"],
+        "intended_label": item["reference_label"],
+        "review_status": item["review_status"],
+        "in_pool": bool(item["in_pool"]),
+        "original_text": meta.get("original_text"),
+        "model": meta.get("model"),
+        "backend": meta.get("backend"),
+        "mode": meta.get("mode"),
+        "temperature": meta.get("temperature"),
+        "job_id": generation_job["job_id"] if generation_job else None,
+        "call_id": item["generation_call_id"],
+        "messages": call["messages"] if call else [],
+        "raw_output": call["raw_output"] if call else None,
+        "outcomes": call["outcomes"] if call else [],
+        "seeds": [{"item_id": s["id"], "external_id": s["external_id"], "text": s["text"],
+                   "label": s["adjudicated_label"] or s["reference_label"]} for s in seeds],
+        "latency_s": call["latency_s"] if call else None,
+        "config": config,
+    }
+
+
+def set_review_status(db: sqlite_utils.Database, project_id: int, item_ids: Sequence[int],
+                      status: ReviewStatus) -> int:
+    if status not in ("accepted", "rejected"):
+        raise SynthloopError(f"review status {status!r} is not valid: accepted or rejected")
+    with transaction(db):
+        changed = gen_db.set_review_status(db, project_id, [int(i) for i in item_ids], status)
+        if status == "rejected":
+            # A rejected text should not be annotated: take it out of the pool too.
+            gen_db.set_in_pool(db, project_id, [int(i) for i in item_ids], False)
+    return changed
+
+
+def send_to_annotation(db: sqlite_utils.Database, project_id: int, item_ids: Sequence[int],
+                       in_pool: bool = True) -> int:
+    """Put synthetic items in (or take them out of) the annotation pool; rejected items cannot go in."""
+    ids = [int(i) for i in item_ids]
+    if in_pool:
+        rejected = [r["id"] for r in items_db.get_items(db, ids) if r["review_status"] == "rejected"]
+        if rejected:
+            raise SynthloopError(f"item {rejected[0]} is rejected: accept it before sending it to annotation")
+    with transaction(db):
+        return gen_db.set_in_pool(db, project_id, ids, in_pool)
+
+
+def edit_text(db: sqlite_utils.Database, project_id: int, item_id: int, text: str) -> None:
+    """Replace a synthetic item's text (re-hashed); the first original text is kept in ``meta.original_text``."""
+    text = " ".join((text or "").split())
+    if not normalise_text(text):
+        raise SynthloopError("the new text is empty: type the text, or reject the item instead")
+    with transaction(db):
+        item = items_db.get_item(db, item_id)
+        if item is None or item["project_id"] != project_id or item["source"] != "synthetic":
+            raise NotFoundError(f"no synthetic item {item_id} in this project")
+        digest = text_hash(text)
+        other = gen_db.item_with_hash(db, project_id, digest)
+        if other is not None and other != item_id:
+            raise SynthloopError(f"the new text duplicates item {other}: change it or reject this item")
+        meta = json.loads(item["meta"] or "{}")
+        meta.setdefault("original_text", item["text"])
+        gen_db.update_item_text(db, item_id, text, digest, meta)

@@ -1,0 +1,312 @@
+"""What pages and the CLI call for generation: settings and templates per project, prompt preview, test
+connection, start / resume / cancel a job, and the job's live summary."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+import sqlite_utils
+
+from core import jobs as core_jobs
+from core.errors import NotFoundError, SynthloopError
+from core.generation import prompts
+from core.generation.backends import make_backend
+from core.generation.config import GenerationConfig, PromptTemplates
+from core.projects import Project, get_project, update_settings
+from core.seeds import seed_counts, seed_examples, seed_warnings
+from db import generation as gen_db
+from db import jobs as jobs_db
+from db import transaction
+
+JOB_KIND = "generation"
+SETTINGS_KEY = "generation"  # project.settings["generation"]: the form's saved defaults
+TEMPLATES_KEY = "prompt_templates"  # project.settings["prompt_templates"]: edited templates (only the changed ones)
+# Options a project may save as its defaults (everything else is per job or comes from the project itself).
+SAVABLE = ("backend", "model", "base_url", "api_key_env", "mode", "prompt_form", "per_label", "temperature",
+           "max_tokens", "examples_per_prompt", "diversity_period", "conversation_turns", "word_limit", "style",
+           "concurrency", "requests_per_minute", "near_duplicate_threshold", "seed_copy_threshold", "min_words",
+           "max_words", "price_prompt_per_1k", "price_completion_per_1k", "seed", "timeout_s", "max_retries")
+
+
+# --- settings and templates ----------------------------------------------------------------------------
+
+
+def get_templates(project: Project) -> PromptTemplates:
+    return PromptTemplates.from_dict(project.settings.get(TEMPLATES_KEY) or {})
+
+
+def save_templates(db: sqlite_utils.Database, project_id: int, templates: dict[str, str]) -> PromptTemplates:
+    """Validate and store edited templates; only those that differ from the defaults are kept."""
+    validated = PromptTemplates.from_dict(templates)
+    defaults = PromptTemplates().to_dict()
+    changed = {k: v for k, v in validated.to_dict().items() if v != defaults[k]}
+    update_settings(db, project_id, **{TEMPLATES_KEY: changed})
+    return validated
+
+
+def reset_templates(db: sqlite_utils.Database, project_id: int) -> PromptTemplates:
+    update_settings(db, project_id, **{TEMPLATES_KEY: {}})
+    return PromptTemplates()
+
+
+def saved_options(project: Project) -> dict[str, Any]:
+    return {k: v for k, v in (project.settings.get(SETTINGS_KEY) or {}).items() if k in SAVABLE}
+
+
+def save_options(db: sqlite_utils.Database, project_id: int, **options: Any) -> GenerationConfig:
+    """Validate (by building a config) and store the generation form's values as the project's defaults."""
+    project = get_project(db, project_id)
+    config = build_config(project, **options)
+    data = config.to_dict()
+    update_settings(db, project_id, **{SETTINGS_KEY: {k: data[k] for k in SAVABLE if k in options}})
+    return config
+
+
+def form_values(project: Project) -> dict[str, Any]:
+    """The generation form's starting values: the saved defaults on top of the built-in ones."""
+    try:
+        return build_config(project).to_dict()
+    except SynthloopError:  # saved defaults that no longer validate (e.g. a removed label): start clean
+        return GenerationConfig(labels=tuple(project.label_names)).to_dict()
+
+
+def estimate_cost(config: GenerationConfig, prompt: prompts.CallPrompt | None) -> dict[str, float]:
+    """A rough cost for the whole target: one call per text, prompt tokens ≈ 1.3 × words of the first prompt,
+    completion tokens ≈ the max-tokens cap (an upper bound)."""
+    words = sum(len(m["content"].split()) for m in prompt.messages) if prompt else 0
+    prompt_tokens = round(words * 1.3) * config.target_total
+    completion_tokens = config.max_tokens * config.target_total
+    return {"calls": config.target_total, "prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "cost": round(config.cost(prompt_tokens, completion_tokens), 4)}
+
+
+def build_config(project: Project, **options: Any) -> GenerationConfig:
+    """A validated config: the project's labels, descriptions, context prompt and templates, its saved defaults,
+    then ``options`` (``None`` values are ignored)."""
+    given = {k: v for k, v in options.items() if v is not None}
+    labels = given.pop("labels", None) or project.label_names
+    unknown = sorted(set(labels) - set(project.label_names))
+    if unknown:
+        raise SynthloopError(f"label {unknown[0]!r} is not a label of project {project.name!r}: "
+                             f"one of {project.label_names}")
+    data: dict[str, Any] = {
+        "labels": tuple(labels),
+        "label_descriptions": {label.name: label.description for label in project.labels if label.description},
+        "context_prompt": project.context_prompt,
+        "task": project.description or project.name,
+        "templates": get_templates(project),
+        **saved_options(project),
+        **given,
+    }
+    if "templates" in given and isinstance(given["templates"], dict):
+        data["templates"] = PromptTemplates.from_dict(given["templates"])
+    return GenerationConfig(**data)
+
+
+# --- preview and connection ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PromptPreview:
+    settings: dict[str, list[prompts.CallPrompt]]  # "zero-shot", "few-shot" (and "list" when it differs)
+    seed_counts: dict[str, int]
+    warnings: list[str]
+
+
+def _variant(config: GenerationConfig, **changes: Any) -> GenerationConfig:
+    data = config.to_dict()
+    data.update(prompt_form=None, conversation_turns=None)
+    data.update(changes)
+    return GenerationConfig.from_dict(data)
+
+
+def preview_prompts(db: sqlite_utils.Database, project_id: int, *, label: str | None = None,
+                    **options: Any) -> PromptPreview:
+    """The prompts both settings would send for one label, before any call (placeholders stand for replies)."""
+    project = get_project(db, project_id)
+    config = build_config(project, **options)
+    seeds = seed_examples(db, project_id)
+    zero = _variant(config, mode="zero-shot")
+    zero_calls = min(8, zero.diversity_period + 1) if zero.diversity_period else 2
+    settings = {"zero-shot": prompts.preview(zero, seeds, label=label, calls=zero_calls)}
+    counts = seed_counts(db, project_id)
+    warnings = []
+    if seeds:
+        settings["few-shot"] = prompts.preview(_variant(config, mode="few-shot", prompt_form="chat"), seeds,
+                                               label=label, calls=2)
+        settings["list"] = prompts.preview(_variant(config, mode="few-shot", prompt_form="list"), seeds,
+                                           label=label, calls=2)
+        warnings = seed_warnings({k: v for k, v in counts.items() if k in config.labels}, config.examples_per_prompt)
+    else:
+        warnings = ["no seeds pinned yet: the few-shot preview needs seeds (Seeds page or `seeds sample`)"]
+    return PromptPreview(settings=settings, seed_counts=counts, warnings=warnings)
+
+
+def test_connection(db: sqlite_utils.Database, project_id: int, **options: Any) -> str:
+    """Reach the backend and make one tiny call; raises BackendError with what is wrong."""
+    config = build_config(get_project(db, project_id), **options)
+    return make_backend(config).check()
+
+
+# --- jobs ----------------------------------------------------------------------------------------------
+
+
+def _check_seeds(db: sqlite_utils.Database, project_id: int, config: GenerationConfig) -> list[str]:
+    if config.mode != "few-shot":
+        return []
+    counts = seed_counts(db, project_id)
+    if not any(counts.values()):
+        raise SynthloopError("few-shot generation needs seeds, and this project has none: pin some on the Seeds "
+                             "page or run `python -m core seeds sample PROJECT --per-label N`")
+    if config.prompt_form == "list":
+        empty = [label for label in config.labels if not counts.get(label)]
+        if empty:
+            raise SynthloopError(f"label {empty[0]!r} has no seeds, and the list form continues a list of the "
+                                 "label's own seeds: pin some or use the chat form")
+    return seed_warnings({k: v for k, v in counts.items() if k in config.labels}, config.examples_per_prompt)
+
+
+def create_job(db: sqlite_utils.Database, project_id: int, config: GenerationConfig) -> int:
+    """Queue a generation job (job row + generation_job row, one transaction); returns the job id."""
+    _check_seeds(db, project_id, config)
+    with transaction(db):
+        job_id = core_jobs.create(db, kind=JOB_KIND, project_id=project_id, config=config.to_dict(),
+                                  total=config.target_total, message="queued")
+        gen_db.create_generation_job(db, project_id=project_id, job_id=job_id, config=config.to_dict())
+    return job_id
+
+
+def db_file(db: sqlite_utils.Database) -> str:
+    return db.conn.execute("PRAGMA database_list").fetchone()[2]
+
+
+def start_generation(db: sqlite_utils.Database, project_id: int, *, launch: bool = True, **options: Any) -> int:
+    """Build the config, queue the job and (by default) start it in a detached process; returns the job id."""
+    config = build_config(get_project(db, project_id), **options)
+    job_id = create_job(db, project_id, config)
+    if launch:
+        core_jobs.launch(db_file(db), job_id)
+    return job_id
+
+
+def _generation_job(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
+    row = gen_db.get_generation_job_by_job(db, job_id)
+    if row is None:
+        raise NotFoundError(f"job {job_id} is not a generation job: see `python -m core job list`")
+    return row
+
+
+def job_project_id(db: sqlite_utils.Database, job_id: int) -> int:
+    return int(_generation_job(db, job_id)["project_id"])
+
+
+def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = True) -> int:
+    """Queue a failed, cancelled or killed job again; it generates only what is still missing per label."""
+    generation_job = _generation_job(db, job_id)
+    core_jobs.fail_orphaned_jobs(db)
+    job = core_jobs.get(db, job_id)
+    if job["status"] in ("queued", "running"):
+        raise SynthloopError(f"job {job_id} is still {job['status']}: cancel it first or wait for it to finish")
+    config = GenerationConfig.from_dict(generation_job["config"])
+    done = gen_db.accepted_per_label(db, int(generation_job["id"]))
+    if all(done.get(label, 0) >= config.per_label for label in config.labels):
+        raise SynthloopError(f"job {job_id} already reached its target of {config.per_label} per label: "
+                             "start a new job to generate more")
+    with transaction(db):
+        jobs_db.reset_for_resume(db, job_id)
+        gen_db.set_status(db, int(generation_job["id"]), "queued")
+    if launch:
+        core_jobs.launch(db_file(db), job_id)
+    return job_id
+
+
+def cancel_generation(db: sqlite_utils.Database, job_id: int) -> None:
+    _generation_job(db, job_id)
+    core_jobs.cancel(db, job_id)
+
+
+def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
+    """Run a queued job in this process with the same runner the app launches (the CLI's ``generate``)."""
+    job = core_jobs.run(db_file(db), job_id)
+    if job["status"] == "failed":
+        raise SynthloopError(f"generation job {job_id} failed: {job['error'].splitlines()[0] if job['error'] else ''}")
+    return job_summary(db, job_id)
+
+
+def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
+    """Status, per-label progress (accepted/target), rejections by reason, tokens, cost and ETA of one job."""
+    generation_job = _generation_job(db, job_id)
+    job = core_jobs.get(db, job_id)
+    gid = int(generation_job["id"])
+    config = GenerationConfig.from_dict(generation_job["config"])
+    accepted = gen_db.accepted_per_label(db, gid)
+    totals = gen_db.call_totals(db, gid)
+    live = job["result"] or {}
+    return {
+        "job_id": job_id,
+        "generation_job_id": gid,
+        "status": job["status"],
+        "message": job["message"],
+        "error": job["error"],
+        "mode": config.mode,
+        "backend": config.backend,
+        "model": config.model,
+        "target_per_label": config.per_label,
+        "accepted_per_label": {label: int(accepted.get(label, 0)) for label in config.labels},
+        "accepted": int(sum(accepted.get(label, 0) for label in config.labels)),
+        "target": config.target_total,
+        "rejected": gen_db.rejected_by_reason(db, gid),
+        "calls": totals["calls"],
+        "failed_calls": totals["failed_calls"],
+        "prompt_tokens": totals["prompt_tokens"],
+        "completion_tokens": totals["completion_tokens"],
+        "mean_latency_s": totals["mean_latency_s"],
+        "cost": round(config.cost(totals["prompt_tokens"], totals["completion_tokens"]), 6),
+        "eta_s": live.get("eta_s") if job["status"] == "running" else None,
+        "seconds": live.get("seconds"),
+        "created_at": job["created_at"],
+        "finished_at": job["finished_at"],
+        "config": config.to_dict(),
+    }
+
+
+def list_generation_jobs(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    rows = gen_db.list_generation_jobs(db, project_id)
+    return pd.DataFrame([
+        {"job_id": r["job_id"], "status": r["job_status"], "mode": r["config"].get("mode"),
+         "model": r["config"].get("model"), "per_label": r["config"].get("per_label"), "accepted": r["n_accepted"],
+         "rejected": r["n_rejected"], "calls": r["n_calls"], "cost": round(r["cost"], 4),
+         "created_at": r["job_created_at"], "message": r["job_message"]}
+        for r in rows
+    ], columns=["job_id", "status", "mode", "model", "per_label", "accepted", "rejected", "calls", "cost",
+                "created_at", "message"])
+
+
+def rejected_outputs(db: sqlite_utils.Database, job_id: int, *, limit: int = 200) -> pd.DataFrame:
+    """One row per rejected text or failed call of the job, newest first: label, text, reason, error."""
+    gid = int(_generation_job(db, job_id)["id"])
+    calls = gen_db.calls_frame(db, gid, limit=limit, only_with_rejections=True)
+    rows = []
+    for call in calls.itertuples():
+        if call.error:
+            rows.append({"call_id": call.id, "label": call.label, "text": (call.raw_output or ""), "reason": "error",
+                         "detail": call.error})
+        for outcome in json.loads(call.outcomes or "[]"):
+            if not outcome.get("accepted"):
+                detail = ""
+                if outcome.get("similarity") is not None:
+                    detail = f"similarity {outcome['similarity']:.2f} to item {outcome.get('match_id')}"
+                rows.append({"call_id": call.id, "label": call.label, "text": outcome.get("text", ""),
+                             "reason": outcome.get("reason"), "detail": detail})
+    return pd.DataFrame(rows, columns=["call_id", "label", "text", "reason", "detail"])
+
+
+def api_key_present(env_name: str) -> bool:
+    """Whether a key is available (for the page's hint) — the key itself is never returned."""
+    from core.generation.backends import resolve_api_key
+
+    return bool(os.environ.get(env_name)) or resolve_api_key(env_name) is not None

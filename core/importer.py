@@ -1,0 +1,815 @@
+"""Importing a table of texts (CSV, TSV, JSONL, Parquet) into a project, with optional raw per-annotator labels.
+
+Three steps, kept apart so that each can be tested and the page can preview before writing:
+``read_table`` turns bytes into a DataFrame (whose index is the 1-based data row number), ``plan_import``
+validates the frame against the project and decides what to write (pure: no database), and ``import_file``
+writes the plan in one transaction, so a bad file changes nothing.
+
+Identity rules (DESIGN.md): rows that share an id are one item (long form repeats the text per annotator);
+items with distinct ids are never merged, their duplicate texts are only reported; without an id column a row
+whose normalised text duplicates an existing item or an earlier row is skipped and reported.
+
+Work per row is vectorised (pandas/numpy); Python loops run once per item (text hashing) or per distinct value.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import json
+import os
+import re
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from core import projects
+from core.errors import ImportDataError, SynthloopError
+from core.text import FORMULA_PREFIXES, text_hash
+from db import items as items_db
+from db import transaction
+
+ImportFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
+Source = Literal["real", "synthetic"]
+Split = Literal["train", "dev", "test", "pool"]
+
+FORMATS: tuple[str, ...] = get_args(ImportFormat)
+SOURCES: tuple[str, ...] = get_args(Source)
+SPLITS: tuple[str, ...] = get_args(Split)
+DEFAULT_SPLIT: Split = "train"
+EXTENSIONS = {
+    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".parquet": "parquet", ".pq": "parquet",
+}
+# Common spellings of the four splits in public datasets.
+SPLIT_SYNONYMS = {
+    "train": "train", "training": "train", "dev": "dev", "development": "dev", "valid": "dev",
+    "validation": "dev", "val": "dev", "test": "test", "testing": "test", "pool": "pool",
+}
+IMPORTED_ANNOTATOR_PREFIX = "import:"
+EXAMPLES = 5  # how many row numbers or ids a report lists
+PARQUET_MAGIC = b"PAR1"
+
+
+def imported_annotator(name: str) -> str:
+    """The annotator id stored for an imported annotator name.
+
+    A name that already carries the ``import:`` prefix (a raw export of imported labels) is kept as is, so an
+    export → import round trip keeps the ids (never ``import:import:x``).
+    """
+    return name if name.startswith(IMPORTED_ANNOTATOR_PREFIX) else IMPORTED_ANNOTATOR_PREFIX + name
+
+
+@dataclass(frozen=True)
+class ImportSpec:
+    """How to read a file and which columns mean what. Validated at construction.
+
+    ``split`` is a fixed split for every row (default ``train``); ``split_col`` reads it per row instead.
+    Raw labels come either in long form (``annotator_col`` + ``annotation_col``: a row per item and annotator;
+    needs ``id_col``) or in wide form (``annotator_cols``: a column per annotator, empty = not labelled).
+    """
+
+    format: ImportFormat = "auto"
+    text_col: str = "text"
+    id_col: str | None = None
+    label_col: str | None = None
+    split: Split | None = None
+    split_col: str | None = None
+    source: Source = "real"
+    agreement_col: str | None = None
+    encoding: str = "utf-8"
+    sep: str | None = None
+    no_header: bool = False
+    columns: tuple[str, ...] = ()
+    annotator_col: str | None = None
+    annotation_col: str | None = None
+    annotator_cols: tuple[str, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        # Blank strings from forms and CLIs mean "not given".
+        for name in ("id_col", "label_col", "split_col", "agreement_col", "annotator_col", "annotation_col", "sep"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value == "":
+                object.__setattr__(self, name, None)
+        object.__setattr__(self, "columns", split_names(self.columns))
+        object.__setattr__(self, "annotator_cols", split_names(self.annotator_cols))
+        if self.format not in FORMATS:
+            raise SynthloopError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if not self.text_col or not self.text_col.strip():
+            raise SynthloopError("name the text column: --text-col COLUMN")
+        if self.source not in SOURCES:
+            raise SynthloopError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
+        if self.split is not None and self.split not in SPLITS:
+            raise SynthloopError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
+        if self.split is not None and self.split_col is not None:
+            raise SynthloopError("give either a fixed split (--split) or a split column (--split-col), not both")
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise SynthloopError(f"unknown encoding {self.encoding!r}: use e.g. utf-8, latin-1 or cp1252") from None
+        if self.sep is not None:
+            sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(self.sep, self.sep)
+            if len(sep) != 1 or sep in "\r\n\"":
+                raise SynthloopError(f"separator {self.sep!r} is not usable: give one character, e.g. ',' ';' or '\\t'")
+            object.__setattr__(self, "sep", sep)
+        if self.no_header and not self.columns:
+            raise SynthloopError("a file without a header row needs its column names: --columns NAME,NAME,...")
+        if self.columns and not self.no_header:
+            raise SynthloopError("--columns names the columns of a headerless file: add --no-header")
+        if self.no_header and self.format in ("jsonl", "parquet"):
+            raise SynthloopError(f"{self.format} files name their columns themselves: drop --no-header/--columns")
+        duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
+        if duplicated:
+            raise SynthloopError(f"column name {duplicated[0]!r} is given twice in --columns: make the names unique")
+        if (self.annotator_col is None) != (self.annotation_col is None):
+            raise SynthloopError(
+                "long-form raw labels need both --annotator-col (who) and --annotation-col (their label)"
+            )
+        if self.annotator_col is not None and self.annotator_cols:
+            raise SynthloopError(
+                "use either long form (--annotator-col/--annotation-col) or wide form (--annotator-cols), not both"
+            )
+        if self.annotator_col is not None and self.id_col is None:
+            raise SynthloopError(
+                "long-form raw labels repeat each item on several rows: pass --id-col to say which rows are one item"
+            )
+
+    @property
+    def effective_split(self) -> Split:
+        return self.split or DEFAULT_SPLIT
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["columns"] = list(self.columns)
+        data["annotator_cols"] = list(self.annotator_cols)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ImportSpec:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SynthloopError(f"unknown import option {unknown[0]!r}: known options are {', '.join(sorted(known))}")
+        return cls(**data)
+
+
+def split_names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """Column names from ``"a,b,c"`` or a sequence; blanks dropped."""
+    if value is None:
+        return ()
+    items = value.split(",") if isinstance(value, str) else list(value)
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Reading
+
+
+def resolve_format(fmt: str, name: str) -> str:
+    """The file format: the given one, or from the file's extension when ``auto``."""
+    if fmt != "auto":
+        return fmt
+    suffix = Path(name).suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    raise ImportDataError(
+        f"cannot tell the format of {name!r} from its extension: pass --format csv, tsv, jsonl or parquet"
+    )
+
+
+def read_table(
+    source: str | os.PathLike[str] | bytes, spec: ImportSpec, *, name: str | None = None
+) -> pd.DataFrame:
+    """Read a file (a path, or its bytes with ``name`` for the format and messages) into a DataFrame.
+
+    The index is the 1-based data row number (the header is not counted; for JSONL it is the line number),
+    which every error message uses. CSV/TSV cells are read as strings, so ids like ``007`` survive.
+    """
+    if isinstance(source, bytes | bytearray):
+        raw, name = bytes(source), name or "upload"
+    else:
+        path = Path(source)
+        name = name or path.name
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            raise ImportDataError(f"file {str(path)!r} not found: check the path") from None
+        except IsADirectoryError:
+            raise ImportDataError(f"{str(path)!r} is a folder, not a file: give the path of one file") from None
+    fmt = resolve_format(spec.format, name)
+    if not raw.strip():
+        raise ImportDataError(f"{name!r} is empty: there is nothing to import")
+    if fmt == "parquet":
+        frame = _read_parquet(raw, name)
+    else:
+        text = _decode(raw, spec.encoding, name, fmt)
+        frame = _read_jsonl(text, name) if fmt == "jsonl" else _read_delimited(text, spec, fmt, name)
+    if frame.empty:
+        raise ImportDataError(f"{name!r} has no data rows: there is nothing to import")
+    frame.columns = [str(column) for column in frame.columns]
+    return frame
+
+
+def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
+    if not raw.startswith(PARQUET_MAGIC):
+        raise ImportDataError(
+            f"{name!r} is not a Parquet file (it lacks the Parquet signature): pass the right --format (csv, tsv, jsonl)"
+        )
+    try:
+        frame = pd.read_parquet(io.BytesIO(raw))
+    except Exception as exc:  # pyarrow raises several types for a damaged file
+        raise ImportDataError(f"{name!r} is not a readable Parquet file ({_first_line(exc)}): re-export it") from None
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    return frame
+
+
+def _decode(raw: bytes, encoding: str, name: str, fmt: str) -> str:
+    if raw.startswith(PARQUET_MAGIC):
+        raise ImportDataError(f"{name!r} is a Parquet file, not {fmt.upper()}: pass --format parquet")
+    wide_encoding = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
+    nul = -1 if wide_encoding else raw.find(b"\x00")
+    if nul >= 0:
+        line = raw.count(b"\n", 0, nul) + 1
+        raise ImportDataError(
+            f"{name!r} is not a {fmt.upper()} text file: it holds binary data (a NUL byte on line {line});"
+            " check that it is the right file and pass the right --format"
+        )
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        other = "utf-8" if codecs.lookup(encoding).name != "utf-8" else "latin-1"
+        raise ImportDataError(
+            f"{name!r} is not valid {encoding}: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded;"
+            f" pass --encoding {other} (or the file's real encoding, e.g. cp1252)"
+        ) from None
+    return text.removeprefix("\ufeff")
+
+
+_FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
+
+
+def _read_delimited(text: str, spec: ImportSpec, fmt: str, name: str) -> pd.DataFrame:
+    sep = spec.sep or ("\t" if fmt == "tsv" else ",")
+    # TSV is one record per line without quoting (IANA); SMS-style texts that begin with a quote must stay intact.
+    quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    try:
+        with warnings.catch_warnings():
+            # pandas only warns (and drops cells) when the first data row is longer than the header.
+            warnings.simplefilter("error", pd.errors.ParserWarning)
+            frame = pd.read_csv(
+                io.StringIO(text), sep=sep, header=None if spec.no_header else 0, dtype=str, na_filter=False,
+                quoting=quoting, engine="c", index_col=False,
+            )
+    except pd.errors.ParserWarning:
+        raise ImportDataError(
+            f"{name!r} line 2: more fields than the header has; check the separator (--sep {sep!r})"
+            f" and that cells holding {sep!r} are quoted"
+        ) from None
+    except pd.errors.EmptyDataError:
+        raise ImportDataError(f"{name!r} is empty: there is nothing to import") from None
+    except pd.errors.ParserError as exc:
+        match = _FIELDS_ERROR.search(str(exc))
+        if match:
+            expected, line, found = match.groups()
+            raise ImportDataError(
+                f"{name!r} line {line}: expected {expected} fields, found {found}; check the separator"
+                f" (--sep {sep!r}) and that cells holding {sep!r} are quoted"
+            ) from None
+        raise ImportDataError(f"{name!r} could not be read as {fmt.upper()} ({_first_line(exc)}): check --sep and --format") from None
+    if spec.no_header:
+        if frame.shape[1] != len(spec.columns):
+            raise ImportDataError(
+                f"{name!r} has {frame.shape[1]} columns but --columns names {len(spec.columns)}"
+                f" ({', '.join(spec.columns)}): name every column, in order"
+            )
+        frame.columns = list(spec.columns)
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    return frame
+
+
+def _read_jsonl(text: str, name: str) -> pd.DataFrame:
+    stripped = text.lstrip()
+    if stripped.startswith("["):
+        # A whole-file JSON array of objects (a ``.json`` export) is accepted too.
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ImportDataError(f"{name!r} is not valid JSON (line {exc.lineno}: {exc.msg}): fix or re-export it") from None
+        numbers = list(range(1, len(records) + 1))
+    else:
+        lines = text.splitlines()
+        numbers = [n for n, line in enumerate(lines, start=1) if line.strip()]
+        body = [lines[n - 1] for n in numbers]
+        try:
+            records = json.loads("[" + ",".join(body) + "]")  # one C-speed parse for the common, valid case
+        except json.JSONDecodeError:
+            records = None
+        if records is None or len(records) != len(body):
+            for number, line in zip(numbers, body, strict=True):
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise ImportDataError(
+                        f"{name!r} line {number} is not valid JSON ({exc.msg}): each line must be one JSON object"
+                    ) from None
+            raise ImportDataError(f"{name!r} is not JSON Lines: each line must be one JSON object")
+    for number, record in zip(numbers, records, strict=True):
+        if not isinstance(record, dict):
+            raise ImportDataError(
+                f"{name!r} line {number} is a JSON {type(record).__name__}, not an object: each line must be"
+                ' one object like {"text": "..."}'
+            )
+    frame = pd.DataFrame.from_records(records)
+    frame.index = pd.Index(numbers, name="row")
+    return frame
+
+
+def _rows(n: int) -> str:
+    return f"{n} row" if n == 1 else f"{n} rows"
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Planning (pure)
+
+
+@dataclass(frozen=True)
+class ImportPlan:
+    """What an import will write, decided without touching the database.
+
+    ``items``: new items (``external_id, text, text_hash, reference_label, split, imported_agreement, row``).
+    ``annotations``: ``new_item`` (position in ``items``, or -1), ``existing_item_id`` (0 unless the row's id
+    matched an item already in the project), ``annotator``, ``label``.
+    """
+
+    items: pd.DataFrame
+    annotations: pd.DataFrame
+    labels_to_add: tuple[str, ...]
+    rows_read: int
+    items_matched: int
+    duplicate_texts_skipped: int
+    duplicate_rows: tuple[int, ...]
+    duplicate_text_ids: int
+    duplicate_text_id_examples: tuple[str, ...]
+    annotators: tuple[str, ...]
+
+
+def _strings(series: pd.Series) -> np.ndarray:
+    """A column as an object array of stripped strings, ``""`` where missing; whole floats print as ints."""
+    if pd.api.types.is_float_dtype(series):
+        values = series.dropna()
+        if len(values) and bool((values == np.floor(values)).all()) and bool(np.isfinite(values).all()):
+            series = series.astype("Int64")
+    if pd.api.types.is_bool_dtype(series) or series.dtype == object:
+        series = series.map(lambda v: v if v is None or isinstance(v, str) else _scalar_text(v), na_action="ignore")
+    return series.astype("string").fillna("").str.strip().to_numpy(dtype=object)
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
+
+
+def _first_index(codes: np.ndarray, n_groups: int) -> np.ndarray:
+    """Row position of each group's first row (codes from ``pd.factorize``, so groups appear in order)."""
+    _, first = np.unique(codes, return_index=True)
+    assert len(first) == n_groups
+    return first
+
+
+def _check_columns(frame: pd.DataFrame, spec: ImportSpec) -> None:
+    wanted = [
+        (spec.text_col, "--text-col"), (spec.id_col, "--id-col"), (spec.label_col, "--label-col"),
+        (spec.split_col, "--split-col"), (spec.agreement_col, "--agreement-col"),
+        (spec.annotator_col, "--annotator-col"), (spec.annotation_col, "--annotation-col"),
+        *((column, "--annotator-cols") for column in spec.annotator_cols),
+    ]
+    missing = [f"{column!r} ({option})" for column, option in wanted if column is not None and column not in frame]
+    if not missing:
+        return
+    available = ", ".join(repr(c) for c in frame.columns[:40])
+    hint = ""
+    if frame.shape[1] == 1:
+        hint = "; only one column was found: check the separator (--sep) or --format"
+    raise ImportDataError(
+        f"column {' and '.join(missing)} not in the file; its columns are: {available}{hint}"
+        if len(missing) == 1
+        else f"columns {', '.join(missing)} not in the file; its columns are: {available}{hint}"
+    )
+
+
+def _agreement(values: np.ndarray, rows: np.ndarray, column: str) -> np.ndarray:
+    """Fractions 0-1 (``0.66``) or percentages 0-100 (``66`` or ``66%``) as fractions; NaN where empty.
+
+    Decided per column: if any value is above 1 (or has ``%``) the whole column is read as percentages.
+    """
+    present = values != ""
+    text = pd.Series(values[present], dtype=object).astype(str)
+    percent_sign = text.str.endswith("%").to_numpy()
+    numbers = pd.to_numeric(text.str.rstrip("%").str.strip(), errors="coerce").to_numpy(dtype=float)
+    bad = np.isnan(numbers) | ~np.isfinite(numbers)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ImportDataError(
+            f"row {rows[present][i]}: agreement {text.iloc[i]!r} in column {column!r} is not a number:"
+            " give a fraction 0-1 (0.66) or a percentage 0-100 (66)"
+        )
+    percentages = bool(percent_sign.any()) or bool((numbers > 1).any())
+    out_of_range = (numbers < 0) | (numbers > (100 if percentages else 1))
+    if out_of_range.any():
+        i = int(np.flatnonzero(out_of_range)[0])
+        raise ImportDataError(
+            f"row {rows[present][i]}: agreement {text.iloc[i]!r} in column {column!r} is out of range:"
+            " give a fraction 0-1 (0.66) or a percentage 0-100 (66)"
+        )
+    result = np.full(len(values), np.nan)
+    result[present] = numbers / 100 if percentages else numbers
+    return result
+
+
+def _splits(values: np.ndarray, rows: np.ndarray, column: str) -> np.ndarray:
+    mapping = {value: SPLIT_SYNONYMS.get(value.lower()) for value in pd.unique(values)}
+    unknown = [value for value, split in mapping.items() if split is None]
+    if unknown:
+        i = int(np.flatnonzero(pd.Series(values).isin(unknown).to_numpy())[0])
+        shown = "an empty split" if values[i] == "" else f"split {values[i]!r}"
+        raise ImportDataError(
+            f"row {rows[i]}: {shown} in column {column!r} is not one of train, dev, test, pool"
+            " (validation/valid/val count as dev): fix the value, or use a fixed --split"
+        )
+    return pd.Series(values, dtype=object).map(mapping).to_numpy(dtype=object)
+
+
+def plan_import(
+    frame: pd.DataFrame,
+    spec: ImportSpec,
+    project: projects.Project,
+    existing: pd.DataFrame,
+    *,
+    add_missing_labels: bool = False,
+) -> ImportPlan:
+    """Validate ``frame`` (from :func:`read_table`) against the project and decide what to write.
+
+    ``existing``: the project's items (columns ``id, external_id, text, text_hash``). Raises
+    :class:`ImportDataError` naming the row (the frame's index) or column and the fix.
+    """
+    _check_columns(frame, spec)
+    n_rows = len(frame)
+    rows = np.asarray(frame.index)
+    text = _strings(frame[spec.text_col])
+    empty = text == ""
+    if empty.any():
+        i = int(np.flatnonzero(empty)[0])
+        raise ImportDataError(
+            f"row {rows[i]}: the text in column {spec.text_col!r} is empty ({_rows(int(empty.sum()))} in all):"
+            " fill it in or remove those rows"
+        )
+
+    # Group rows into items: by id when there is one, else one item per row.
+    if spec.id_col is not None:
+        ids = _strings(frame[spec.id_col])
+        if (ids == "").any():
+            i = int(np.flatnonzero(ids == "")[0])
+            raise ImportDataError(
+                f"row {rows[i]}: the id in column {spec.id_col!r} is empty: give every row an id, or drop --id-col"
+            )
+        codes, _ = pd.factorize(ids)
+        first = _first_index(codes, int(codes.max()) + 1)
+    else:
+        ids = None
+        codes = np.arange(n_rows)
+        first = codes
+    per_item = {"text": (text, spec.text_col)}
+    for key, column in (("label", spec.label_col), ("split", spec.split_col), ("agreement", spec.agreement_col)):
+        if column is not None:
+            per_item[key] = (_strings(frame[column]), column)
+    if ids is not None and len(first) < n_rows:
+        for key, (values, column) in per_item.items():
+            differs = values != values[first[codes]]
+            if differs.any():
+                i = int(np.flatnonzero(differs)[0])
+                j = int(first[codes[i]])
+                if key == "text":
+                    raise ImportDataError(
+                        f"row {rows[i]}: id {ids[i]!r} already appeared on row {rows[j]} with a different text;"
+                        " rows sharing an id are one item: give each distinct text its own id"
+                    )
+                raise ImportDataError(
+                    f"row {rows[i]}: id {ids[i]!r} has {values[i]!r} in column {column!r} but {values[j]!r} on"
+                    f" row {rows[j]}; rows sharing an id are one item: make the values equal"
+                )
+
+    item_rows = rows[first]
+    item_text = text[first]
+    item_hash = np.array([text_hash(t) for t in item_text], dtype=object)
+    n_items = len(first)
+    item_labels = per_item["label"][0][first] if "label" in per_item else np.full(n_items, "", dtype=object)
+    if "split" in per_item:
+        item_split = _splits(per_item["split"][0][first], item_rows, spec.split_col or "")
+    else:
+        item_split = np.full(n_items, spec.effective_split, dtype=object)
+    if "agreement" in per_item:
+        item_agreement = _agreement(per_item["agreement"][0][first], item_rows, spec.agreement_col or "")
+    else:
+        item_agreement = np.full(n_items, np.nan)
+
+    # Identity against the project and within the file.
+    keep = np.ones(n_items, dtype=bool)
+    existing_item_id = np.zeros(n_items, dtype=np.int64)
+    duplicate_rows: np.ndarray = np.array([], dtype=np.int64)
+    duplicate_text_ids = 0
+    duplicate_text_examples: tuple[str, ...] = ()
+    hash_series = pd.Series(item_hash, dtype=object)
+    in_project = hash_series.isin(set(existing["text_hash"])).to_numpy() if len(existing) else np.zeros(n_items, bool)
+    if ids is None:
+        skipped = hash_series.duplicated().to_numpy() | in_project
+        keep = ~skipped
+        duplicate_rows = item_rows[skipped]
+    else:
+        item_ids = ids[first]
+        known = existing.dropna(subset=["external_id"])
+        if len(known):
+            known_id = dict(zip(known["external_id"].astype(str), known["id"].astype(int), strict=True))
+            known_text = dict(zip(known["external_id"].astype(str), known["text"], strict=True))
+            matched = pd.Series(item_ids, dtype=object).isin(known_id.keys()).to_numpy()
+            for position in np.flatnonzero(matched):
+                external = item_ids[position]
+                if known_text[external] != item_text[position]:
+                    raise ImportDataError(
+                        f"row {item_rows[position]}: id {external!r} is already in project {project.name!r} with"
+                        " a different text: use a new id, or fix the text"
+                    )
+                existing_item_id[position] = known_id[external]
+            keep = ~matched
+        # Distinct ids are never merged, but a text that another item already has is reported.
+        repeated = (hash_series.duplicated().to_numpy() | in_project) & keep
+        duplicate_text_ids = int(repeated.sum())
+        duplicate_text_examples = tuple(str(v) for v in item_ids[repeated][:EXAMPLES])
+
+    # Raw labels: one entry per (row, annotator) with a non-empty label.
+    annotation_item = np.array([], dtype=np.int64)
+    annotation_annotator = np.array([], dtype=object)
+    annotation_label = np.array([], dtype=object)
+    annotation_row = np.array([], dtype=np.int64)
+    annotation_column: str | None = None
+    if spec.annotator_col is not None and spec.annotation_col is not None:
+        annotators = _strings(frame[spec.annotator_col])
+        labels = _strings(frame[spec.annotation_col])
+        labelled = labels != ""
+        nameless = labelled & (annotators == "")
+        if nameless.any():
+            i = int(np.flatnonzero(nameless)[0])
+            raise ImportDataError(
+                f"row {rows[i]}: label {labels[i]!r} has no annotator in column {spec.annotator_col!r}:"
+                " fill in who gave it, or remove the row"
+            )
+        names = {name: imported_annotator(name) for name in pd.unique(annotators[labelled])}
+        annotation_item = codes[labelled]
+        annotation_annotator = pd.Series(annotators[labelled], dtype=object).map(names).to_numpy(dtype=object)
+        annotation_label = labels[labelled]
+        annotation_row = rows[labelled]
+        annotation_column = spec.annotation_col
+    elif spec.annotator_cols:
+        parts = []
+        for column in spec.annotator_cols:
+            labels = _strings(frame[column])
+            labelled = labels != ""
+            parts.append((codes[labelled], imported_annotator(column), labels[labelled], rows[labelled]))
+        annotation_item = np.concatenate([p[0] for p in parts])
+        annotation_annotator = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
+        annotation_label = np.concatenate([p[2] for p in parts])
+        annotation_row = np.concatenate([p[3] for p in parts])
+        annotation_column = ", ".join(spec.annotator_cols)
+    if len(annotation_item):
+        pairs = pd.DataFrame({"item": annotation_item, "annotator": annotation_annotator})
+        twice = pairs.duplicated().to_numpy()
+        if twice.any():
+            i = int(np.flatnonzero(twice)[0])
+            same = np.flatnonzero((annotation_item == annotation_item[i]) & (annotation_annotator == annotation_annotator[i]))
+            shown_item = repr(ids[first[annotation_item[i]]]) if ids is not None else f"on row {annotation_row[i]}"
+            raise ImportDataError(
+                f"row {annotation_row[i]}: annotator {annotation_annotator[i]!r} labels item {shown_item} a second"
+                f" time (first on row {annotation_row[same[0]]}): keep one label per annotator and item"
+            )
+        # Annotations of skipped duplicate rows go with them (they are reported as skipped).
+        kept_annotation = keep[annotation_item] | (existing_item_id[annotation_item] > 0)
+        annotation_item = annotation_item[kept_annotation]
+        annotation_annotator = annotation_annotator[kept_annotation]
+        annotation_label = annotation_label[kept_annotation]
+        annotation_row = annotation_row[kept_annotation]
+
+    # Labels must be the project's (or be added on request).
+    project_labels = set(project.label_names)
+    sources = []
+    if spec.label_col is not None:
+        labelled_items = (item_labels != "") & keep
+        sources.append((item_labels[labelled_items], item_rows[labelled_items], spec.label_col))
+    if len(annotation_label):
+        sources.append((annotation_label, annotation_row, annotation_column or ""))
+    restored = _restore_neutralised([v for values, _, _ in sources for v in pd.unique(values)], project_labels)
+    if restored:
+        item_labels = _replace(item_labels, restored)
+        annotation_label = _replace(annotation_label, restored)
+        sources = [(_replace(values, restored), r, c) for values, r, c in sources]
+    labels_to_add: list[str] = []
+    for values, value_rows, column in sources:
+        unknown_values = [v for v in pd.unique(values) if v not in project_labels and v not in labels_to_add]
+        if not unknown_values:
+            continue
+        if not add_missing_labels:
+            i = int(np.flatnonzero(values == unknown_values[0])[0])
+            raise ImportDataError(
+                f"row {value_rows[i]}: label {unknown_values[0]!r} in column {column!r} is not a label of project"
+                f" {project.name!r} ({', '.join(project.label_names)}): add it to the project, or import with"
+                " --add-labels"
+            )
+        labels_to_add.extend(unknown_values)
+
+    kept = np.flatnonzero(keep)
+    new_position = np.full(n_items, -1, dtype=np.int64)
+    new_position[kept] = np.arange(len(kept))
+    items = pd.DataFrame(
+        {
+            "external_id": ids[first][kept] if ids is not None else np.full(len(kept), None, dtype=object),
+            "text": item_text[kept],
+            "text_hash": item_hash[kept],
+            "reference_label": np.where(item_labels[kept] == "", None, item_labels[kept]),
+            "split": item_split[kept],
+            "imported_agreement": item_agreement[kept],
+            "row": item_rows[kept],
+        }
+    )
+    annotations = pd.DataFrame(
+        {
+            "new_item": new_position[annotation_item],
+            "existing_item_id": existing_item_id[annotation_item],
+            "annotator": annotation_annotator,
+            "label": annotation_label,
+        }
+    )
+    return ImportPlan(
+        items=items,
+        annotations=annotations,
+        labels_to_add=tuple(labels_to_add),
+        rows_read=n_rows,
+        items_matched=int((existing_item_id > 0).sum()),
+        duplicate_texts_skipped=len(duplicate_rows),
+        duplicate_rows=tuple(int(r) for r in duplicate_rows[:EXAMPLES]),
+        duplicate_text_ids=duplicate_text_ids,
+        duplicate_text_id_examples=duplicate_text_examples,
+        annotators=tuple(sorted(pd.unique(annotation_annotator))),
+    )
+
+
+def _restore_neutralised(values: list[str], project_labels: set[str]) -> dict[str, str]:
+    """Labels that a CSV export neutralised (``'-ve``) map back to the project's label (``-ve``)."""
+    return {
+        value: value[1:]
+        for value in values
+        if value not in project_labels and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES)
+        and value[1:] in project_labels
+    }
+
+
+def _replace(values: np.ndarray, mapping: dict[str, str]) -> np.ndarray:
+    if not len(values):
+        return values
+    return pd.Series(values, dtype=object).replace(mapping).to_numpy(dtype=object)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Writing
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What an import wrote. Row numbers and ids are the first few examples (``EXAMPLES``)."""
+
+    project: str
+    file: str
+    rows_read: int
+    items_added: int
+    items_matched: int
+    annotations_added: int
+    annotators: tuple[str, ...]
+    labels_added: tuple[str, ...]
+    duplicate_texts_skipped: int
+    duplicate_rows: tuple[int, ...]
+    duplicate_text_ids: int
+    duplicate_text_id_examples: tuple[str, ...]
+    spec: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for key in ("annotators", "labels_added", "duplicate_rows", "duplicate_text_id_examples"):
+            data[key] = list(data[key])
+        return data
+
+    @property
+    def message(self) -> str:
+        parts = [f"imported {self.items_added} items and {self.annotations_added} annotations"
+                 f" from {self.rows_read} rows of {self.file!r} into {self.project!r}"]
+        if self.items_matched:
+            parts.append(f"{self.items_matched} ids were already in the project (their labels were added to them)")
+        if self.labels_added:
+            parts.append(f"labels added: {', '.join(self.labels_added)}")
+        if self.duplicate_texts_skipped:
+            shown = ", ".join(str(r) for r in self.duplicate_rows)
+            parts.append(f"{self.duplicate_texts_skipped} rows skipped as duplicate texts (rows {shown}, ...)")
+        if self.duplicate_text_ids:
+            shown = ", ".join(self.duplicate_text_id_examples)
+            parts.append(f"{self.duplicate_text_ids} items share their text with another id (kept; ids {shown}, ...)")
+        return "; ".join(parts)
+
+
+def import_file(
+    db: sqlite_utils.Database,
+    project_id: int,
+    source: str | os.PathLike[str] | bytes,
+    spec: ImportSpec,
+    *,
+    add_missing_labels: bool = False,
+    filename: str | None = None,
+) -> ImportReport:
+    """Read, validate and write a file into the project in one transaction; nothing is written on an error."""
+    name = filename or (Path(source).name if not isinstance(source, bytes | bytearray) else "upload")
+    frame = read_table(source, spec, name=name)
+    return import_frame(db, project_id, frame, spec, add_missing_labels=add_missing_labels, filename=name)
+
+
+def import_frame(
+    db: sqlite_utils.Database,
+    project_id: int,
+    frame: pd.DataFrame,
+    spec: ImportSpec,
+    *,
+    add_missing_labels: bool = False,
+    filename: str = "",
+) -> ImportReport:
+    """Validate and write an already read frame (see :func:`read_table`) in one transaction."""
+    with transaction(db):
+        project = projects.get_project(db, project_id)
+        existing = items_db.items_frame(db, project_id, include_rejected=True)[["id", "external_id", "text", "text_hash"]]
+        plan = plan_import(frame, spec, project, existing, add_missing_labels=add_missing_labels)
+        if plan.labels_to_add:
+            projects.add_labels(db, project_id, list(plan.labels_to_add))
+        new_ids = np.asarray(
+            items_db.insert_items(db, project_id, _item_records(plan.items, spec.source)), dtype=np.int64
+        )
+        annotations = plan.annotations
+        if len(annotations):
+            new_item = annotations["new_item"].to_numpy()
+            item_ids = np.where(new_item >= 0, new_ids[np.maximum(new_item, 0)] if len(new_ids) else 0,
+                                annotations["existing_item_id"].to_numpy())
+            items_db.insert_annotations(
+                db,
+                [
+                    {"item_id": item_id, "annotator": annotator, "label": label}
+                    for item_id, annotator, label in zip(
+                        item_ids.tolist(), annotations["annotator"].tolist(), annotations["label"].tolist(),
+                        strict=True,
+                    )
+                ],
+            )
+    return ImportReport(
+        project=project.name,
+        file=filename,
+        rows_read=plan.rows_read,
+        items_added=len(plan.items),
+        items_matched=plan.items_matched,
+        annotations_added=len(plan.annotations),
+        annotators=plan.annotators,
+        labels_added=plan.labels_to_add,
+        duplicate_texts_skipped=plan.duplicate_texts_skipped,
+        duplicate_rows=plan.duplicate_rows,
+        duplicate_text_ids=plan.duplicate_text_ids,
+        duplicate_text_id_examples=plan.duplicate_text_id_examples,
+        spec=spec.to_dict(),
+    )
+
+
+def _item_records(items: pd.DataFrame, source: str) -> list[dict[str, Any]]:
+    agreement = [None if np.isnan(v) else float(v) for v in items["imported_agreement"].to_numpy(dtype=float)]
+    return [
+        {"external_id": external_id, "text": text, "text_hash": hashed, "reference_label": label, "split": split,
+         "imported_agreement": agree, "source": source}
+        for external_id, text, hashed, label, split, agree in zip(
+            items["external_id"].tolist(), items["text"].tolist(), items["text_hash"].tolist(),
+            items["reference_label"].tolist(), items["split"].tolist(), agreement, strict=True,
+        )
+    ]

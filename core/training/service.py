@@ -1,0 +1,212 @@
+"""What the Train and Runs pages and the CLI call: start, follow, compare, evaluate, cancel and delete runs.
+
+Tables come back as DataFrames ready to show; the runs table also comes in the paper's Table 1 layout (rows:
+projects; columns: training data source × macro-F1 / accuracy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlite_utils
+
+from core import jobs
+from core.errors import SynthloopError
+from core.items import item_table
+from core.training import run as runs
+from core.training.config import DATA_SOURCES, TrainConfig
+from db import connection
+from db import runs as runs_db
+from db import seeds as seeds_db
+
+SOURCE_ORDER = ("real", "zero-shot", "few-shot", "seeds")
+METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
+
+
+def default_config() -> TrainConfig:
+    return TrainConfig()
+
+
+def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, Any]:
+    """What can be trained on and tested: item counts per source, generation jobs, evaluation items."""
+    table = item_table(db, project_id)
+    real = table[table["source"] == "real"]
+    synthetic = table[table["source"] == "synthetic"]
+    meta = synthetic["meta"].map(lambda m: json.loads(m or "{}") if isinstance(m, str) else (m or {}))
+    modes = meta.map(lambda m: m.get("mode"))
+    job_ids = meta.map(lambda m: m.get("generation_job_id"))
+    per_job = {int(j): int(n) for j, n in job_ids.dropna().value_counts().sort_index().items()
+               if str(j).isdigit()}
+    labelled_eval = {
+        split: int(((real["split"] == split) & (real["reference_label"].notna() | real["majority_label"].notna()))
+                   .sum())
+        for split in ("test", "dev")
+    }
+    return {
+        "counts": {"real": int((real["split"] == "train").sum()), "zero-shot": int((modes == "zero-shot").sum()),
+                   "few-shot": int((modes == "few-shot").sum()), "seeds": len(seeds_db.seed_item_ids(db, project_id))},
+        "generation_jobs": per_job,
+        "eval_items": labelled_eval,
+        "rated_items": int(table["instance_agreement"].notna().sum()),
+    }
+
+
+def start_run(db: sqlite_utils.Database, db_path: str | os.PathLike[str], project_id: int,
+              config: TrainConfig | dict[str, Any]) -> dict[str, int]:
+    """Queue a run and start its background process; returns ``{"run_id", "job_id"}``."""
+    return runs.start_training(db, db_path, project_id, config)
+
+
+def train_foreground(db_path: str | os.PathLike[str], project_id: int, config: TrainConfig) -> dict[str, Any]:
+    """Train in this process through the same job as the app (so the app shows its progress and can cancel it);
+    returns the result dict, raises ``SynthloopError`` when the run fails or is cancelled."""
+    with connection.open_db(db_path) as db:
+        started = runs.start_training(db, db_path, project_id, config, launch=False)
+    with runs.progress_to(sys.stderr if sys.stderr.isatty() else None):
+        job = jobs.run(db_path, started["job_id"])
+    if job["status"] == "failed":
+        raise SynthloopError(f"run {started['run_id']} failed: {job['error'].strip()}")
+    if job["status"] == "cancelled":
+        raise SynthloopError(f"run {started['run_id']} was cancelled")
+    return job["result"]
+
+
+def evaluate(db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
+    return runs.evaluate_run(db_path, run_id)
+
+
+def cancel(db: sqlite_utils.Database, run_id: int) -> None:
+    runs.cancel_run(db, run_id)
+
+
+def delete(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> None:
+    runs.delete_run(db, db_path, run_id)
+
+
+def progress(run: dict[str, Any]) -> dict[str, Any]:
+    """A run's live state for the progress panel: status, phase, step, epoch, loss, ETA, message, error."""
+    live = json.loads(run.get("job_result") or "{}") if isinstance(run.get("job_result"), str) else {}
+    if run["status"] not in runs.ACTIVE:
+        live = {}
+    total = live.get("total_steps") or run.get("job_total") or 0
+    step = live.get("step") or 0
+    return {
+        "run_id": run["id"], "status": run["status"], "data_source": run["data_source"], "model": run["model"],
+        "phase": live.get("phase") or run["status"], "step": step, "total_steps": total,
+        "fraction": min(1.0, step / total) if total else 0.0, "epoch": live.get("epoch"),
+        "epochs": live.get("epochs") or run["config"].get("epochs"), "loss": live.get("loss"),
+        "eta_seconds": live.get("eta_seconds"), "message": run.get("job_message") or run["status"],
+        "error": run.get("error") or "", "accuracy": (run.get("metrics") or {}).get("accuracy"),
+        "macro_f1": (run.get("metrics") or {}).get("macro_f1"),
+    }
+
+
+def recent_progress(db: sqlite_utils.Database, project_id: int, *, finished: int = 3) -> list[dict[str, Any]]:
+    """Progress of the project's active runs, then of its ``finished`` latest ended runs."""
+    rows = runs.list_runs(db, project_id=project_id)
+    active = [r for r in rows if r["status"] in runs.ACTIVE]
+    ended = [r for r in rows if r["status"] not in runs.ACTIVE][:finished]
+    return [progress(r) for r in active + ended]
+
+
+def runs_frame(
+    db: sqlite_utils.Database,
+    *,
+    project_ids: list[int] | None = None,
+    project_names: list[str] | None = None,
+    models: list[str] | None = None,
+    label_sources: list[str] | None = None,
+    statuses: list[str] | None = None,
+) -> pd.DataFrame:
+    """One row per run (newest first), filtered; the columns the runs table shows."""
+    rows = runs.list_runs(db)
+    records = []
+    for r in rows:
+        if project_ids and r["project_id"] not in project_ids:
+            continue
+        if project_names and r["project_name"] not in project_names:
+            continue
+        if models and r["model"] not in models:
+            continue
+        if label_sources and r["label_source"] not in label_sources:
+            continue
+        if statuses and r["status"] not in statuses:
+            continue
+        metrics = r.get("metrics") or {}
+        records.append({
+            "run": r["id"], "project": r["project_name"], "data_source": r["data_source"],
+            "label_source": r["label_source"], "min_agreement": r["config"].get("min_agreement"),
+            "model": r["model"], "seed": r["seed"], "status": r["status"], "macro_f1": metrics.get("macro_f1"),
+            "accuracy": metrics.get("accuracy"), "sweep_r2": metrics.get("sweep_r2"),
+            "sweep_spearman_rho": metrics.get("sweep_spearman_rho"), "n_train": r["n_train"], "n_test": r["n_test"],
+            "seconds": r["seconds"], "created_at": r["created_at"], "error": r["error"],
+        })
+    columns = ["run", "project", "data_source", "label_source", "min_agreement", "model", "seed", "status",
+               "macro_f1", "accuracy", "sweep_r2", "sweep_spearman_rho", "n_train", "n_test", "seconds",
+               "created_at", "error"]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def _source_key(source: str) -> tuple[int, str]:
+    return (SOURCE_ORDER.index(source) if source in SOURCE_ORDER else len(SOURCE_ORDER), source)
+
+
+def table1(frame: pd.DataFrame) -> pd.DataFrame:
+    """The paper's Table 1 from a runs frame: rows projects, columns ``"<source> · macro-F1"`` and
+    ``"<source> · accuracy"`` per training data source (real, zero-shot, few-shot first), each cell the mean
+    over the finished runs in ``frame`` (several seeds average), plus ``runs`` (how many were averaged)."""
+    done = frame[(frame["status"] == "done") & frame["macro_f1"].notna()] if not frame.empty else frame
+    if done.empty:
+        return pd.DataFrame(index=pd.Index([], name="project"))
+    means = done.groupby(["project", "data_source"])[["macro_f1", "accuracy"]].mean()
+    table = pd.DataFrame(index=pd.Index(sorted(done["project"].unique()), name="project"))
+    for source in sorted(done["data_source"].unique(), key=_source_key):
+        for metric, name in METRIC_NAMES.items():
+            column = means[metric].xs(source, level="data_source") if source in means.index.get_level_values(
+                "data_source") else pd.Series(dtype=float)
+            table[f"{source} · {name}"] = column.reindex(table.index)
+    table["runs"] = done.groupby("project").size().reindex(table.index).astype(int)
+    return table
+
+
+def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
+    """Everything the run's detail view shows: the result dict plus history, data report, error, predictions
+    (DataFrame), per-class table (DataFrame) and confusion matrix (DataFrame, rows true, columns predicted)."""
+    run = runs.get_run(db, run_id)
+    result = runs.result_dict(run, db_path)
+    labels = result["labels"] or []
+    per_class = pd.DataFrame.from_dict(result["per_class"] or {}, orient="index",
+                                       columns=["precision", "recall", "f1", "support"])
+    per_class.index.name = "label"
+    matrix = pd.DataFrame(result["confusion_matrix"] or [], index=labels[:len(result["confusion_matrix"] or [])],
+                          columns=labels if result["confusion_matrix"] else [])
+    matrix.index.name, matrix.columns.name = "true", "predicted"
+    return {**result, "history": run["history"], "data_report": (run["metrics"] or {}).get("data", {}),
+            "error": run["error"], "train_item_ids": run["train_item_ids"], "created_at": run["created_at"],
+            "per_class_table": per_class, "confusion_table": matrix,
+            "predictions": runs_db.predictions_frame(db, run_id),
+            "label": f"run {run_id} · {run['project_name']} · {run['data_source']} · {run['model']}"}
+
+
+def sweep_table(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: the sweep's size and fits (the numbers printed beside the paper's Figure 2 panels)."""
+    return pd.DataFrame.from_records(
+        [{"run": r["run_id"], "data_source": r["data_source"], "thresholds": len(r["sweep"] or []),
+          "items at lowest γ": (r["sweep"] or [{}])[0].get("n_items"), "slope": r["sweep_slope"],
+          "R²": r["sweep_r2"], "Spearman ρ": r["sweep_spearman_rho"]} for r in results],
+        columns=["run", "data_source", "thresholds", "items at lowest γ", "slope", "R²", "Spearman ρ"])
+
+
+def zip_file(db_path: str | os.PathLike[str], run_id: int) -> Path | None:
+    """The run's download bundle (config, metrics, model) when it exists."""
+    path = runs.zip_path(db_path, run_id)
+    return path if path.is_file() else None
+
+
+def data_source_choices() -> tuple[str, ...]:
+    return DATA_SOURCES

@@ -1,0 +1,363 @@
+"""SQL of annotation work: the pool, the next-item query, reservations, skips, labels, adjudication.
+
+The next-item query walks one index of ``item`` in the strategy's order and stops at the first item that I have
+not labelled, did not skip recently, and that still has a free slot once other annotators' live reservations
+are counted. ``item.annotation_count`` / ``annotation_agreement`` are kept by triggers (migration
+``0200_annotation_assignment``), so no annotation is counted at query time. Callers run ``claim`` inside a
+``BEGIN IMMEDIATE`` transaction so that finding a free slot and reserving it happen under the write lock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pandas as pd
+import sqlite_utils
+
+from db.connection import now
+
+Order = Literal["closest", "least", "shuffle", "disagreement"]
+
+# A fixed permutation of item ids (Knuth's multiplicative hash mod 2**32): the "random" strategy seeks to a
+# seeded point on it, served by the expression index item_pool_shuffle. Must match that index exactly.
+SHUFFLE_KEY = "((i.id * 2654435761) % 4294967296)"
+
+_ORDER_BY: dict[str, str] = {
+    "closest": "i.annotation_count DESC, i.id DESC",
+    "least": "i.annotation_count ASC, i.id ASC",
+    "shuffle": f"{SHUFFLE_KEY} ASC",
+    "disagreement": "i.annotation_agreement ASC, i.id ASC",
+}
+
+
+# ------------------------------------------------------------------------------------------------ pool
+
+
+def set_pool(
+    db: sqlite_utils.Database,
+    project_id: int,
+    *,
+    in_pool: bool,
+    source: str | None = None,
+    split: str | None = None,
+    generation_job_id: int | None = None,
+    item_ids: Sequence[int] | None = None,
+) -> int:
+    """Put matching accepted items into (or take them out of) the annotation pool; returns rows changed."""
+    clauses = ["project_id = ?", "review_status = 'accepted'", "in_pool <> ?"]
+    params: list[Any] = [project_id, int(in_pool)]
+    if source is not None:
+        clauses.append("source = ?")
+        params.append(source)
+    if split is not None:
+        clauses.append("split = ?")
+        params.append(split)
+    if generation_job_id is not None:
+        clauses.append("json_extract(meta, '$.generation_job_id') = ?")
+        params.append(int(generation_job_id))
+    if item_ids is not None:
+        ids = list(item_ids)
+        if not ids:
+            return 0
+        clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
+        params.extend(ids)
+    cursor = db.execute(f"UPDATE item SET in_pool = ? WHERE {' AND '.join(clauses)}", [int(in_pool), *params])
+    return cursor.rowcount
+
+
+def pool_summary(db: sqlite_utils.Database, project_id: int, *, target: int) -> dict[str, Any]:
+    """Pool size, items with ``target`` labels or more, labels given, and the pool's make-up."""
+    row = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(annotation_count >= ?), 0), COALESCE(SUM(MIN(annotation_count, ?)), 0),"
+        " COALESCE(SUM(annotation_count), 0) FROM item"
+        " WHERE project_id = ? AND in_pool = 1 AND review_status = 'accepted'",
+        [target, target, project_id],
+    ).fetchone()
+    groups = db.execute(
+        "SELECT source, split, COUNT(*) FROM item WHERE project_id = ? AND in_pool = 1"
+        " AND review_status = 'accepted' GROUP BY source, split ORDER BY source, split",
+        [project_id],
+    ).fetchall()
+    return {
+        "n_items": row[0], "n_complete": row[1], "n_slots_filled": row[2], "n_annotations": row[3],
+        "groups": [{"source": s, "split": p, "n_items": n} for s, p, n in groups],
+    }
+
+
+def generation_jobs_with_items(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
+    """Generation job ids that produced items in this project, with item counts (for the pool chooser)."""
+    return [
+        {"generation_job_id": job_id, "n_items": n, "n_in_pool": n_pool}
+        for job_id, n, n_pool in db.execute(
+            "SELECT json_extract(meta, '$.generation_job_id') AS job, COUNT(*), SUM(in_pool) FROM item"
+            " WHERE project_id = ? AND job IS NOT NULL GROUP BY job ORDER BY job",
+            [project_id],
+        ).fetchall()
+    ]
+
+
+# ------------------------------------------------------------------------------------- the next item
+
+
+def _available(target_param: str) -> str:
+    """WHERE clauses shared by every strategy: in the pool, accepted, not mine, not skipped, a slot free."""
+    return (
+        "i.project_id = :project_id AND i.in_pool = 1 AND i.review_status = 'accepted'"
+        " AND NOT EXISTS (SELECT 1 FROM annotation a WHERE a.item_id = i.id AND a.annotator = :annotator)"
+        " AND (:skip_cutoff IS NULL OR NOT EXISTS (SELECT 1 FROM skip s WHERE s.item_id = i.id"
+        "      AND s.annotator = :annotator AND s.skipped_at > :skip_cutoff))"
+        " AND i.annotation_count + (SELECT COUNT(*) FROM reservation r WHERE r.item_id = i.id"
+        f"      AND r.annotator <> :annotator AND r.expires_at > :now) < {target_param}"
+    )
+
+
+def find_candidate(
+    db: sqlite_utils.Database,
+    *,
+    project_id: int,
+    annotator: str,
+    order: Order,
+    target: int,
+    now_at: str,
+    skip_cutoff: str | None,
+    max_target: int | None = None,
+    threshold: float | None = None,
+    shuffle_start: int = 0,
+) -> int | None:
+    """The first item available to ``annotator`` in ``order``, or None.
+
+    ``target`` is the labels an item needs (the project's overlap). With ``order="disagreement"`` only items
+    that already have ``target`` labels but agreement below ``threshold`` qualify, up to ``max_target`` labels.
+    ``skip_cutoff``: items I skipped after this time are left out (None: skipped items are eligible again).
+    ``shuffle_start``: where on the shuffled order to start (wraps around).
+    """
+    params: dict[str, Any] = {"project_id": project_id, "annotator": annotator, "now": now_at,
+                              "skip_cutoff": skip_cutoff, "target": target}
+    if order == "disagreement":
+        params.update(max_target=max_target, threshold=threshold)
+        where = (_available(":max_target") + " AND i.annotation_agreement < :threshold"
+                 " AND i.annotation_count >= :target AND i.annotation_count < :max_target")
+    else:
+        where = _available(":target") + " AND i.annotation_count < :target"
+    if order == "shuffle":
+        for start in (shuffle_start, 0):
+            params["start"] = start
+            row = db.execute(
+                f"SELECT i.id FROM item i WHERE {where} AND {SHUFFLE_KEY} >= :start"
+                f" ORDER BY {_ORDER_BY['shuffle']} LIMIT 1",
+                params,
+            ).fetchone()
+            if row:
+                return int(row[0])
+        return None
+    row = db.execute(f"SELECT i.id FROM item i WHERE {where} ORDER BY {_ORDER_BY[order]} LIMIT 1", params).fetchone()
+    return int(row[0]) if row else None
+
+
+def is_available(
+    db: sqlite_utils.Database, item_id: int, *, project_id: int, annotator: str, target: int, now_at: str
+) -> bool:
+    """Whether ``item_id`` still wants a label from ``annotator`` (pool, not mine, a slot free up to ``target``)."""
+    row = db.execute(
+        f"SELECT 1 FROM item i WHERE i.id = :item_id AND {_available(':target')}",
+        {"item_id": item_id, "project_id": project_id, "annotator": annotator, "now": now_at,
+         "skip_cutoff": None, "target": target},
+    ).fetchone()
+    return row is not None
+
+
+def item_state(db: sqlite_utils.Database, item_id: int) -> dict[str, Any] | None:
+    """An item's id, project, text, pool flag and label statistics (no reference label or source)."""
+    rows = list(
+        db.query(
+            "SELECT id, project_id, text, in_pool, review_status, annotation_count, annotation_agreement"
+            " FROM item WHERE id = ?",
+            [item_id],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def count_remaining(
+    db: sqlite_utils.Database,
+    *,
+    project_id: int,
+    annotator: str,
+    target: int,
+    max_target: int | None = None,
+    threshold: float | None = None,
+) -> int:
+    """Pool items that still need labels and that ``annotator`` has not labelled (reservations ignored).
+
+    Counted as (items needing labels) − (those among them I labelled): two index walks, not an anti-join
+    over the whole pool.
+    """
+    need = "i.annotation_count < :target"
+    params: dict[str, Any] = {"project_id": project_id, "annotator": annotator, "target": target}
+    if max_target is not None and threshold is not None and max_target > target:
+        need = (f"({need} OR (i.annotation_count < :max_target AND i.annotation_count >= :target"
+                " AND i.annotation_agreement < :threshold))")
+        params.update(max_target=max_target, threshold=threshold)
+    base = "i.project_id = :project_id AND i.in_pool = 1 AND i.review_status = 'accepted'"
+    total = db.execute(f"SELECT COUNT(*) FROM item i WHERE {base} AND {need}", params).fetchone()[0]
+    mine = db.execute(
+        f"SELECT COUNT(*) FROM annotation a JOIN item i ON i.id = a.item_id"
+        f" WHERE a.annotator = :annotator AND {base} AND {need}",
+        params,
+    ).fetchone()[0]
+    return int(total - mine)
+
+
+# ------------------------------------------------------------------------------------ reservations
+
+
+def purge_expired_reservations(db: sqlite_utils.Database, now_at: str) -> int:
+    return db.execute("DELETE FROM reservation WHERE expires_at <= ?", [now_at]).rowcount
+
+
+def current_reservation(db: sqlite_utils.Database, *, project_id: int, annotator: str, now_at: str) -> int | None:
+    """The item ``annotator`` holds a live reservation on in this project (the newest), if any."""
+    row = db.execute(
+        "SELECT r.item_id FROM reservation r JOIN item i ON i.id = r.item_id"
+        " WHERE r.annotator = ? AND r.expires_at > ? AND i.project_id = ? ORDER BY r.expires_at DESC LIMIT 1",
+        [annotator, now_at, project_id],
+    ).fetchone()
+    return int(row[0]) if row else None
+
+
+def reserve(db: sqlite_utils.Database, *, item_id: int, annotator: str, expires_at: str) -> None:
+    db.execute(
+        "INSERT INTO reservation (item_id, annotator, expires_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (item_id, annotator) DO UPDATE SET expires_at = excluded.expires_at",
+        [item_id, annotator, expires_at],
+    )
+
+
+def release(db: sqlite_utils.Database, *, item_id: int, annotator: str) -> None:
+    db.execute("DELETE FROM reservation WHERE item_id = ? AND annotator = ?", [item_id, annotator])
+
+
+def release_all(db: sqlite_utils.Database, *, project_id: int, annotator: str) -> None:
+    db.execute(
+        "DELETE FROM reservation WHERE annotator = ? AND item_id IN (SELECT id FROM item WHERE project_id = ?)",
+        [annotator, project_id],
+    )
+
+
+def count_live_reservations(db: sqlite_utils.Database, item_id: int, now_at: str) -> int:
+    return db.execute(
+        "SELECT COUNT(*) FROM reservation WHERE item_id = ? AND expires_at > ?", [item_id, now_at]
+    ).fetchone()[0]
+
+
+# -------------------------------------------------------------------------------------------- skips
+
+
+def add_skip(db: sqlite_utils.Database, *, item_id: int, annotator: str, at: str) -> None:
+    db.execute(
+        "INSERT INTO skip (item_id, annotator, skipped_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (item_id, annotator) DO UPDATE SET skipped_at = excluded.skipped_at",
+        [item_id, annotator, at],
+    )
+
+
+def clear_skip(db: sqlite_utils.Database, *, item_id: int, annotator: str) -> None:
+    db.execute("DELETE FROM skip WHERE item_id = ? AND annotator = ?", [item_id, annotator])
+
+
+def count_skipped(db: sqlite_utils.Database, *, project_id: int, annotator: str, since: str) -> int:
+    """Items ``annotator`` skipped after ``since`` that are still unlabelled by them."""
+    return db.execute(
+        "SELECT COUNT(*) FROM skip s JOIN item i ON i.id = s.item_id WHERE s.annotator = ? AND i.project_id = ?"
+        " AND s.skipped_at > ? AND NOT EXISTS (SELECT 1 FROM annotation a WHERE a.item_id = s.item_id"
+        " AND a.annotator = s.annotator)",
+        [annotator, project_id, since],
+    ).fetchone()[0]
+
+
+# ------------------------------------------------------------------------------------------- labels
+
+
+def save_label(
+    db: sqlite_utils.Database,
+    *,
+    item_id: int,
+    annotator: str,
+    label: str,
+    seconds: float | None,
+    unsure: bool,
+    comment: str,
+) -> bool:
+    """Store ``annotator``'s label on the item (a second call edits it). Returns True when it is new."""
+    stamp = now()
+    existed = db.execute(
+        "SELECT 1 FROM annotation WHERE item_id = ? AND annotator = ?", [item_id, annotator]
+    ).fetchone()
+    db.execute(
+        "INSERT INTO annotation (item_id, annotator, label, seconds, unsure, comment, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (item_id, annotator) DO UPDATE SET label = excluded.label,"
+        " seconds = COALESCE(annotation.seconds, 0) + COALESCE(excluded.seconds, 0),"
+        " unsure = excluded.unsure, comment = excluded.comment, updated_at = excluded.updated_at",
+        [item_id, annotator, label, seconds, int(bool(unsure)), comment, stamp, stamp],
+    )
+    return existed is None
+
+
+def my_annotation(db: sqlite_utils.Database, *, item_id: int, annotator: str) -> dict[str, Any] | None:
+    rows = list(
+        db.query(
+            "SELECT item_id, label, unsure, comment, created_at, updated_at FROM annotation"
+            " WHERE item_id = ? AND annotator = ?",
+            [item_id, annotator],
+        )
+    )
+    return rows[0] if rows else None
+
+
+def my_history(
+    db: sqlite_utils.Database, *, project_id: int, annotator: str, offset: int, limit: int = 1
+) -> list[dict[str, Any]]:
+    """``annotator``'s labels in this project, newest first (by when first given, so edits keep their place)."""
+    return list(
+        db.query(
+            "SELECT a.item_id, a.label, a.unsure, a.comment, a.created_at, a.updated_at, i.text"
+            " FROM annotation a JOIN item i ON i.id = a.item_id"
+            " WHERE a.annotator = ? AND i.project_id = ? ORDER BY a.id DESC LIMIT ? OFFSET ?",
+            [annotator, project_id, limit, offset],
+        )
+    )
+
+
+def count_my_labels(db: sqlite_utils.Database, *, project_id: int, annotator: str, pool_only: bool = True) -> int:
+    return db.execute(
+        "SELECT COUNT(*) FROM annotation a JOIN item i ON i.id = a.item_id WHERE a.annotator = ?"
+        " AND i.project_id = ?" + (" AND i.in_pool = 1" if pool_only else ""),
+        [annotator, project_id],
+    ).fetchone()[0]
+
+
+def label_counts(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    """Per pool item: ``item_id``, ``annotation_count`` (for checks and the pool page)."""
+    return pd.read_sql_query(
+        "SELECT id AS item_id, annotation_count FROM item WHERE project_id = ? AND in_pool = 1 ORDER BY id",
+        db.conn, params=[project_id],
+    )
+
+
+# ------------------------------------------------------------------------------------- adjudication
+
+
+def set_adjudicated_label(db: sqlite_utils.Database, item_id: int, label: str | None) -> None:
+    db.execute("UPDATE item SET adjudicated_label = ? WHERE id = ?", [label, item_id])
+
+
+def find_item(db: sqlite_utils.Database, project_id: int, reference: str) -> int | None:
+    """An item of the project by its imported id, else by its numeric database id."""
+    row = db.execute(
+        "SELECT id FROM item WHERE project_id = ? AND external_id = ?", [project_id, reference]
+    ).fetchone()
+    if row is None and reference.isdigit():
+        row = db.execute("SELECT id FROM item WHERE project_id = ? AND id = ?", [project_id, int(reference)]).fetchone()
+    return int(row[0]) if row else None

@@ -1,0 +1,117 @@
+"""Training runs and their per-item predictions (tables ``run`` and ``prediction``, migration 0300)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import pandas as pd
+import sqlite_utils
+
+from db.connection import now
+
+RunStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+JSON_COLUMNS = ("config", "train_item_ids", "history", "metrics")
+UPDATABLE = frozenset({"status", "job_id", "train_item_ids", "n_train", "n_test", "history", "metrics", "error",
+                       "artifact_path", "device", "seconds", "started_at", "finished_at"})
+
+
+def _row_to_run(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    for column in JSON_COLUMNS:
+        if column in row:
+            row[column] = json.loads(row[column] or ("[]" if column == "train_item_ids" else "{}"))
+    return row
+
+
+def create_run(
+    db: sqlite_utils.Database,
+    *,
+    project_id: int,
+    config: dict[str, Any],
+    data_source: str,
+    job_id: int | None = None,
+    status: RunStatus = "queued",
+) -> int:
+    cursor = db.execute(
+        "INSERT INTO run (project_id, job_id, status, config, seed, model, label_source, data_source, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [project_id, job_id, status, json.dumps(config), config["seed"], config["model"], config["label_source"],
+         data_source, now()],
+    )
+    return int(cursor.lastrowid)
+
+
+def update_run(db: sqlite_utils.Database, run_id: int, **fields: Any) -> None:
+    unknown = set(fields) - UPDATABLE
+    if unknown:
+        raise KeyError(f"not updatable run fields: {sorted(unknown)}")
+    values = [json.dumps(v) if k in JSON_COLUMNS else v for k, v in fields.items()]
+    assignments = ", ".join(f"{column} = ?" for column in fields)
+    db.execute(f"UPDATE run SET {assignments} WHERE id = ?", [*values, run_id])
+
+
+def start_run(db: sqlite_utils.Database, run_id: int) -> None:
+    db.execute("UPDATE run SET status = 'running', started_at = ?, error = '' WHERE id = ?", [now(), run_id])
+
+
+def finish_run(db: sqlite_utils.Database, run_id: int, *, status: RunStatus, error: str = "") -> None:
+    db.execute("UPDATE run SET status = ?, error = ?, finished_at = ? WHERE id = ?", [status, error, now(), run_id])
+
+
+_RUN_SELECT = (
+    "SELECT r.*, p.name AS project_name, j.status AS job_status, j.error AS job_error,"
+    " j.progress_done AS job_done, j.progress_total AS job_total, j.message AS job_message,"
+    " j.result AS job_result, j.heartbeat_at AS job_heartbeat_at"
+    " FROM run r JOIN project p ON p.id = r.project_id LEFT JOIN job j ON j.id = r.job_id"
+)
+
+
+def get_run(db: sqlite_utils.Database, run_id: int) -> dict[str, Any] | None:
+    rows = list(db.query(f"{_RUN_SELECT} WHERE r.id = ?", [run_id]))
+    return _row_to_run(rows[0]) if rows else None
+
+
+def list_runs(
+    db: sqlite_utils.Database, *, project_id: int | None = None, statuses: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Runs newest first, each with its project's name and its job's status, error and progress."""
+    clauses, params = [], []
+    if project_id is not None:
+        clauses.append("r.project_id = ?")
+        params.append(project_id)
+    if statuses:
+        clauses.append(f"r.status IN ({', '.join('?' for _ in statuses)})")
+        params.extend(statuses)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return [_row_to_run(r) for r in db.query(f"{_RUN_SELECT}{where} ORDER BY r.id DESC", params)]
+
+
+def delete_run(db: sqlite_utils.Database, run_id: int) -> None:
+    """Delete the run and (by cascade) its predictions; its job row stays as the record of the work done."""
+    db.execute("DELETE FROM run WHERE id = ?", [run_id])
+
+
+def replace_predictions(db: sqlite_utils.Database, run_id: int, rows: Sequence[dict[str, Any]]) -> None:
+    """Make the run's predictions exactly ``rows`` (dicts with item_id, true_label, predicted_label,
+    probabilities (dict), agreement)."""
+    db.execute("DELETE FROM prediction WHERE run_id = ?", [run_id])
+    db.conn.executemany(
+        "INSERT INTO prediction (run_id, item_id, true_label, predicted_label, probabilities, agreement)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [(run_id, int(r["item_id"]), r.get("true_label"), r["predicted_label"], json.dumps(r["probabilities"]),
+          r.get("agreement")) for r in rows],
+    )
+
+
+def predictions_frame(db: sqlite_utils.Database, run_id: int) -> pd.DataFrame:
+    """One row per test item of the run: item_id, text, true_label, predicted_label, probabilities (JSON),
+    agreement."""
+    return pd.read_sql_query(
+        "SELECT pr.item_id, i.external_id, i.text, pr.true_label, pr.predicted_label, pr.probabilities,"
+        " pr.agreement FROM prediction pr JOIN item i ON i.id = pr.item_id WHERE pr.run_id = ? ORDER BY pr.item_id",
+        db.conn,
+        params=[run_id],
+    )
+

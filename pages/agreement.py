@@ -1,0 +1,122 @@
+"""Agreement: how subjective each item and the whole task are — Krippendorff's alpha with its interval, the
+histogram of instance agreement, annotator quality, real vs synthetic, label fidelity — and the adjudication
+queue where a researcher sets an item's final label."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import agreement, annotation
+from core.errors import SynthloopError
+from pages._common import current_project, database, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+
+st.title("Agreement")
+st.caption("Instance agreement a_i = share of an item's labels that go to its most frequent label (items with ≥ 2 "
+           "labels; ties are flagged, not broken). Task agreement: Krippendorff's alpha (nominal) with a bootstrap "
+           "interval over items. The LLM annotator, when it has labelled, appears like any annotator.")
+
+with st.expander("Settings"):
+    left, middle, right = st.columns(3)
+    n_boot = left.number_input("Bootstrap resamples", min_value=100, max_value=20000, value=1000, step=100)
+    seed = middle.number_input("Seed", min_value=0, value=0, step=1)
+    include_done = right.checkbox("Show adjudicated items in the queue", value=False)
+    auto = st.toggle("Refresh every 10 seconds (watch labels come in)", value=False)
+
+
+@st.fragment(run_every=10 if auto else None)
+def _overview() -> None:
+    try:
+        with database() as db:
+            view = annotation.agreement_view(
+                db, project, config=agreement.ReportConfig(n_boot=int(n_boot), seed=int(seed)),
+                include_adjudicated=include_done,
+            )
+    except SynthloopError as exc:
+        show_error(exc)
+        return
+    report = view.report
+    alpha = report.krippendorff_alpha
+    low, high = report.alpha_ci
+    cols = st.columns(4)
+    cols[0].metric("Krippendorff's alpha", "—" if alpha is None else f"{alpha:.3f}",
+                   help="nominal; items with ≥ 2 labels")
+    cols[1].metric("95% interval" if report.config.get("confidence") == 0.95 else "interval",
+                   "—" if low is None else f"[{low:.3f}, {high:.3f}]")
+    cols[2].metric("Mean instance agreement",
+                   "—" if report.mean_instance_agreement is None else f"{report.mean_instance_agreement:.3f}")
+    cols[3].metric("Items with ≥ 2 labels", report.n_items,
+                   help=f"{report.n_items_excluded} items with fewer labels are excluded "
+                        f"({report.n_items_single_label} with one, {report.n_items_unlabelled} with none)")
+    {"reliable": st.success, "tentative": st.warning, "low": st.error, "undefined": st.info}[report.band](
+        f"Reading: {report.band_text}")
+    st.caption(f"{report.n_annotations} annotations by {report.n_annotators} annotators · {report.n_ties} items "
+               f"tie for the majority · {report.n_items_excluded} items excluded (fewer than 2 labels)"
+               + (f" · {report.n_items_imported_agreement} items use their imported agreement"
+                  if report.n_items_imported_agreement else ""))
+
+    hist, sources = st.columns([3, 2])
+    with hist:
+        st.subheader("Instance agreement")
+        if view.items["instance_agreement"].notna().any():
+            st.altair_chart(annotation.agreement_histogram(view.items), width="stretch")
+        else:
+            st.info("No item has two labels yet.")
+    with sources:
+        st.subheader("Real vs synthetic")
+        if report.by_source:
+            st.dataframe(pd.DataFrame.from_dict(report.by_source, orient="index")[
+                ["krippendorff_alpha", "alpha_ci", "band", "mean_instance_agreement", "n_items", "n_items_excluded",
+                 "n_annotations"]], width="stretch")
+        fidelity = report.label_fidelity
+        if fidelity and fidelity["fidelity"] is not None:
+            st.metric("Label fidelity (synthetic)", f"{fidelity['fidelity']:.1%}",
+                      help=fidelity["rule"])
+            st.caption(f"{fidelity['n_match']} of {fidelity['n_items']} synthetic items: the human majority equals "
+                       f"the intended label; {fidelity['n_ties']} ties count as not equal.")
+            st.dataframe(pd.DataFrame(fidelity["per_label"]), hide_index=True)
+
+    annotators, labels = st.columns(2)
+    with annotators:
+        st.subheader("Annotators")
+        st.caption("Agreement with the majority of the other labels of the same items (leave-one-out; a tie "
+                   "among the others scores 1/t); quality = Dawid–Skene estimate of the chance of the true label.")
+        st.dataframe(pd.DataFrame(report.per_annotator), hide_index=True)
+    with labels:
+        st.subheader("Labels")
+        st.caption("Specific agreement: when one annotator chose the label, the chance that another did too.")
+        st.dataframe(pd.DataFrame(report.per_label), hide_index=True)
+
+    st.subheader("Adjudication queue")
+    st.caption("Lowest agreement first. The final label you set here is used by export and training before the "
+               "majority label.")
+    queue = view.queue
+    if queue.empty:
+        st.info("Nothing to adjudicate: no unadjudicated item has two or more labels.")
+        return
+    st.dataframe(queue.head(200)[["id", "external_id", "text", "votes", "instance_agreement", "tie",
+                                  "adjudicated_label"]], hide_index=True, width="stretch")
+    options = queue["id"].head(200).tolist()
+    texts = dict(zip(queue["id"], queue["text"], strict=True))
+    with st.form("adjudicate"):
+        item_id = st.selectbox("Item", options, format_func=lambda i: f"{i}: {str(texts[i])[:80]}")
+        label = st.radio("Final label", project.label_names, horizontal=True)
+        left_button, right_button = st.columns(2)
+        submitted = left_button.form_submit_button("Set final label", type="primary")
+        cleared = right_button.form_submit_button("Clear final label")
+    if submitted or cleared:
+        try:
+            with database() as db:
+                annotation.adjudicate(db, project, int(item_id), None if cleared else label)
+        except SynthloopError as exc:
+            show_error(exc)
+        else:
+            st.toast(f"Item {item_id}: final label {'cleared' if cleared else label}.")
+            st.rerun()
+
+
+_overview()

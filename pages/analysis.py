@@ -1,0 +1,100 @@
+"""Diversity: how diverse real and synthetic data are, how close synthetic data come to real data, and a map of
+both that shows where synthetic data fail to cover the real data (click through to the items of a region)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import analysis, jobs, report
+from core.errors import SynthloopError
+from pages._common import ANALYSIS_COLOUR, ANALYSIS_MAP, current_project, database, db_path, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+
+st.title("Diversity and similarity")
+st.caption("Remote-Clique (mean distance to all other items) and Chamfer distance (distance to the nearest other "
+           "item) on sentence embeddings, at equal set sizes; and the mean top-5 cosine similarity of each real "
+           "item to each synthetic set (Li et al., 2023, Figure 1 and B.2).")
+
+with st.form("analysis_settings"):
+    left, middle, right = st.columns(3)
+    subsample = left.number_input("Items per source (0: the smallest source)", min_value=0, value=0, step=100)
+    projection = middle.radio("Map projection", ["tsne", "pca"], horizontal=True,
+                              format_func={"tsne": "t-SNE", "pca": "PCA"}.__getitem__)
+    seed = right.number_input("Seed", min_value=0, value=0, step=1)
+    submitted = st.form_submit_button("Run analysis", type="primary", icon=":material/play_arrow:")
+if submitted:
+    try:
+        config = analysis.AnalysisConfig(subsample=int(subsample) or None, seed=int(seed), projection=projection)
+        with database() as db:
+            job_id = analysis.start_analysis(db, project.id, config)
+        jobs.launch(db_path(), job_id)
+        st.toast(f"Analysis started (job {job_id}).")
+    except SynthloopError as exc:
+        show_error(exc)
+
+with database() as db:
+    latest_job = analysis.latest_analysis_job(db, project.id)
+
+if latest_job and latest_job["status"] in ("queued", "running"):
+
+    @st.fragment(run_every=2)
+    def _progress() -> None:
+        with database() as poll_db:
+            job = jobs.get(poll_db, latest_job["id"])
+        if job["status"] not in ("queued", "running"):
+            st.rerun(scope="app")
+        total = max(1, job["progress_total"])
+        st.progress(min(1.0, job["progress_done"] / total), text=f"Analysis {job['status']}: {job['message']}")
+        if st.button("Cancel analysis", icon=":material/stop:"):
+            with database() as cancel_db:
+                jobs.cancel(cancel_db, job["id"])
+
+    _progress()
+elif latest_job and latest_job["status"] == "failed":
+    st.error(f"The last analysis (job {latest_job['id']}) failed: {latest_job['error']}")
+
+with database() as db:
+    result = analysis.latest_analysis(db, project.id)
+    map_points = analysis.map_frame(db, result) if result else None
+if result is None:
+    st.info("No analysis yet: run one above. The first run embeds every item (about 300 texts a second on a "
+            "CPU); later runs reuse the cached embeddings.")
+    st.stop()
+
+embedding = result.get("embedding", {})
+st.caption(f"Analysis job {result['job_id']} · {result['n_subsample']} items per source · "
+           f"embeddings {embedding.get('model', '')} ({embedding.get('n_computed', 0)} computed, "
+           f"{embedding.get('n_cached', 0)} cached) · {result.get('seconds', 0):.1f} s")
+
+diversity_tab, similarity_tab, map_tab = st.tabs(["Figure 1: diversity", "Figure B.2: similarity to real",
+                                                  "Map"])
+with diversity_tab:
+    frame = analysis.diversity_frame(result)
+    if frame.empty:
+        st.info("No source has two or more items to compare.")
+    else:
+        st.altair_chart(report.diversity_chart(frame))
+        st.dataframe(frame, hide_index=True)
+with similarity_tab:
+    frame = analysis.similarity_frame(result)
+    if frame.empty:
+        st.info("Similarity needs real items and synthetic items: generate synthetic data first.")
+    else:
+        st.altair_chart(report.similarity_chart(frame))
+        st.dataframe(frame, hide_index=True)
+with map_tab:
+    colour = st.radio("Colour by", ["source", "label"], horizontal=True, key=ANALYSIS_COLOUR)
+    st.caption("Drag a rectangle to list the items in that region; click a point to list that item. "
+               "Real points without synthetic neighbours are where the synthetic data do not cover the real data.")
+    event = st.altair_chart(report.map_chart(map_points, color=colour, selectable=True), on_select="rerun",
+                            key=ANALYSIS_MAP, width="stretch")
+    picked = event.selection.get("region") or event.selection.get("picked")
+    chosen = analysis.items_in_region(map_points, picked)
+    if chosen.empty:
+        st.caption(f"{len(map_points)} points shown; nothing chosen yet.")
+    else:
+        st.write(f"{len(chosen)} items chosen")
+        st.dataframe(chosen, hide_index=True, width="stretch")

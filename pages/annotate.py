@@ -1,0 +1,112 @@
+"""Annotate: one item at a time, labelled with the keyboard alone; back to change my earlier labels.
+
+Blind by design: the page shows the text and my own label only — never another annotator's label, the
+reference or intended label, the source (real or synthetic) or the split.
+"""
+
+from __future__ import annotations
+
+import time
+
+import streamlit as st
+
+from core import annotation
+from core.errors import SynthloopError
+from pages._common import ANNOTATE_BACK, ANNOTATE_SHOWN, current_project, database, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+
+annotator = user.username
+settings = annotation.assignment_settings(project)
+back = int(st.session_state.get(ANNOTATE_BACK, 0))
+
+with database() as db:
+    try:
+        item = (annotation.my_earlier_item(db, project, annotator, back) if back
+                else annotation.next_item(db, project, annotator))
+        progress = annotation.progress(db, project, annotator)
+    except SynthloopError as exc:
+        show_error(exc)
+        st.stop()
+if back and item is None:  # went back past my first label
+    st.session_state[ANNOTATE_BACK] = back = 0
+    st.rerun()
+
+st.title(project.name)
+st.progress(progress.done / progress.total if progress.total else 1.0,
+            text=f"{progress.done} of {progress.total} labelled by you")
+with st.expander("Guidelines", icon=":material/menu_book:"):
+    if project.guidelines.strip():
+        st.markdown(project.guidelines)
+    for label in project.labels:
+        key = f" (key {label.key})" if label.key else ""
+        st.markdown(f"**{label.name}**{key}: {label.description or '—'}")
+    st.caption(annotation.SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}"))
+
+if item is None:
+    if progress.skipped:
+        st.info(f"Only items you skipped are left ({progress.skipped}); they come back shortly.")
+    else:
+        st.success("Your queue is empty: thank you! New items appear here when the researcher adds them.")
+    if progress.done and st.button("Back to my last label", icon=":material/undo:", shortcut="b"):
+        st.session_state[ANNOTATE_BACK] = 1
+        st.rerun()
+    st.stop()
+
+shown = st.session_state.get(ANNOTATE_SHOWN)
+if not shown or shown[0] != item.item_id:
+    st.session_state[ANNOTATE_SHOWN] = shown = (item.item_id, time.time())
+
+if back:
+    st.caption(f"Reviewing your label {back} back · your label: **{item.label}** · click a label to change it")
+with st.container(border=True):
+    st.text(item.text)  # untrusted text: shown as plain text, never as Markdown or HTML
+
+unsure = st.checkbox("Unsure", value=item.unsure, key=f"unsure_{item.item_id}")
+comment = st.text_input("Comment (optional)", value=item.comment, key=f"comment_{item.item_id}", max_chars=2000)
+
+chosen = None
+columns = st.columns(max(len(project.labels), 1))
+for column, label in zip(columns, project.labels, strict=False):
+    caption = f"{label.name}  [{label.key}]" if label.key else label.name
+    if column.button(caption, key=f"label_{label.name}", help=label.description or None,
+                     shortcut=label.key or None, type="primary" if label.name == item.label else "secondary",
+                     width="stretch"):
+        chosen = label.name
+
+if chosen is not None:
+    try:
+        with database() as db:
+            annotation.submit_label(db, project, annotator, item.item_id, chosen, unsure=unsure, comment=comment,
+                                    seconds=round(time.time() - shown[1], 1))
+    except SynthloopError as exc:
+        show_error(exc)
+    else:
+        st.session_state[ANNOTATE_BACK] = max(0, back - 1)
+        st.session_state.pop(ANNOTATE_SHOWN, None)
+        st.rerun()
+
+left, middle, right = st.columns(3)
+if left.button("Back  [b]", icon=":material/arrow_back:", shortcut="b", disabled=progress.done <= back,
+               help="Review and change your earlier labels"):
+    st.session_state[ANNOTATE_BACK] = back + 1
+    st.rerun()
+if back:
+    if middle.button("Forward  [n]", icon=":material/arrow_forward:", shortcut="n"):
+        st.session_state[ANNOTATE_BACK] = back - 1
+        st.rerun()
+    if right.button("Back to new items", icon=":material/fast_forward:"):
+        st.session_state[ANNOTATE_BACK] = 0
+        st.rerun()
+elif middle.button("Skip  [s]", icon=":material/skip_next:", shortcut="s",
+                   help=annotation.SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")):
+    try:
+        with database() as db:
+            annotation.skip_item(db, project, annotator, item.item_id)
+    except SynthloopError as exc:
+        show_error(exc)
+    else:
+        st.session_state.pop(ANNOTATE_SHOWN, None)
+        st.rerun()

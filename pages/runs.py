@@ -1,0 +1,123 @@
+"""Runs: compare training runs in the paper's Table 1 layout, filter and delete them, download a model, and look
+at one run in detail — metrics, per-class scores, confusion matrix, accuracy against the agreement threshold γ
+(several runs overlaid, like the paper's Figure 2) and training curves (like its Figure B.1)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.errors import SynthloopError
+from core.training import charts, service
+from pages._common import current_project, database, db_path, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+    all_runs = service.runs_frame(db)
+
+st.title("Runs")
+if all_runs.empty:
+    st.info("No training runs yet: start one on the Train page (or `python -m core train PROJECT`).")
+    st.stop()
+
+with st.expander("Filter", expanded=False, icon=":material/filter_list:"):
+    a, b, c, d = st.columns(4)
+    project_names = sorted(all_runs["project"].unique())
+    chosen_projects = a.multiselect("Projects", project_names, key="runs_filter_projects")
+    chosen_models = b.multiselect("Models", sorted(all_runs["model"].unique()), key="runs_filter_models")
+    chosen_labels = c.multiselect("Label sources", sorted(all_runs["label_source"].unique()),
+                                  key="runs_filter_label_sources")
+    chosen_status = d.multiselect("Status", sorted(all_runs["status"].unique()), key="runs_filter_status")
+
+with database() as db:
+    runs = service.runs_frame(db, project_names=chosen_projects or None, models=chosen_models or None,
+                              label_sources=chosen_labels or None, statuses=chosen_status or None)
+
+st.subheader("Table 1: macro-F1 and accuracy by training data")
+st.caption("Rows: projects; columns: training data source × metric, averaged over the finished runs shown "
+           "(use the filter to compare one model and label source at a time).")
+summary = service.table1(runs)
+if summary.empty:
+    st.caption("No finished runs match the filter.")
+else:
+    st.dataframe(summary, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns
+                                         if c != "runs"})
+
+st.subheader("All runs")
+st.dataframe(runs, hide_index=True, column_config={
+    "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
+    "accuracy": st.column_config.NumberColumn(format="%.3f"),
+    "sweep_r2": st.column_config.NumberColumn("sweep R²", format="%.2f"),
+    "sweep_spearman_rho": st.column_config.NumberColumn("sweep ρ", format="%.2f"),
+    "seconds": st.column_config.NumberColumn(format="%.0f"),
+})
+if runs.empty:
+    st.stop()
+
+run_ids = runs["run"].tolist()
+labels = {row.run: f"run {row.run} · {row.project} · {row.data_source} · {row.model} · {row.status}"
+          for row in runs.itertuples()}
+run_id = st.selectbox("Run details", run_ids, format_func=labels.get, key="runs_detail")
+with database() as db:
+    details = service.run_details(db, db_path(), run_id)
+
+left, right = st.columns([3, 1])
+with right:
+    bundle = service.zip_file(db_path(), run_id)
+    if bundle is not None:
+        st.download_button("Download model (zip)", data=bundle.read_bytes, file_name=bundle.name,
+                           mime="application/zip", icon=":material/download:", key="runs_download")
+    confirm = st.checkbox("Yes, delete this run and its model", key="runs_delete_confirm")
+    if st.button("Delete run", icon=":material/delete:", disabled=not confirm, key="runs_delete"):
+        try:
+            with database() as db:
+                service.delete(db, db_path(), run_id)
+        except SynthloopError as exc:
+            show_error(exc)
+        else:
+            st.success(f"Deleted run {run_id}.")
+            st.rerun()
+with left:
+    st.markdown(f"**{details['label']}**")
+    if details["status"] == "failed":
+        st.error(details["error"] or "failed", icon=":material/error:")
+    elif details["status"] != "done":
+        st.info(f"Run {run_id} is {details['status']}: results appear when it has finished.")
+
+if details["status"] == "done":
+    a, b, c, d, e = st.columns(5)
+    a.metric("Accuracy", f"{details['accuracy']:.3f}")
+    b.metric("Macro-F1", f"{details['macro_f1']:.3f}")
+    c.metric("Training items", details["n_train"])
+    d.metric("Test items", details["n_test"])
+    e.metric("Seconds", f"{details['seconds'] or 0:.0f}")
+
+    sweep_tab, classes_tab, curves_tab, predictions_tab, config_tab = st.tabs(
+        ["Accuracy vs agreement", "Per class", "Training curves", "Predictions", "Config"])
+    with sweep_tab:
+        done_ids = [r for r in run_ids if runs.loc[runs["run"] == r, "status"].iloc[0] == "done"]
+        overlay = st.multiselect("Overlay runs", done_ids, default=[run_id], format_func=labels.get,
+                                 key="runs_overlay")
+        metric = st.radio("Metric", ["accuracy", "macro_f1"], horizontal=True, key="runs_sweep_metric")
+        with database() as db:
+            overlays = [service.run_details(db, db_path(), r) for r in overlay]
+        if any(o["sweep"] for o in overlays):
+            st.altair_chart(charts.sweep_chart(overlays, metric=metric), width="stretch")
+            st.dataframe(service.sweep_table(overlays), hide_index=True)
+        else:
+            st.caption("No test item has a known instance agreement (it needs ≥ 2 labels or an imported "
+                       "agreement), so there is no sweep.")
+    with classes_tab:
+        st.dataframe(details["per_class_table"], column_config={
+            c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
+        st.markdown("Confusion matrix (rows: true label, columns: predicted label)")
+        st.altair_chart(charts.confusion_chart(details["confusion_table"]), width="stretch")
+    with curves_tab:
+        history = details["history"] or {}
+        st.altair_chart(charts.loss_chart(history), width="stretch")
+        st.altair_chart(charts.dev_chart(history), width="stretch")
+    with predictions_tab:
+        st.dataframe(details["predictions"], hide_index=True)
+    with config_tab:
+        st.json(details["config"])
+        st.json(details["data_report"], expanded=False)

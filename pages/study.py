@@ -1,0 +1,93 @@
+"""Study: the paper's comparison for this project in one click — train on each data source, evaluate on the real
+test split, sweep the agreement threshold, measure diversity — and its report, shown here and offered as a zip."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core import jobs, study
+from core.errors import SynthloopError
+from pages._common import current_project, database, db_path, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+    ingredients = study.check_ingredients(db, project.id)
+
+st.title("Study")
+st.caption("Li et al. (2023) on this project: a classifier per training source (real, zero-shot, few-shot, seeds, "
+           "seeds + few-shot), Table 1, Figure 1, Figure 2, Figure B.1 and Figure B.2.")
+
+st.subheader("Ingredients")
+counts = ingredients.counts
+columns = st.columns(5)
+for column, (key, label) in zip(columns, [("real_train", "Real training items"), ("test", "Real test items"),
+                                          ("seeds", "Seeds"), ("zero-shot", "Zero-shot items"),
+                                          ("few-shot", "Few-shot items")], strict=True):
+    column.metric(label, counts[key])
+for problem in ingredients.problems:
+    (st.error if problem.blocking else st.warning)(problem.message)
+if ingredients.ok:
+    st.success(f"Runs to train: {', '.join(ingredients.runnable)}.")
+
+with st.form("study_settings"):
+    left, middle, right = st.columns(3)
+    epochs = left.number_input("Epochs per run", min_value=1, max_value=50, value=3)
+    model = middle.text_input("Classifier", value="embedded", help="'embedded' is the bundled MiniLM; or a local "
+                              "model folder, or bert-base-uncased / roberta-base when present offline")
+    seed = right.number_input("Seed", min_value=0, value=42)
+    arms = st.multiselect("Runs", list(study.ARM_NAMES), default=list(ingredients.runnable) or None)
+    submitted = st.form_submit_button("Run the study", type="primary", icon=":material/play_arrow:",
+                                      disabled=not ingredients.ok)
+if submitted:
+    try:
+        with database() as db:
+            job_id = study.start_study(db, db_path(), project.id, epochs=int(epochs), model=model, seed=int(seed),
+                                       arms=tuple(arms))
+        jobs.launch(db_path(), job_id)
+        st.toast(f"Study started (job {job_id}).")
+    except SynthloopError as exc:
+        show_error(exc)
+
+with database() as db:
+    latest_job = study.latest_study_job(db, project.id)
+
+if latest_job and latest_job["status"] in ("queued", "running"):
+
+    @st.fragment(run_every=3)
+    def _progress() -> None:
+        with database() as poll_db:
+            job = jobs.get(poll_db, latest_job["id"])
+        if job["status"] not in ("queued", "running"):
+            st.rerun(scope="app")
+        total = max(1, job["progress_total"])
+        st.progress(min(1.0, job["progress_done"] / total), text=f"Study {job['status']}: {job['message']}")
+        if st.button("Cancel study", icon=":material/stop:"):
+            with database() as cancel_db:
+                jobs.cancel(cancel_db, job["id"])
+
+    _progress()
+elif latest_job and latest_job["status"] == "failed":
+    st.error(f"The last study (job {latest_job['id']}) failed: {latest_job['error']}")
+
+with database() as db:
+    finished = study.latest_study(db, project.id)
+if finished is None:
+    st.info("No finished study yet.")
+    st.stop()
+
+shown = finished["tables"]
+st.subheader(f"Report of study job {finished['job_id']}")
+st.caption(f"Folder: {shown['folder']}")
+st.download_button("Download the report (zip)", data=shown["zip"].read_bytes(), file_name="synthloop-study.zip",
+                   mime="application/zip", icon=":material/download:")
+captions = shown["captions"]
+if "table1" in shown["tables"]:
+    st.markdown(f"**{captions['table1']}**")
+    st.dataframe(shown["tables"]["table1"], hide_index=True)
+for stem, path in shown["figures"].items():
+    st.image(str(path), caption=captions[stem])
+with st.expander("All tables"):
+    for name, frame in shown["tables"].items():
+        st.markdown(f"**{name}.csv**")
+        st.dataframe(frame, hide_index=True)

@@ -1,0 +1,1 @@
+"""End-to-end tests: the real app in headless Chromium (see support.py)."""

@@ -1,0 +1,357 @@
+"""A real, local OpenAI-compatible HTTP server for tests and benchmarks (stdlib only, 127.0.0.1, a free port).
+
+It speaks ``POST /v1/chat/completions`` and ``GET /v1/models`` and is programmable while it runs::
+
+    with FakeLLMServer(latency_s=0.2) as server:
+        server.base_url                      # "http://127.0.0.1:PORT/v1"
+        server.reply = lambda request, n: f"text {n}"   # content for the n-th completion (0-based)
+        server.inject(RateLimit(retry_after=0.1), times=2)  # the next two completions answer 429
+        server.fault_when = lambda request, n: ServerError() if n % 7 == 3 else None
+        server.requests                      # every request: RecordedRequest(path, headers, body, ...)
+
+Behaviour, in order, for a completion: bad key (when ``api_key`` is set) → 401; unknown ``model`` → 404;
+a queued fault (``inject``), else ``fault_when``'s fault; else wait ``latency_s`` and answer ``reply``.
+``reply`` may return a string (the message content), a list of strings (one choice each) or a Fault.
+Faults: ``RateLimit(retry_after)``, ``ServerError(status)``, ``Slow(seconds)`` (then a normal reply),
+``Truncated()`` (promises more bytes than it sends), ``Garbage()`` (200 with a non-JSON body),
+``EmptyChoices()`` (200 with ``choices: []``), ``Status(code, body)``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+WORDS = ["river", "market", "quiet", "engine", "garden", "winter", "signal", "copper", "theatre", "harbour", "lantern", "meadow", "orbit", "pepper", "canyon", "violin", "marble", "thunder", "ribbon", "compass", "glacier", "saddle", "falcon", "velvet", "cabin", "tunnel", "orchard", "beacon", "ladder", "whistle", "anchor", "pillow", "saffron", "blossom", "quarry", "feather", "mirror", "satchel", "cobalt", "puzzle", "timber", "lagoon", "ember", "parcel", "jigsaw", "nectar", "summit", "bramble", "trolley", "walnut", "galaxy", "pebble", "cactus", "fossil", "harvest", "kettle", "mosaic", "nomad", "oyster", "paddle", "quartz", "raven", "sketch", "tundra", "umbrella", "vapour", "wander", "yarn", "zephyr", "acorn", "biscuit", "cradle", "dolphin", "easel", "fiddle", "goblet", "hammock", "igloo", "jasmine", "kayak", "lemon", "mango", "noodle", "olive", "pirate", "quiver", "rocket", "scarf", "tulip", "urchin", "vessel", "waffle", "yodel", "zipper", "bamboo", "candle", "donkey", "eclipse", "fennel", "granite", "hazel", "indigo"]
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    retry_after: float = 0.05
+
+
+@dataclass(frozen=True)
+class ServerError:
+    status: int = 500
+
+
+@dataclass(frozen=True)
+class Slow:
+    seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Truncated:
+    pass
+
+
+@dataclass(frozen=True)
+class Garbage:
+    body: str = "<html>this is not JSON{{"
+
+
+@dataclass(frozen=True)
+class EmptyChoices:
+    pass
+
+
+@dataclass(frozen=True)
+class Status:
+    code: int
+    body: dict[str, Any] = field(default_factory=lambda: {"error": {"message": "fake error"}})
+
+
+Fault = RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status
+Reply = Callable[[dict[str, Any], int], "str | list[str] | Fault"]
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any] | None
+    received_at: float
+    index: int | None  # the completion number (None for other paths)
+
+
+def varied_text(n: int, words: int = 14, *, prefix: str = "") -> str:
+    """A deterministic, distinct-looking text for completion ``n`` (no near-duplicates between numbers)."""
+    rng = random.Random(n * 7919 + 17)
+    body = " ".join(rng.sample(WORDS, words))
+    return f"{prefix}{body[0].upper()}{body[1:]}."
+
+
+def default_reply(request: dict[str, Any], n: int) -> str:
+    return varied_text(n)
+
+
+def _last_user(request: dict[str, Any]) -> str:
+    for message in reversed(request.get("messages") or []):
+        if message.get("role") == "user":
+            return str(message.get("content", ""))
+    return ""
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256  # many concurrent clients: the default backlog of 5 drops connections
+    allow_reuse_address = True
+
+
+class FakeLLMServer:
+    """Start with ``with FakeLLMServer(...) as server`` (or ``start()``/``stop()``); see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        models: tuple[str, ...] = ("fake-model",),
+        api_key: str | None = None,
+        latency_s: float = 0.0,
+        reply: Reply | None = None,
+        fault_when: Callable[[dict[str, Any], int], Fault | None] | None = None,
+        record_bodies: bool = True,
+    ) -> None:
+        self.models = tuple(models)
+        self.api_key = api_key
+        self.latency_s = latency_s
+        self.reply: Reply = reply or default_reply
+        self.fault_when = fault_when
+        self.record_bodies = record_bodies
+        self.requests: list[RecordedRequest] = []
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._completions = 0
+        self._in_flight = 0
+        self.max_in_flight = 0
+        self._httpd: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- control ---
+    @property
+    def port(self) -> int:
+        assert self._httpd is not None, "server not started"
+        return self._httpd.server_address[1]
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def completions(self) -> int:
+        """How many completion requests arrived (including ones answered with a fault)."""
+        return self._completions
+
+    def inject(self, fault: Fault, times: int = 1) -> None:
+        """Answer the next ``times`` completion requests with ``fault``."""
+        with self._lock:
+            self._faults.extend([fault] * times)
+
+    def completion_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    def start(self) -> FakeLLMServer:
+        self._httpd = _Server(("127.0.0.1", 0), self._handler_class())
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- behaviour ---
+    def _next_completion(self, body: dict[str, Any]) -> tuple[int, Fault | None]:
+        with self._lock:
+            n = self._completions
+            self._completions += 1
+            fault = self._faults.popleft() if self._faults else None
+        if fault is None and self.fault_when is not None:
+            fault = self.fault_when(body, n)
+        return n, fault
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive, as real servers: clients reuse connections
+            # Headers and body leave in one segment and without Nagle's delay; otherwise every reply waits
+            # ~40 ms for the client's delayed ACK and the server, not the client, sets the throughput.
+            disable_nagle_algorithm = True
+            wbufsize = -1
+
+            def log_message(self, format: str, *args: Any) -> None:  # silence the default stderr log
+                return
+
+            def _send_json(self, status: int, payload: Any, headers: dict[str, str] | None = None) -> None:
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _error(self, status: int, message: str, code: str, headers: dict[str, str] | None = None) -> None:
+                self._send_json(status, {"error": {"message": message, "type": "invalid_request_error",
+                                                   "code": code}}, headers)
+
+            def _authorised(self) -> bool:
+                if server.api_key is None:
+                    return True
+                if self.headers.get("Authorization", "") == f"Bearer {server.api_key}":
+                    return True
+                self._error(401, "Incorrect API key provided.", "invalid_api_key")
+                return False
+
+            def _record(self, body: dict[str, Any] | None, index: int | None) -> None:
+                with server._lock:
+                    server.requests.append(RecordedRequest(
+                        self.command, self.path, {k: v for k, v in self.headers.items()},
+                        body if server.record_bodies else None, time.time(), index))
+
+            def do_GET(self) -> None:
+                self._record(None, None)
+                if not self.path.rstrip("/").endswith("/models"):
+                    self._error(404, f"no route {self.path}", "not_found")
+                    return
+                if not self._authorised():
+                    return
+                self._send_json(200, {"object": "list", "data": [
+                    {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in server.models]})
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                try:
+                    body = json.loads(raw or b"{}")
+                except json.JSONDecodeError:
+                    self._record(None, None)
+                    self._error(400, "request body is not JSON", "bad_request")
+                    return
+                if not self.path.rstrip("/").endswith("/chat/completions"):
+                    self._record(body, None)
+                    self._error(404, f"no route {self.path}", "not_found")
+                    return
+                n, fault = server._next_completion(body)
+                self._record(body, n)
+                with server._lock:
+                    server._in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                try:
+                    self._complete(body, n, fault)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout): nothing to answer
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
+
+            def _complete(self, body: dict[str, Any], n: int, fault: Fault | None) -> None:
+                if not self._authorised():
+                    return
+                model = body.get("model")
+                if model not in server.models:
+                    self._error(404, f"The model `{model}` does not exist or you do not have access to it.",
+                                "model_not_found")
+                    return
+                if isinstance(fault, RateLimit):
+                    self._error(429, "Rate limit reached, retry later.", "rate_limit_exceeded",
+                                {"retry-after": f"{fault.retry_after:g}",
+                                 "retry-after-ms": str(int(fault.retry_after * 1000))})
+                    return
+                if isinstance(fault, ServerError):
+                    self._error(fault.status, "The server had an error while processing your request.", "server_error")
+                    return
+                if isinstance(fault, Status):
+                    self._send_json(fault.code, fault.body)
+                    return
+                if isinstance(fault, Slow):
+                    time.sleep(fault.seconds)
+                if server.latency_s:
+                    time.sleep(server.latency_s)
+                if isinstance(fault, Garbage):
+                    data = fault.body.encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
+                content = server.reply(body, n)
+                if isinstance(content, RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status):
+                    self._complete(body, n, content)
+                    return
+                contents = content if isinstance(content, list) else [content]
+                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+                completion_tokens = sum(len(c.split()) for c in contents)
+                payload = {
+                    "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": int(time.time()),
+                    "model": model,
+                    "choices": [] if isinstance(fault, EmptyChoices) else [
+                        {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
+                        for i, c in enumerate(contents)],
+                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                              "total_tokens": prompt_tokens + completion_tokens},
+                }
+                if isinstance(fault, Truncated):
+                    data = json.dumps(payload).encode()
+                    self.send_response(200)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    return
+                self._send_json(200, payload)
+
+        return Handler
+
+
+def last_user_message(request: dict[str, Any]) -> str:
+    """The content of the last user message of a recorded chat request (handy in ``reply`` functions)."""
+    return _last_user(request)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python tests/fake_llm.py --latency 0.2``: serve in its own process (benchmarks keep the server's work off
+    the client's GIL); prints the base URL as the first line of stdout, then serves until killed."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--latency", type=float, default=0.0)
+    parser.add_argument("--model", action="append", default=None)
+    parser.add_argument("--api-key", default=None)
+    args = parser.parse_args(argv)
+    server = FakeLLMServer(latency_s=args.latency, models=tuple(args.model or ["fake-model"]), api_key=args.api_key,
+                           record_bodies=False)
+    server.start()
+    print(server.base_url, flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        sys.stdout.write("stopped\n")
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    main()
