@@ -231,8 +231,7 @@ def next_item(
                          "random": "shuffle"}[settings.strategy]
                 start = 0
                 if order == "shuffle":
-                    start = _shuffle_start(settings, annotator, annotation_db.count_my_labels(
-                        db, project_id=project.id, annotator=annotator, pool_only=False))
+                    start = _shuffle_start(settings, annotator, annotation_db.count_all_my_labels(db, annotator))
                 item_id = annotation_db.find_candidate(
                     db, project_id=project.id, annotator=annotator, order=order, target=k, now_at=now_at,
                     skip_cutoff=cutoff, shuffle_start=start,

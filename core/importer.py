@@ -566,7 +566,7 @@ def plan_import(
     annotation_annotator = np.array([], dtype=object)
     annotation_label = np.array([], dtype=object)
     annotation_row = np.array([], dtype=np.int64)
-    annotation_column: str | None = None
+    annotation_column = np.array([], dtype=object)  # the file column each label came from, for messages
     if spec.annotator_col is not None and spec.annotation_col is not None:
         annotators = _strings(frame[spec.annotator_col])
         labels = _strings(frame[spec.annotation_col])
@@ -583,18 +583,20 @@ def plan_import(
         annotation_annotator = pd.Series(annotators[labelled], dtype=object).map(names).to_numpy(dtype=object)
         annotation_label = labels[labelled]
         annotation_row = rows[labelled]
-        annotation_column = spec.annotation_col
+        annotation_column = np.full(len(annotation_row), spec.annotation_col, dtype=object)
     elif spec.annotator_cols:
         parts = []
         for column in spec.annotator_cols:
             labels = _strings(frame[column])
             labelled = labels != ""
-            parts.append((codes[labelled], imported_annotator(column), labels[labelled], rows[labelled]))
+            parts.append((codes[labelled], column, labels[labelled], rows[labelled]))
         annotation_item = np.concatenate([p[0] for p in parts])
-        annotation_annotator = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
+        annotation_annotator = np.concatenate(
+            [np.full(len(p[0]), imported_annotator(p[1]), dtype=object) for p in parts]
+        )
         annotation_label = np.concatenate([p[2] for p in parts])
         annotation_row = np.concatenate([p[3] for p in parts])
-        annotation_column = ", ".join(spec.annotator_cols)
+        annotation_column = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
     if len(annotation_item):
         pairs = pd.DataFrame({"item": annotation_item, "annotator": annotation_annotator})
         twice = pairs.duplicated().to_numpy()
@@ -612,29 +614,31 @@ def plan_import(
         annotation_annotator = annotation_annotator[kept_annotation]
         annotation_label = annotation_label[kept_annotation]
         annotation_row = annotation_row[kept_annotation]
+        annotation_column = annotation_column[kept_annotation]
 
     # Labels must be the project's (or be added on request).
     project_labels = set(project.label_names)
     sources = []
     if spec.label_col is not None:
         labelled_items = (item_labels != "") & keep
-        sources.append((item_labels[labelled_items], item_rows[labelled_items], spec.label_col))
+        sources.append((item_labels[labelled_items], item_rows[labelled_items],
+                        np.full(int(labelled_items.sum()), spec.label_col, dtype=object)))
     if len(annotation_label):
-        sources.append((annotation_label, annotation_row, annotation_column or ""))
+        sources.append((annotation_label, annotation_row, annotation_column))
     restored = _restore_neutralised([v for values, _, _ in sources for v in pd.unique(values)], project_labels)
     if restored:
         item_labels = _replace(item_labels, restored)
         annotation_label = _replace(annotation_label, restored)
         sources = [(_replace(values, restored), r, c) for values, r, c in sources]
     labels_to_add: list[str] = []
-    for values, value_rows, column in sources:
+    for values, value_rows, value_columns in sources:
         unknown_values = [v for v in pd.unique(values) if v not in project_labels and v not in labels_to_add]
         if not unknown_values:
             continue
         if not add_missing_labels:
             i = int(np.flatnonzero(values == unknown_values[0])[0])
             raise ImportDataError(
-                f"row {value_rows[i]}: label {unknown_values[0]!r} in column {column!r} is not a label of project"
+                f"row {value_rows[i]}: label {unknown_values[0]!r} in column {value_columns[i]!r} is not a label of project"
                 f" {project.name!r} ({', '.join(project.label_names)}): add it to the project, or import with"
                 " --add-labels"
             )

@@ -201,8 +201,10 @@ def count_remaining(
         params.update(max_target=max_target, threshold=threshold)
     base = "i.project_id = :project_id AND i.in_pool = 1 AND i.review_status = 'accepted'"
     total = db.execute(f"SELECT COUNT(*) FROM item i WHERE {base} AND {need}", params).fetchone()[0]
+    # CROSS JOIN fixes the join order: walk my annotations (index on annotator), look each item up by id.
+    # Left to itself the planner walks the whole pool and probes my labels per item: 30× slower here.
     mine = db.execute(
-        f"SELECT COUNT(*) FROM annotation a JOIN item i ON i.id = a.item_id"
+        f"SELECT COUNT(*) FROM annotation a CROSS JOIN item i ON i.id = a.item_id"
         f" WHERE a.annotator = :annotator AND {base} AND {need}",
         params,
     ).fetchone()[0]
@@ -331,11 +333,16 @@ def my_history(
 
 
 def count_my_labels(db: sqlite_utils.Database, *, project_id: int, annotator: str, pool_only: bool = True) -> int:
-    return db.execute(
-        "SELECT COUNT(*) FROM annotation a JOIN item i ON i.id = a.item_id WHERE a.annotator = ?"
+    return db.execute(  # CROSS JOIN: drive from my annotations, as in count_remaining
+        "SELECT COUNT(*) FROM annotation a CROSS JOIN item i ON i.id = a.item_id WHERE a.annotator = ?"
         " AND i.project_id = ?" + (" AND i.in_pool = 1" if pool_only else ""),
         [annotator, project_id],
     ).fetchone()[0]
+
+
+def count_all_my_labels(db: sqlite_utils.Database, annotator: str) -> int:
+    """Labels ``annotator`` gave in any project (an index-only count: it seeds the random order)."""
+    return db.execute("SELECT COUNT(*) FROM annotation WHERE annotator = ?", [annotator]).fetchone()[0]
 
 
 def label_counts(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:

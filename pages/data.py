@@ -15,6 +15,7 @@ with database() as db:
 
 NONE = "(none)"
 ALL = "(all)"
+BROWSE_ROWS = 5_000
 
 st.title(f"Data · {project.name}")
 import_tab, browse_tab = st.tabs(["Import", "Browse items"])
@@ -23,6 +24,12 @@ def _pick(label: str, options: list[str], guess: tuple[str, ...], key: str, help
     """A column selectbox that starts on the first likely column name."""
     index = next((options.index(g) for g in guess if g in options), 0)
     return st.selectbox(label, options, index=index, key=key, help=help)
+
+
+@st.cache_data(ttl=120, max_entries=4, show_spinner="Reading the file…")
+def _read_preview(source: str | bytes, name: str | None, spec: dict):
+    """The parsed file, cached briefly so that each widget change does not parse a large file again."""
+    return importer.read_table(source, importer.ImportSpec.from_dict(spec), name=name)
 
 
 def _import_section() -> None:
@@ -59,7 +66,7 @@ def _import_section() -> None:
             format=file_format, encoding=encoding or "utf-8", sep=separator or None, no_header=no_header,
             columns=importer.split_names(column_names),
         )
-        frame = importer.read_table(source, read_spec, name=name)
+        frame = _read_preview(source, name, read_spec.to_dict())
     except SynthloopError as exc:
         show_error(exc)
         return
@@ -138,8 +145,10 @@ with browse_tab:
     st.metric("Items shown", f"{browse.shown:,} of {browse.total:,}")
     if browse.by_source_split:
         st.caption(" · ".join(f"{key}: {n:,}" for key, n in browse.by_source_split.items()))
+    if browse.shown > BROWSE_ROWS:
+        st.caption(f"The table lists the first {BROWSE_ROWS:,}: narrow the filters, or use Export for all.")
     st.dataframe(
-        browse.frame[["item_id", "text", "source", "split", "reference_label", "majority_label", "n_labels",
+        browse.frame.head(BROWSE_ROWS)[["item_id", "text", "source", "split", "reference_label", "majority_label", "n_labels",
                       "instance_agreement", "tie"]],
         hide_index=True, width="stretch",
     )

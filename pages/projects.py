@@ -35,15 +35,17 @@ else:
 
 with st.expander("Create a project", expanded=not rows, icon=":material/add:"):
     with st.form("create_project", clear_on_submit=False):
-        name = st.text_input("Name", placeholder="e.g. SMS spam")
-        labels_text = st.text_input("Labels (comma-separated)", placeholder="ham,spam")
-        description = st.text_area("What is classified", placeholder="Text messages: spam or not")
+        name = st.text_input("Name", placeholder="e.g. SMS spam", key="projects_new_name")
+        labels_text = st.text_input("Labels (comma-separated)", placeholder="ham,spam", key="projects_new_labels")
+        description = st.text_area("What is classified", placeholder="Text messages: spam or not",
+                                   key="projects_new_description")
         context_prompt = st.text_area(
             "Context prompt (the setting the generator writes in)",
-            placeholder="You are a person writing a text message to a friend.",
+            placeholder="You are a person writing a text message to a friend.", key="projects_new_context",
         )
-        overlap = st.number_input("Labels required per item (overlap k)", min_value=1, max_value=50, value=3)
-        create = st.form_submit_button("Create project", type="primary")
+        overlap = st.number_input("Labels required per item (overlap k)", min_value=1, max_value=50, value=3,
+                                  key="projects_new_overlap")
+        create = st.form_submit_button("Create project", type="primary", key="projects_create")
     if create:
         try:
             with database() as db:
@@ -68,14 +70,16 @@ label_mode = st.radio(
     help="Text: one label per line, `name | description | key`.",
 )
 with st.form("edit_project"):
-    new_name = st.text_input("Name", value=project.name)
-    new_description = st.text_area("What is classified", value=project.description)
-    new_context = st.text_area("Context prompt", value=project.context_prompt)
+    new_name = st.text_input("Name", value=project.name, key=f"projects_name_{project.id}")
+    new_description = st.text_area("What is classified", value=project.description,
+                                   key=f"projects_description_{project.id}")
+    new_context = st.text_area("Context prompt", value=project.context_prompt, key=f"projects_context_{project.id}")
     new_overlap = st.number_input("Labels required per item (overlap k)", min_value=1, max_value=50,
-                                  value=project.overlap)
+                                  value=project.overlap, key=f"projects_overlap_{project.id}")
     write, preview = st.tabs(["Guidelines (Markdown)", "Preview"])
     with write:
-        new_guidelines = st.text_area("Annotator guidelines", value=project.guidelines, height=200)
+        new_guidelines = st.text_area("Annotator guidelines", value=project.guidelines, height=200,
+                                      key=f"projects_guidelines_{project.id}")
     with preview:
         # Guidelines are written by the project's researchers; Streamlit's Markdown never renders raw HTML.
         st.markdown(project.guidelines or "_No guidelines yet._")
@@ -87,8 +91,9 @@ with st.form("edit_project"):
         )
     else:
         label_lines = st.text_area("Labels, one per line: name | description | key",
-                                   value=projects.format_label_lines(project.labels), height=150)
-    save = st.form_submit_button("Save changes", type="primary")
+                                   value=projects.format_label_lines(project.labels), height=150,
+                                   key=f"projects_label_lines_{project.id}")
+    save = st.form_submit_button("Save changes", type="primary", key="projects_save")
 if save:
     try:
         if label_mode == "Table":
@@ -109,7 +114,7 @@ if save:
 with st.expander("Delete this project", icon=":material/delete:"):
     st.warning("Deleting removes the project with all its items, annotations, seeds and runs. It cannot be undone.")
     confirm = st.text_input(f"Type the project name ({project.name}) to confirm", key="projects_delete_confirm")
-    if st.button("Delete project", type="secondary", disabled=confirm.strip() != project.name):
+    if st.button("Delete project", type="secondary", disabled=confirm.strip() != project.name, key="projects_delete"):
         with database() as db:
             projects.delete_project(db, project.id)
         st.session_state.pop(PROJECT_ID, None)

@@ -40,12 +40,12 @@ st.dataframe(
 
 with st.expander("Add a user", icon=":material/person_add:"):
     with st.form("add_user", clear_on_submit=True):
-        username = st.text_input("Username")
-        display_name = st.text_input("Display name (optional)")
-        role = st.selectbox("Role", users.ROLES, index=users.ROLES.index("annotator"))
-        access = st.radio("Log in with", ["Invite link", "Password"], horizontal=True)
-        password = st.text_input("Password (for 'Password')", type="password")
-        add = st.form_submit_button("Add user", type="primary")
+        username = st.text_input("Username", key="users_new_name")
+        display_name = st.text_input("Display name (optional)", key="users_new_display")
+        role = st.selectbox("Role", users.ROLES, index=users.ROLES.index("annotator"), key="users_new_role")
+        access = st.radio("Log in with", ["Invite link", "Password"], horizontal=True, key="users_new_access")
+        password = st.text_input("Password (for 'Password')", type="password", key="users_new_password")
+        add = st.form_submit_button("Add user", type="primary", key="users_add")
     if add:
         try:
             with database() as db:

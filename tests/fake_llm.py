@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -76,7 +77,7 @@ Reply = Callable[[dict[str, Any], int], "str | list[str] | Fault"]
 class RecordedRequest:
     method: str
     path: str
-    headers: dict[str, str]
+    headers: dict[str, str]  # names lower-cased
     body: dict[str, Any] | None
     received_at: float
     index: int | None  # the completion number (None for other paths)
@@ -104,6 +105,12 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many concurrent clients: the default backlog of 5 drops connections
     allow_reuse_address = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that was killed or timed out resets its connection: expected here, not worth a traceback.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
 
 
 class FakeLLMServer:
@@ -223,7 +230,7 @@ class FakeLLMServer:
             def _record(self, body: dict[str, Any] | None, index: int | None) -> None:
                 with server._lock:
                     server.requests.append(RecordedRequest(
-                        self.command, self.path, {k: v for k, v in self.headers.items()},
+                        self.command, self.path, {k.lower(): v for k, v in self.headers.items()},
                         body if server.record_bodies else None, time.time(), index))
 
             def do_GET(self) -> None:
@@ -333,7 +340,6 @@ def main(argv: list[str] | None = None) -> None:
     """``python tests/fake_llm.py --latency 0.2``: serve in its own process (benchmarks keep the server's work off
     the client's GIL); prints the base URL as the first line of stdout, then serves until killed."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("--latency", type=float, default=0.0)

@@ -264,6 +264,9 @@ BAD_INPUT = [
     ("raw label not in project", "id,text,annotator,label\n1,a,x,pos\n1,a,y,meh\n", "d.csv", LONG,
      "row 2: label 'meh' in column 'label' is not a label of project 'demo' (pos, neg, neu): add it to the"
      " project, or import with --add-labels"),
+    ("wide label not in project", "text,a1,a2\nx,pos,\ny,neg,meh\n", "d.csv", {"annotator_cols": ("a1", "a2")},
+     "row 2: label 'meh' in column 'a2' is not a label of project 'demo' (pos, neg, neu): add it to the project,"
+     " or import with --add-labels"),
     ("duplicate id, different text", "id,text\n1,first\n2,second\n1,third\n", "d.csv", {"id_col": "id"},
      "row 3: id '1' already appeared on row 1 with a different text; rows sharing an id are one item: give each"
      " distinct text its own id"),

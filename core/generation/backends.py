@@ -2,8 +2,8 @@
 CPU) and any causal LM through transformers.
 
 ``complete`` sends chat messages and returns the reply with token counts and latency, or raises
-:class:`BackendCallError` with a code (``unreachable``, ``auth``, ``model``, ``rate_limit``, ``server``,
-``timeout``, ``malformed``, ``empty``, ``bad_request``) and a message that says what to fix. ``check`` is the
+:class:`BackendCallError` with a code (``unreachable``, ``dropped``, ``auth``, ``model``, ``rate_limit``,
+``server``, ``timeout``, ``malformed``, ``empty``, ``bad_request``, ``load``) and a message that says what to fix. ``check`` is the
 page's "test connection". API keys come from the environment or ``.streamlit/secrets.toml`` and are never stored.
 """
 
@@ -22,7 +22,8 @@ from core.errors import BackendError, SynthloopError
 from core.generation.config import EMBEDDED_MODEL
 
 ErrorCode = Literal[
-    "unreachable", "auth", "model", "rate_limit", "server", "timeout", "malformed", "empty", "bad_request", "load"
+    "unreachable", "dropped", "auth", "model", "rate_limit", "server", "timeout", "malformed", "empty", "bad_request",
+    "load",
 ]
 # Errors that no retry can fix: the job stops at the first one instead of burning calls.
 FATAL_CODES = frozenset({"auth", "model", "load", "bad_request"})
@@ -130,6 +131,9 @@ class OpenAIBackend:
         where = self.base_url
         if isinstance(exc, openai.APITimeoutError):
             return BackendCallError("timeout", f"{where} did not answer in time: raise the timeout or lower concurrency")
+        if isinstance(exc, openai.APIConnectionError) and "RemoteProtocolError" in type(exc.__cause__).__name__:
+            return BackendCallError("dropped", f"{where} closed the connection in the middle of a reply (truncated "
+                                    f"body) even after retries: {_short(exc.__cause__)}")
         if isinstance(exc, openai.APIConnectionError):
             return BackendCallError("unreachable", f"cannot reach {where}: check that the server is running and the "
                                     "base URL is right (it usually ends in /v1)")

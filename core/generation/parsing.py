@@ -28,7 +28,7 @@ SHINGLE_SIZE = 4
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 _PREAMBLE = re.compile(
-    r"^\s*(?:(?:sure|certainly|of course|okay|ok|absolutely|great|alright|no problem)\b[^\n]*|"
+    r"^\s*(?:(?:sure|certainly|of course|okay|ok|absolutely|alright|no problem)\s*[!.,:][^\n]*|"
     r"(?:here(?:'s| is| are)|below (?:is|are)|this is|the following)\b[^\n]*?(?::|\.\.\.|!)\s*)$",
     re.IGNORECASE,
 )
@@ -37,13 +37,13 @@ _INLINE_PREAMBLE = re.compile(
     r"(?:here(?:'s| is| are)|below (?:is|are))\b[^:\n]{0,80}:\s*",
     re.IGNORECASE,
 )
-_COURTESY = re.compile(r"^\s*(?:sure|certainly|of course|okay|ok|absolutely)\s*[!.,]\s*", re.IGNORECASE)
+_COURTESY = re.compile(r"^\s*(?:sure|certainly|of course|absolutely)\s*[!.,]\s*", re.IGNORECASE)
 _POSTAMBLE = re.compile(
     r"^\s*(?:i hope (?:this|these|that)|let me know|feel free|(?:please )?note(?::| that)|"
     r"this (?:text|review|example|response) (?:is|has|expresses|conveys)|(?:hope|enjoy)\b)", re.IGNORECASE,
 )
 _MARKER = re.compile(
-    r"^\s*(?:\(?\d{1,3}\s*[.):\]]|[-*\u2022]|#\d{1,3}[.:)]?|"
+    r"^\s*(?:\(?\d{1,3}[.):\]](?=\s|$)|[-*\u2022](?=\s)|#\d{1,3}[.:)]?(?=\s)|"
     r"(?:text|example|review|sentence|output|sample|headline|tweet|message)\s*#?\d{1,3}\s*[:.)\-\u2013])\s*",
     re.IGNORECASE,
 )
@@ -109,7 +109,8 @@ def _label_patterns(label_names: tuple[str, ...]) -> tuple[re.Pattern[str], re.P
     if not label_names:
         return None
     names = "|".join(re.escape(name) for name in sorted(label_names, key=len, reverse=True))
-    lead = re.compile(rf"^[\[(]?\s*(?:{names})\s*[\])]?\s*[:\-\u2013]\s+", re.IGNORECASE)
+    lead = re.compile(rf"^(?:[\[(]\s*(?:{names})\s*[\])]\s*[:\-\u2013]?\s*|(?:{names})\s*[:\-\u2013]\s+)",
+                      re.IGNORECASE)
     trail = re.compile(rf"\s*[\[(]\s*(?:{names})\s*[\])]\s*$", re.IGNORECASE)
     return lead, trail
 

@@ -253,7 +253,7 @@ def upload(page, file_path: str | os.PathLike[str], *, index: int = 0) -> None:
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').nth(index).set_input_files(str(file_path))
     from playwright.sync_api import expect
 
-    expect(page.locator('[data-testid="stFileUploaderFile"]').nth(index)).to_be_visible()
+    expect(main_area(page).get_by_text(Path(file_path).name, exact=True).first).to_be_visible()
     wait_idle(page)
 
 
@@ -261,8 +261,8 @@ def select_option(page, label: str, option: str, *, scope=None) -> None:
     """Choose ``option`` in the ``st.selectbox`` labelled ``label``."""
     scope = scope or main_area(page)
     box = scope.locator('[data-testid="stSelectbox"]').filter(has_text=label).first
-    box.locator('[data-baseweb="select"]').click()
-    page.locator('[data-baseweb="popover"] li[role="option"]').filter(has_text=option).first.click()
+    box.get_by_role("combobox").click()  # a react-aria combobox: its options open in a listbox
+    page.get_by_role("listbox").get_by_role("option", name=option, exact=True).click()
     wait_idle(page)
 
 

@@ -1,0 +1,294 @@
+"""Generate: backend settings and "test connection", editable prompt templates, a preview of both settings'
+prompts before any call, a price table, and generation jobs (start, cancel, resume) with live progress.
+LLM text is shown only as plain text (code blocks and dataframes), never as HTML."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core import llm_annotator
+from core.errors import SynthloopError
+from core.generation import service
+from core.generation.config import BACKENDS, MODES, PROMPT_FORMS, TEMPLATE_FIELDS
+from pages._common import GENERATE_JOB, current_project, database, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+    jobs = service.list_generation_jobs(db, project.id)
+values = service.form_values(project)
+
+BACKEND_TEXT = {"embedded": "embedded SmolLM2-135M (CPU, offline)", "openai": "OpenAI-compatible URL",
+                "transformers": "transformers (local folder or hub id)"}
+ACTIVE = ("queued", "running")
+
+st.title(f"Generate · {project.name}")
+settings_tab, templates_tab, jobs_tab, annotator_tab = st.tabs(
+    ["Settings and preview", "Prompt templates", "Jobs", "LLM annotator"])
+
+
+def _index(options: tuple[str, ...] | list[str], value: object) -> int:
+    return list(options).index(value) if value in options else 0
+
+
+with settings_tab:
+    with st.form("generate_settings"):
+        st.subheader("Backend")
+        left, middle, right = st.columns(3)
+        backend = left.selectbox("Backend", BACKENDS, index=_index(BACKENDS, values["backend"]),
+                                 format_func=BACKEND_TEXT.__getitem__)
+        model = middle.text_input("Model", value=values["model"],
+                                  help="embedded: leave as is; OpenAI-compatible: the served model name; "
+                                       "transformers: a local folder or hub id")
+        base_url = right.text_input("Base URL", value=values["base_url"], placeholder="http://localhost:8000/v1",
+                                    help="OpenAI-compatible backend only")
+        left, middle, right = st.columns(3)
+        api_key_env = left.text_input("API key variable", value=values["api_key_env"],
+                                      help="the NAME of the environment variable (or .streamlit/secrets.toml entry) "
+                                           "holding the key; the key itself is never stored")
+        timeout_s = middle.number_input("Timeout per request (s)", 0.5, 3600.0, float(values["timeout_s"]))
+        max_retries = right.number_input("Retries (429 / 5xx / network)", 0, 20, int(values["max_retries"]))
+
+        st.subheader("What to generate")
+        left, middle, right = st.columns(3)
+        mode = left.radio("Setting", MODES, index=_index(MODES, values["mode"]), horizontal=True)
+        form_options = ["auto", *PROMPT_FORMS]
+        prompt_form = middle.selectbox("Few-shot prompt form", form_options,
+                                       index=_index(form_options, values["prompt_form"]),
+                                       help="chat: examples with labels and an instruction; list: the label's "
+                                            "seed texts as a numbered list to continue (for small local models); "
+                                            "auto: list for the embedded model, chat otherwise")
+        per_label = right.number_input("Texts per label (target)", 1, 1_000_000, int(values["per_label"]))
+        labels = st.multiselect("Labels", project.label_names,
+                                default=[lb for lb in values["labels"] if lb in project.label_names])
+        left, middle, right = st.columns(3)
+        style = left.text_input("Style (what to write)", value=values["style"], help="e.g. movie review, tweet")
+        word_limit = middle.number_input("Word limit", 1, 5000, int(values["word_limit"]))
+        temperature = right.slider("Temperature", 0.0, 2.0, float(values["temperature"]), 0.05)
+        left, middle, right = st.columns(3)
+        examples_per_prompt = left.number_input("Few-shot: seeds per prompt (k)", 1, 50,
+                                                int(values["examples_per_prompt"]))
+        diversity_period = middle.number_input("Zero-shot: diversity prompt every n outputs (0 = never)", 0, 10_000,
+                                               int(values["diversity_period"]))
+        conversation_turns = right.number_input("Turns per conversation (0 = auto)", 0, 1000, 0,
+                                                help="auto: 10 for zero-shot, 1 for few-shot")
+
+        st.subheader("Throughput, filters and price")
+        left, middle, right = st.columns(3)
+        concurrency = left.number_input("Concurrent requests", 1, 256, int(values["concurrency"]))
+        rpm = middle.number_input("Requests per minute (0 = no limit)", 0.0, 1_000_000.0,
+                                  float(values["requests_per_minute"] or 0.0))
+        max_tokens = right.number_input("Max tokens per reply", 1, 32_768, int(values["max_tokens"]))
+        left, middle, right = st.columns(3)
+        min_words = left.number_input("Reject texts under (words)", 0, 10_000, int(values["min_words"]))
+        max_words = middle.number_input("Reject texts over (words)", 1, 100_000, int(values["max_words"]))
+        near_dup = right.slider("Near-duplicate threshold (4-gram Jaccard)", 0.05, 1.0,
+                                float(values["near_duplicate_threshold"]), 0.05)
+        left, middle, right = st.columns(3)
+        seed_copy = left.slider("Seed-copy threshold", 0.05, 1.0, float(values["seed_copy_threshold"]), 0.05)
+        price_prompt = middle.number_input("Price per 1k prompt tokens", 0.0, 1000.0,
+                                           float(values["price_prompt_per_1k"]), format="%.5f")
+        price_completion = right.number_input("Price per 1k completion tokens", 0.0, 1000.0,
+                                              float(values["price_completion_per_1k"]), format="%.5f")
+        seed = st.number_input("Random seed", 0, 2**32 - 1, int(values["seed"]))
+        buttons = st.columns(4)
+        save = buttons[0].form_submit_button("Save as project defaults", icon=":material/save:")
+        test = buttons[1].form_submit_button("Test connection", icon=":material/cable:")
+        show_preview = buttons[2].form_submit_button("Preview prompts", icon=":material/visibility:")
+        start = buttons[3].form_submit_button("Start generation", type="primary", icon=":material/play_arrow:")
+
+    options = {
+        "backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env,
+        "timeout_s": float(timeout_s), "max_retries": int(max_retries), "mode": mode,
+        "prompt_form": None if prompt_form == "auto" else prompt_form, "per_label": int(per_label),
+        "labels": labels, "style": style, "word_limit": int(word_limit), "temperature": float(temperature),
+        "examples_per_prompt": int(examples_per_prompt), "diversity_period": int(diversity_period),
+        "conversation_turns": int(conversation_turns) or None, "concurrency": int(concurrency),
+        "requests_per_minute": float(rpm) or None, "max_tokens": int(max_tokens), "min_words": int(min_words),
+        "max_words": int(max_words), "near_duplicate_threshold": float(near_dup),
+        "seed_copy_threshold": float(seed_copy), "price_prompt_per_1k": float(price_prompt),
+        "price_completion_per_1k": float(price_completion), "seed": int(seed),
+    }
+    if backend == "openai":
+        st.caption("API key: " + ("found" if service.api_key_present(api_key_env) else
+                                  f"not found — set {api_key_env} in the server's environment or in "
+                                  ".streamlit/secrets.toml (local servers usually need none)"))
+    try:
+        with database() as db:
+            if save:
+                service.save_options(db, project.id, **options)
+                st.toast("Saved as this project's defaults.")
+            if test:
+                with st.spinner("Calling the backend…"):
+                    st.success(service.test_connection(db, project.id, **options), icon=":material/check:")
+            if start:
+                job_id = service.start_generation(db, project.id, **options)
+                st.session_state[GENERATE_JOB] = job_id
+                st.success(f"Generation job {job_id} started: follow it in the Jobs tab.", icon=":material/rocket:")
+    except SynthloopError as exc:
+        show_error(exc)
+    try:
+        with database() as db:
+            config = service.build_config(project, **options)
+            preview = service.preview_prompts(db, project.id, **options)
+    except SynthloopError as exc:
+        st.info(f"No preview for these settings: {exc}")
+        preview = None
+
+    if preview is not None:
+        st.subheader("Price")
+        chosen = preview.settings.get("list" if config.prompt_form == "list" else config.mode)
+        estimate = service.estimate_cost(config, chosen[0] if chosen else None)
+        st.dataframe(pd.DataFrame([
+            {"": "price per 1k tokens", "prompt": config.price_prompt_per_1k,
+             "completion": config.price_completion_per_1k, "cost": None},
+            {"": f"estimate for {estimate['calls']:,} texts (upper bound)", "prompt": estimate["prompt_tokens"],
+             "completion": estimate["completion_tokens"], "cost": estimate["cost"]},
+        ]), hide_index=True)
+
+        st.subheader("Prompt preview" + (" (as requested)" if show_preview else ""))
+        st.caption("Exactly what the first calls would send for the first label (placeholders stand for replies). "
+                   "Nothing is sent to any model for this preview.")
+        for warning in preview.warnings:
+            st.warning(warning)
+        titles = {"zero-shot": "Zero-shot", "few-shot": "Few-shot (chat)", "list": "Few-shot (numbered list)"}
+        for name, calls in preview.settings.items():
+            with st.expander(titles[name], expanded=(name == config.mode)):
+                for number, call in enumerate(calls, start=1):
+                    st.markdown(f"**Call {number}** · label `{call.label}` · seeds {call.seed_item_ids or 'none'}")
+                    for message in call.messages:
+                        st.caption(message["role"])
+                        st.code(message["content"], language=None, wrap_lines=True)
+
+with templates_tab:
+    st.caption("Templates use {placeholders}; literal braces are written {{ and }}. Saved per project; new jobs "
+               "freeze the templates they start with.")
+    templates = service.get_templates(project).to_dict()
+    with st.form("generate_templates"):
+        edited = {}
+        for name in TEMPLATE_FIELDS:
+            allowed = ", ".join("{" + f + "}" for f in sorted(TEMPLATE_FIELDS[name]))
+            edited[name] = st.text_area(name.replace("_", " ").capitalize(), value=templates[name], height=110,
+                                        help=f"placeholders: {allowed}")
+        left, right = st.columns(2)
+        save_templates = left.form_submit_button("Save templates", type="primary", icon=":material/save:")
+        reset = right.form_submit_button("Reset to the paper's defaults", icon=":material/restart_alt:")
+    if save_templates or reset:
+        try:
+            with database() as db:
+                if reset:
+                    service.reset_templates(db, project.id)
+                else:
+                    service.save_templates(db, project.id, edited)
+        except SynthloopError as exc:
+            show_error(exc)
+        else:
+            st.toast("Templates reset." if reset else "Templates saved.")
+            st.rerun()
+
+with jobs_tab:
+    if jobs.empty:
+        st.info("No generation jobs yet: start one in *Settings and preview* "
+                "(or `python -m core generate PROJECT …`).")
+    else:
+        st.dataframe(jobs, hide_index=True)
+        job_ids = [int(j) for j in jobs["job_id"]]
+        current = st.session_state.get(GENERATE_JOB)
+        job_id = st.selectbox("Job", job_ids, index=job_ids.index(current) if current in job_ids else 0,
+                              format_func=lambda j: f"job {j}", key="generate_job_pick")
+        st.session_state[GENERATE_JOB] = job_id
+        with database() as db:
+            first = service.job_summary(db, job_id)
+        watching = first["status"] in ACTIVE
+
+        @st.fragment(run_every=2 if watching else None)
+        def _progress(job_id: int, watching: bool) -> None:
+            with database() as db:
+                summary = service.job_summary(db, job_id)
+                rejected = service.rejected_outputs(db, job_id, limit=100)
+            st.markdown(f"**Status:** {summary['status']} · {summary['mode']} · {summary['backend']} "
+                        f"`{summary['model']}`")
+            if summary["error"]:
+                st.error(summary["error"].splitlines()[0])
+            for label, n in summary["accepted_per_label"].items():
+                target = summary["target_per_label"]
+                st.progress(min(1.0, n / target), text=f"{label}: {n} / {target}")
+            cols = st.columns(6)
+            cols[0].metric("Accepted", summary["accepted"])
+            cols[1].metric("Rejected", sum(summary["rejected"].values()))
+            cols[2].metric("Calls", f"{summary['calls']} ({summary['failed_calls']} failed)")
+            cols[3].metric("Tokens", f"{summary['prompt_tokens']:,} + {summary['completion_tokens']:,}")
+            cols[4].metric("Cost", f"{summary['cost']:.4f}")
+            eta = summary["eta_s"]
+            cols[5].metric("ETA", "—" if eta is None else f"{eta:.0f} s")
+            if summary["rejected"]:
+                st.caption("Rejected texts by reason")
+                st.dataframe(pd.DataFrame({"reason": list(summary["rejected"]),
+                                           "texts": list(summary["rejected"].values())}), hide_index=True)
+            if not rejected.empty:
+                with st.expander("Recent rejected outputs and failed calls"):
+                    st.dataframe(rejected, hide_index=True)
+            if watching and summary["status"] not in ACTIVE:
+                st.rerun(scope="app")  # finished: redraw the page once and stop polling
+
+        _progress(job_id, watching)
+        left, right = st.columns(2)
+        cancel = left.button("Cancel job", disabled=not watching, icon=":material/stop:")
+        resumable = first["status"] in ("failed", "cancelled") or (
+            first["status"] == "done" and first["accepted"] < first["target"])
+        resume = right.button("Resume job", disabled=not resumable, icon=":material/replay:",
+                              help="generates only what is still missing per label")
+        if cancel or resume:
+            try:
+                with database() as db:
+                    if cancel:
+                        service.cancel_generation(db, job_id)
+                    else:
+                        service.resume_generation(db, job_id)
+            except SynthloopError as exc:
+                show_error(exc)
+            else:
+                st.toast("Cancel requested." if cancel else f"Job {job_id} resumed.")
+                st.rerun()
+
+with annotator_tab:
+    st.caption("The LLM labels chosen items as annotator `llm:<model>`, so its agreement with people is measured "
+               "like anyone's (Agreement page).")
+    saved = llm_annotator.settings(project)
+    with st.form("generate_llm_annotator"):
+        enabled = st.toggle("Use the LLM as an extra annotator in this project", value=saved["enabled"])
+        left, middle, right = st.columns(3)
+        ann_backend = left.selectbox("Backend ", BACKENDS, index=_index(BACKENDS, saved.get("backend", backend)),
+                                     format_func=BACKEND_TEXT.__getitem__)
+        ann_model = middle.text_input("Model ", value=saved.get("model", model))
+        ann_url = right.text_input("Base URL ", value=saved.get("base_url", base_url))
+        left, middle, right = st.columns(3)
+        ann_key = left.text_input("API key variable ", value=saved.get("api_key_env", api_key_env))
+        selections = [s for s in llm_annotator.SELECTIONS if s != "ids"]
+        selection = middle.selectbox("Items", selections, index=_index(selections, saved.get("selection", "pool")),
+                                     help="pool: the annotation pool; unlabelled: items no person labelled yet")
+        ann_concurrency = right.number_input("Concurrent requests ", 1, 256, int(saved.get("concurrency", 4)))
+        left, right = st.columns(2)
+        save_ann = left.form_submit_button("Save setting", icon=":material/save:")
+        run_ann = right.form_submit_button("Label now", type="primary", icon=":material/smart_toy:")
+    if save_ann or run_ann:
+        ann_options = {"backend": ann_backend, "model": ann_model, "base_url": ann_url, "api_key_env": ann_key,
+                       "selection": selection, "concurrency": int(ann_concurrency)}
+        try:
+            with database() as db:
+                llm_annotator.save_settings(db, project.id, enabled=enabled, **ann_options)
+                if run_ann:
+                    ann_job = llm_annotator.start_llm_annotation(db, project.id, **ann_options)
+                    st.success(f"LLM annotation job {ann_job} started.")
+                else:
+                    st.toast("Saved.")
+        except SynthloopError as exc:
+            show_error(exc)
+    with database() as db:
+        ann_jobs = llm_annotator.list_jobs(db, project.id)
+    if ann_jobs:
+        st.dataframe(pd.DataFrame([{"job": j["id"], "status": j["status"], "done": j["progress_done"],
+                                    "total": j["progress_total"], "message": j["message"],
+                                    "error": (j["error"] or "").split("\n")[0]} for j in ann_jobs]),
+                     hide_index=True)

@@ -1,0 +1,121 @@
+"""Review: browse synthetic items with their provenance (prompt, seeds, model, temperature), accept, reject or
+edit them, and choose which go to annotation. LLM text is shown only in dataframes and code blocks."""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from core.errors import SynthloopError
+from core.generation import review, service
+from pages._common import REVIEW_ITEM, current_project, database, page_guard, show_error
+
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+    jobs = service.list_generation_jobs(db, project.id)
+
+ANY = "(any)"
+st.title(f"Review · {project.name}")
+
+left, middle, right, far = st.columns(4)
+job_options = [ANY, *[int(j) for j in jobs["job_id"]]]
+job = left.selectbox("Generation job", job_options, key="review_job",
+                     format_func=lambda j: j if j == ANY else f"job {j}")
+label = middle.selectbox("Intended label", [ANY, *project.label_names], key="review_label")
+status = right.selectbox("Review status", [ANY, "accepted", "rejected"], key="review_status")
+pool = far.selectbox("In annotation pool", [ANY, "yes", "no"], key="review_pool")
+
+try:
+    with database() as db:
+        table = review.synthetic_items(
+            db, project.id, job_id=None if job == ANY else int(job), label=None if label == ANY else label,
+            review_status=None if status == ANY else status, in_pool=None if pool == ANY else pool == "yes")
+except SynthloopError as exc:
+    show_error(exc)
+    st.stop()
+
+if table.empty:
+    st.info("No synthetic items match: generate some on the Generate page or change the filters.")
+    st.stop()
+
+st.caption(f"{len(table):,} synthetic items. Select rows to act on them, or apply an action to all shown.")
+event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", key="review_table",
+                     column_config={"text": st.column_config.TextColumn("text", width="large")})
+selected = [int(table.iloc[row]["id"]) for row in event.selection.rows]
+
+scope = st.radio("Apply to", ["selected rows", "all shown"], horizontal=True, key="review_scope")
+targets = selected if scope == "selected rows" else [int(i) for i in table["id"]]
+buttons = st.columns(4)
+accept = buttons[0].button(f"Accept ({len(targets)})", disabled=not targets, icon=":material/check:")
+reject = buttons[1].button(f"Reject ({len(targets)})", disabled=not targets, icon=":material/close:")
+to_pool = buttons[2].button(f"Send to annotation ({len(targets)})", disabled=not targets, type="primary",
+                            icon=":material/send:")
+from_pool = buttons[3].button(f"Take out of annotation ({len(targets)})", disabled=not targets,
+                              icon=":material/undo:")
+if accept or reject or to_pool or from_pool:
+    try:
+        with database() as db:
+            if accept or reject:
+                changed = review.set_review_status(db, project.id, targets, "accepted" if accept else "rejected")
+            else:
+                changed = review.send_to_annotation(db, project.id, targets, in_pool=bool(to_pool))
+    except SynthloopError as exc:
+        show_error(exc)
+    else:
+        st.toast(f"{changed} item(s) updated.")
+        st.rerun()
+
+st.subheader("Provenance and editing")
+ids = [int(i) for i in table["id"]]
+default = selected[0] if selected else st.session_state.get(REVIEW_ITEM)
+item_id = st.selectbox("Item", ids, index=ids.index(default) if default in ids else 0, key="review_item_pick")
+st.session_state[REVIEW_ITEM] = item_id
+with database() as db:
+    info = review.provenance(db, project.id, item_id)
+
+left, right = st.columns([2, 1])
+with left:
+    st.caption("Text")
+    st.code(info["text"], language=None, wrap_lines=True)
+    if info["original_text"]:
+        st.caption("Original text (before editing)")
+        st.code(info["original_text"], language=None, wrap_lines=True)
+with right:
+    st.dataframe(pd.DataFrame([
+        {"field": "intended label", "value": info["intended_label"]},
+        {"field": "review status", "value": info["review_status"]},
+        {"field": "in annotation pool", "value": "yes" if info["in_pool"] else "no"},
+        {"field": "job", "value": info["job_id"]},
+        {"field": "mode", "value": info["mode"]},
+        {"field": "backend / model", "value": f"{info['backend']} / {info['model']}"},
+        {"field": "temperature", "value": info["temperature"]},
+        {"field": "latency (s)", "value": None if info["latency_s"] is None else round(info["latency_s"], 3)},
+    ]).astype({"value": str}), hide_index=True)
+
+with st.form("review_edit"):
+    new_text = st.text_area("Edit the text", value=info["text"], height=120, key=f"review_edit_{item_id}")
+    save = st.form_submit_button("Save text", icon=":material/save:")
+if save:
+    try:
+        with database() as db:
+            review.edit_text(db, project.id, item_id, new_text)
+    except SynthloopError as exc:
+        show_error(exc)
+    else:
+        st.toast("Text saved.")
+        st.rerun()
+
+with st.expander("Prompt sent to the model"):
+    for message in info["messages"]:
+        st.caption(message.get("role", ""))
+        st.code(message.get("content", ""), language=None, wrap_lines=True)
+with st.expander(f"Seeds shown ({len(info['seeds'])})"):
+    if info["seeds"]:
+        st.dataframe(pd.DataFrame(info["seeds"]), hide_index=True)
+    else:
+        st.caption("none (zero-shot)")
+with st.expander("Raw reply and the verdict on each text in it"):
+    st.code(info["raw_output"] or "", language=None, wrap_lines=True)
+    if info["outcomes"]:
+        st.dataframe(pd.DataFrame(info["outcomes"]), hide_index=True)
