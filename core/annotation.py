@@ -325,18 +325,14 @@ def progress(db: sqlite_utils.Database, project: Project, annotator: str, *, at:
     settings = assignment_settings(project)
     dynamic = settings.strategy == "disagreement"
     moment = _now(at)
-    return Progress(
-        done=annotation_db.count_my_labels(db, project_id=project.id, annotator=annotator),
-        remaining=annotation_db.count_remaining(
-            db, project_id=project.id, annotator=annotator, target=project.overlap,
-            max_target=settings.max_target(project.overlap) if dynamic else None,
-            threshold=settings.agreement_threshold if dynamic else None,
-        ),
-        skipped=annotation_db.count_skipped(
-            db, project_id=project.id, annotator=annotator,
-            since=_stamp(moment - timedelta(minutes=settings.skip_minutes)),
-        ),
+    done, remaining = annotation_db.progress_counts(
+        db, project_id=project.id, annotator=annotator, target=project.overlap,
+        max_target=settings.max_target(project.overlap) if dynamic else None,
+        threshold=settings.agreement_threshold if dynamic else None,
     )
+    skipped = annotation_db.count_skipped(db, project_id=project.id, annotator=annotator,
+                                          since=_stamp(moment - timedelta(minutes=settings.skip_minutes)))
+    return Progress(done=done, remaining=remaining, skipped=skipped)
 
 
 # ------------------------------------------------------------------------------------------ adjudication

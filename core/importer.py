@@ -264,7 +264,7 @@ def _read_delimited(text: str, spec: ImportSpec, fmt: str, name: str) -> pd.Data
             # pandas only warns (and drops cells) when the first data row is longer than the header.
             warnings.simplefilter("error", pd.errors.ParserWarning)
             frame = pd.read_csv(
-                io.StringIO(text), sep=sep, header=None if spec.no_header else 0, dtype=str, na_filter=False,
+                io.StringIO(text), sep=sep, header=None if spec.no_header else 0, dtype=object, na_filter=False,
                 quoting=quoting, engine="c", index_col=False,
             )
     except pd.errors.ParserWarning:
@@ -366,6 +366,9 @@ class ImportPlan:
 
 def _strings(series: pd.Series) -> np.ndarray:
     """A column as an object array of stripped strings, ``""`` where missing; whole floats print as ints."""
+    if series.dtype == object and pd.api.types.infer_dtype(series, skipna=False) == "string":
+        # CSV/TSV columns are all Python strings already: strip them in one pass, no conversions.
+        return np.array([value.strip() for value in series.to_numpy()], dtype=object)
     if pd.api.types.is_float_dtype(series):
         values = series.dropna()
         if len(values) and bool((values == np.floor(values)).all()) and bool(np.isfinite(values).all()):
@@ -578,9 +581,11 @@ def plan_import(
                 f"row {rows[i]}: label {labels[i]!r} has no annotator in column {spec.annotator_col!r}:"
                 " fill in who gave it, or remove the row"
             )
-        names = {name: imported_annotator(name) for name in pd.unique(annotators[labelled])}
+        annotator_codes, annotator_names = pd.factorize(annotators[labelled])
         annotation_item = codes[labelled]
-        annotation_annotator = pd.Series(annotators[labelled], dtype=object).map(names).to_numpy(dtype=object)
+        annotation_annotator = np.array([imported_annotator(n) for n in annotator_names], dtype=object)[
+            annotator_codes
+        ]
         annotation_label = labels[labelled]
         annotation_row = rows[labelled]
         annotation_column = np.full(len(annotation_row), spec.annotation_col, dtype=object)
@@ -598,8 +603,10 @@ def plan_import(
         annotation_row = np.concatenate([p[3] for p in parts])
         annotation_column = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
     if len(annotation_item):
-        pairs = pd.DataFrame({"item": annotation_item, "annotator": annotation_annotator})
-        twice = pairs.duplicated().to_numpy()
+        # One integer per (item, annotator) pair: hashing 1M ints is far cheaper than 1M (int, str) rows.
+        annotator_code, annotator_values = pd.factorize(annotation_annotator)
+        pair_key = annotation_item.astype(np.int64) * max(len(annotator_values), 1) + annotator_code
+        twice = pd.Series(pair_key).duplicated().to_numpy()
         if twice.any():
             i = int(np.flatnonzero(twice)[0])
             same = np.flatnonzero((annotation_item == annotation_item[i]) & (annotation_annotator == annotation_annotator[i]))

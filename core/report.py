@@ -33,6 +33,15 @@ FIGURES: dict[str, str] = {
     "figureB2_similarity": "Figure B.2: mean top-5 cosine similarity of real items to each synthetic source",
     "figure_map": "Map: real and synthetic items projected to 2-D (a capped sample), coloured by source",
 }
+MISSING_FIGURE: dict[str, str] = {
+    "figure1_diversity": "no source has two or more items",
+    "figure2_accuracy_vs_gamma": "no test item has a known instance agreement (it needs two or more labels, or an"
+                                 " imported agreement value), so there is no γ to sweep — collect labels on the"
+                                 " Annotate page or import an agreement column",
+    "figureB1_training_curves": "no training run finished",
+    "figureB2_similarity": "no synthetic data, or no real items, to compare",
+    "figure_map": "no embeddings to project",
+}
 TABLES = ("table1", "sweep", "diversity", "similarity", "training_curves", "per_class")
 WIDTH = 260
 MAX_CURVE_POINTS = 200  # per run: a 50,000-item run logs thousands of steps; the figure needs the shape
@@ -155,8 +164,10 @@ def table1_frame(study: dict[str, Any]) -> pd.DataFrame:
                      "sweep_r2": _finite(run.get("sweep_r2")),
                      "sweep_spearman_rho": _finite(run.get("sweep_spearman_rho")),
                      "mean_test_agreement": subjectivity, "run_id": run.get("run_id"), "note": ""})
-    return pd.DataFrame(rows, columns=["training data", "n_train", "n_test", "accuracy", "macro_f1", "sweep_r2",
-                                       "sweep_spearman_rho", "mean_test_agreement", "run_id", "note"])
+    frame = pd.DataFrame(rows, columns=["training data", "n_train", "n_test", "accuracy", "macro_f1", "sweep_r2",
+                                        "sweep_spearman_rho", "mean_test_agreement", "run_id", "note"])
+    # Counts and ids stay whole numbers even where a skipped run leaves a gap.
+    return frame.astype({"n_train": "Int64", "n_test": "Int64", "run_id": "Int64"})
 
 
 def sweep_frame(study: dict[str, Any]) -> pd.DataFrame:
@@ -260,10 +271,10 @@ def _html_table(frame: pd.DataFrame) -> str:
     for _, row in frame.iterrows():
         cells = []
         for value in row:
-            if isinstance(value, float):
-                text = _fmt(value, 3)
-            elif value is None or (isinstance(value, float) and math.isnan(value)):
+            if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
                 text = "—"
+            elif isinstance(value, float):
+                text = _fmt(value, 3)
             else:
                 text = str(value)
             cells.append(f"<td>{html.escape(text)}</td>")
@@ -309,7 +320,7 @@ def _index_html(study: dict[str, Any], frames: dict[str, pd.DataFrame], written:
             parts.append(f"<figure><img src='{stem}.svg' alt='{e(caption, quote=True)}'><figcaption>{e(caption)} "
                          f"(<a href='{stem}.png'>PNG</a>)</figcaption></figure>")
         else:
-            parts.append(f"<p class='note'>{e(caption)}: no data (see “Not run”).</p>")
+            parts.append(f"<p class='note'>{e(caption)}: {e(MISSING_FIGURE.get(stem, 'no data'))}.</p>")
     analysis = study.get("analysis") or {}
     if analysis:
         parts.append(f"<h2>Diversity and similarity</h2><p>At {e(str(analysis.get('n_subsample')))} items per "

@@ -132,8 +132,10 @@ class Ingredients:
 def _ingredient_counts(db: sqlite_utils.Database, project_id: int) -> dict[str, int]:
     sources = analysis.source_table(db, project_id)
     real = sources[sources["source"] == "real"]
+    test = item_table(db, project_id, source="real", split="test")
     return {
         "test": int(((real["split"] == "test") & real["label"].notna()).sum()),
+        "test_with_agreement": int(test["instance_agreement"].notna().sum()),
         "real_train": int(((real["split"] == "train") & real["label"].notna()).sum()),
         "seeds": len(seeds_db.seed_item_ids(db, project_id)),
         "zero-shot": int((sources["group"] == "zero-shot").sum()),
@@ -194,6 +196,12 @@ def check_ingredients(db: sqlite_utils.Database, project_id: int,
             except SynthloopError as exc:
                 skipped[arm.name] = str(exc)
                 problems.append(Problem(arm.name, f"the run {arm.name!r} will be skipped: {exc}", (arm.name,)))
+    if counts["test"] and not counts["test_with_agreement"]:
+        problems.append(Problem(
+            "agreement",
+            "no test item has an instance agreement: every run is still trained and scored, but Figure 2 (accuracy"
+            " against γ) will be empty — collect two or more labels per test item on the Annotate page, or import"
+            " an agreement column (`--agreement-col`)"))
     runnable = tuple(arm.name for arm in wanted if arm.name not in skipped) if counts["test"] else ()
     if counts["test"] and not runnable:
         problems.append(Problem("training data", "nothing to train: every run of the study would be skipped — add"

@@ -19,6 +19,8 @@ from db.connection import now
 
 Order = Literal["closest", "least", "shuffle", "disagreement"]
 
+_HUMAN = "AND a.annotator NOT LIKE 'llm:%'"  # the LLM annotator's labels do not fill the overlap
+
 # A fixed permutation of item ids (Knuth's multiplicative hash mod 2**32): the "random" strategy seeks to a
 # seeded point on it, served by the expression index item_pool_shuffle. Must match that index exactly.
 SHUFFLE_KEY = "((i.id * 2654435761) % 4294967296)"
@@ -44,7 +46,10 @@ def set_pool(
     generation_job_id: int | None = None,
     item_ids: Sequence[int] | None = None,
 ) -> int:
-    """Put matching accepted items into (or take them out of) the annotation pool; returns rows changed."""
+    """Put matching accepted items into (or take them out of) the annotation pool; returns rows changed.
+
+    Items entering the pool get their label statistics recounted (the triggers keep only pool items current).
+    """
     clauses = ["project_id = ?", "review_status = 'accepted'", "in_pool <> ?"]
     params: list[Any] = [project_id, int(in_pool)]
     if source is not None:
@@ -62,8 +67,25 @@ def set_pool(
             return 0
         clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
         params.extend(ids)
-    cursor = db.execute(f"UPDATE item SET in_pool = ? WHERE {' AND '.join(clauses)}", [int(in_pool), *params])
-    return cursor.rowcount
+    where = " AND ".join(clauses)
+    if not in_pool:
+        return db.execute(f"UPDATE item SET in_pool = 0 WHERE {where}", params).rowcount
+    # The label-count triggers skip items outside the pool, so items entering it are recounted here.
+    changed = db.execute(
+        f"UPDATE item SET in_pool = 1,"
+        f" annotation_count = (SELECT COUNT(*) FROM annotation a WHERE a.item_id = item.id {_HUMAN}),"
+        f" annotation_top = COALESCE((SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM annotation a"
+        f"     WHERE a.item_id = item.id {_HUMAN} GROUP BY a.label)), 0)"
+        f" WHERE {where}",
+        params,
+    ).rowcount
+    db.execute(
+        "UPDATE item SET annotation_agreement ="
+        " CASE WHEN annotation_count >= 2 THEN CAST(annotation_top AS REAL) / annotation_count END"
+        f" WHERE {where.replace('in_pool <> ?', 'in_pool = ?')}",
+        params,
+    )
+    return changed
 
 
 def pool_summary(db: sqlite_utils.Database, project_id: int, *, target: int) -> dict[str, Any]:
@@ -179,7 +201,7 @@ def item_state(db: sqlite_utils.Database, item_id: int) -> dict[str, Any] | None
     return rows[0] if rows else None
 
 
-def count_remaining(
+def progress_counts(
     db: sqlite_utils.Database,
     *,
     project_id: int,
@@ -187,11 +209,12 @@ def count_remaining(
     target: int,
     max_target: int | None = None,
     threshold: float | None = None,
-) -> int:
-    """Pool items that still need labels and that ``annotator`` has not labelled (reservations ignored).
+) -> tuple[int, int]:
+    """``(done, remaining)``: my labels on pool items, and pool items that still need labels and that I have
+    not labelled (reservations ignored).
 
-    Counted as (items needing labels) − (those among them I labelled): two index walks, not an anti-join
-    over the whole pool.
+    Two index walks instead of an anti-join over the pool: the pool items that need labels (a covering index
+    range), minus those among my labels (walking my annotations, each item looked up by id).
     """
     need = "i.annotation_count < :target"
     params: dict[str, Any] = {"project_id": project_id, "annotator": annotator, "target": target}
@@ -202,13 +225,13 @@ def count_remaining(
     base = "i.project_id = :project_id AND i.in_pool = 1 AND i.review_status = 'accepted'"
     total = db.execute(f"SELECT COUNT(*) FROM item i WHERE {base} AND {need}", params).fetchone()[0]
     # CROSS JOIN fixes the join order: walk my annotations (index on annotator), look each item up by id.
-    # Left to itself the planner walks the whole pool and probes my labels per item: 30× slower here.
-    mine = db.execute(
-        f"SELECT COUNT(*) FROM annotation a CROSS JOIN item i ON i.id = a.item_id"
-        f" WHERE a.annotator = :annotator AND {base} AND {need}",
+    # Left to itself the planner walks the whole pool and probes my labels per item: many times slower.
+    done, mine = db.execute(
+        f"SELECT COUNT(*), COALESCE(SUM({need}), 0) FROM annotation a CROSS JOIN item i ON i.id = a.item_id"
+        f" WHERE a.annotator = :annotator AND {base}",
         params,
-    ).fetchone()[0]
-    return int(total - mine)
+    ).fetchone()
+    return int(done), int(total - mine)
 
 
 # ------------------------------------------------------------------------------------ reservations
@@ -330,14 +353,6 @@ def my_history(
             [annotator, project_id, limit, offset],
         )
     )
-
-
-def count_my_labels(db: sqlite_utils.Database, *, project_id: int, annotator: str, pool_only: bool = True) -> int:
-    return db.execute(  # CROSS JOIN: drive from my annotations, as in count_remaining
-        "SELECT COUNT(*) FROM annotation a CROSS JOIN item i ON i.id = a.item_id WHERE a.annotator = ?"
-        " AND i.project_id = ?" + (" AND i.in_pool = 1" if pool_only else ""),
-        [annotator, project_id],
-    ).fetchone()[0]
 
 
 def count_all_my_labels(db: sqlite_utils.Database, annotator: str) -> int:

@@ -291,7 +291,9 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
     # Per-item label statistics kept up to date by triggers, so that every writer (the Annotate page, imports,
     # the LLM annotator) keeps them right and the next-item query can walk an index instead of counting
     # annotations. Named annotation_* so they never clash with core.items.item_table's computed n_labels.
-    # Only human labels count (the LLM annotator, ``llm:<model>``, must not use up the overlap k).
+    # Only human labels count (the LLM annotator, ``llm:<model>``, must not use up the overlap k). Only items in
+    # the annotation pool are kept current: a bulk import into items outside the pool then costs ~20 % instead
+    # of 3-4× (measured), and db.annotation.set_pool recounts the items it puts into the pool.
     run_script(
         db,
         """
@@ -311,6 +313,8 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
         CREATE INDEX item_pool_fill ON item (project_id, in_pool, annotation_count, id);
         CREATE INDEX item_pool_agreement ON item (project_id, in_pool, annotation_agreement);
         CREATE INDEX item_pool_shuffle ON item (project_id, in_pool, ((id * 2654435761) % 4294967296));
+        CREATE INDEX item_pool_progress ON item (project_id, in_pool, review_status, annotation_count,
+                                                 annotation_agreement);
 
         CREATE TABLE reservation (
             item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,
@@ -345,7 +349,7 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
     db.execute(
         """
         CREATE TRIGGER annotation_stats_insert AFTER INSERT ON annotation
-        WHEN NEW.annotator NOT LIKE 'llm:%' BEGIN
+        WHEN NEW.annotator NOT LIKE 'llm:%' AND (SELECT in_pool FROM item WHERE id = NEW.item_id) = 1 BEGIN
             UPDATE item SET
                 annotation_count = annotation_count + 1,
                 annotation_top = MAX(annotation_top, (SELECT COUNT(*) FROM annotation a
@@ -359,10 +363,12 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
         """
     )
     db.execute(
-        "CREATE TRIGGER annotation_stats_update AFTER UPDATE OF label, item_id, annotator ON annotation BEGIN"
+        "CREATE TRIGGER annotation_stats_update AFTER UPDATE OF label, item_id, annotator ON annotation"
+        " WHEN (SELECT MAX(in_pool) FROM item WHERE id IN (OLD.item_id, NEW.item_id)) = 1 BEGIN"
         + recount.format(item="OLD.item_id") + recount.format(item="NEW.item_id") + "END"
     )
     db.execute(
-        "CREATE TRIGGER annotation_stats_delete AFTER DELETE ON annotation BEGIN"
+        "CREATE TRIGGER annotation_stats_delete AFTER DELETE ON annotation"
+        " WHEN (SELECT in_pool FROM item WHERE id = OLD.item_id) = 1 BEGIN"
         + recount.format(item="OLD.item_id") + "END"
     )

@@ -100,7 +100,7 @@ if details["status"] == "done":
                                  key="runs_overlay")
         metric = st.radio("Metric", ["accuracy", "macro_f1"], horizontal=True, key="runs_sweep_metric")
         with database() as db:
-            overlays = [service.run_details(db, db_path(), r) for r in overlay]
+            overlays = service.sweep_results(db, db_path(), overlay)
         if any(o["sweep"] for o in overlays):
             st.altair_chart(charts.sweep_chart(overlays, metric=metric), width="stretch")
             st.dataframe(service.sweep_table(overlays), hide_index=True)

@@ -11,7 +11,8 @@ It speaks ``POST /v1/chat/completions`` and ``GET /v1/models`` and is programmab
 
 Behaviour, in order, for a completion: bad key (when ``api_key`` is set) → 401; unknown ``model`` → 404;
 a queued fault (``inject``), else ``fault_when``'s fault; else wait ``latency_s`` and answer ``reply``.
-``reply`` may return a string (the message content), a list of strings (one choice each) or a Fault.
+``reply`` may return a string (the message content), a ``Choice(content, finish_reason)``, a list of those
+(one choice each) or a Fault.
 Faults: ``RateLimit(retry_after)``, ``ServerError(status)``, ``Slow(seconds)`` (then a normal reply),
 ``Truncated()`` (promises more bytes than it sends), ``Garbage()`` (200 with a non-JSON body),
 ``EmptyChoices()`` (200 with ``choices: []``), ``Status(code, body)``.
@@ -69,8 +70,16 @@ class Status:
     body: dict[str, Any] = field(default_factory=lambda: {"error": {"message": "fake error"}})
 
 
+@dataclass(frozen=True)
+class Choice:
+    """A reply choice with its own finish reason (``"length"``: cut off by max_tokens)."""
+
+    content: str
+    finish_reason: str = "stop"
+
+
 Fault = RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status
-Reply = Callable[[dict[str, Any], int], "str | list[str] | Fault"]
+Reply = Callable[[dict[str, Any], int], "str | Choice | list[str | Choice] | Fault"]
 
 
 @dataclass(frozen=True)
@@ -304,15 +313,17 @@ class FakeLLMServer:
                 if isinstance(content, RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status):
                     self._complete(body, n, content)
                     return
-                contents = content if isinstance(content, list) else [content]
+                choices = [c if isinstance(c, Choice) else Choice(str(c))
+                           for c in (content if isinstance(content, list) else [content])]
                 prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
-                completion_tokens = sum(len(c.split()) for c in contents)
+                completion_tokens = sum(len(c.content.split()) for c in choices)
                 payload = {
                     "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": int(time.time()),
                     "model": model,
                     "choices": [] if isinstance(fault, EmptyChoices) else [
-                        {"index": i, "message": {"role": "assistant", "content": c}, "finish_reason": "stop"}
-                        for i, c in enumerate(contents)],
+                        {"index": i, "message": {"role": "assistant", "content": c.content},
+                         "finish_reason": c.finish_reason}
+                        for i, c in enumerate(choices)],
                     "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                               "total_tokens": prompt_tokens + completion_tokens},
                 }

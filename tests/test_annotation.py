@@ -230,6 +230,19 @@ def test_label_statistics_follow_every_writer(pooled) -> None:
                       [ids[0]]).fetchone() == (2, 2)
 
 
+def test_items_entering_the_pool_are_recounted(fresh_db, project) -> None:
+    ids = _add_items(fresh_db, project.id, 2)
+    for annotator, label in (("a", "pos"), ("b", "pos"), ("c", "neg"), ("llm:m", "neg")):
+        _label(fresh_db, ids[0], annotator, label)  # imported before pooling: the triggers skip it (cheap import)
+    assert fresh_db.execute("SELECT annotation_count FROM item WHERE id = ?", [ids[0]]).fetchone() == (0,)
+    assert annotation.set_pool(fresh_db, project.id, source="real") == 2
+    rows = fresh_db.execute("SELECT annotation_count, annotation_top, annotation_agreement FROM item ORDER BY id"
+                            ).fetchall()
+    assert rows == [(3, 2, pytest.approx(2 / 3)), (0, 0, None)]
+    # three human labels = k: complete, so the next annotator gets the other item
+    assert annotation.next_item(fresh_db, project, "d", at=T0).item_id == ids[1]
+
+
 def test_adjudication_queue_and_final_labels(pooled) -> None:
     db, project, ids = pooled
     for annotator, label in (("a", "pos"), ("b", "pos"), ("c", "neg")):

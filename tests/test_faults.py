@@ -183,7 +183,7 @@ def test_a_killed_generation_job_resumes_to_exactly_its_target_without_duplicate
 def _dump(db_path: Path, tables: tuple[str, ...]) -> dict[str, list[tuple]]:
     conn = sqlite3.connect(db_path)
     try:
-        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}  # noqa: S608
+        return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in tables}
     finally:
         conn.close()
 

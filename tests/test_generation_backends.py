@@ -9,7 +9,7 @@ import pytest
 
 from core.generation.backends import BackendCallError, OpenAIBackend, resolve_api_key
 from core.generation.jobs import RateLimiter
-from tests.fake_llm import EmptyChoices, FakeLLMServer, Garbage, RateLimit, ServerError, Slow, Truncated
+from tests.fake_llm import Choice, EmptyChoices, FakeLLMServer, Garbage, RateLimit, ServerError, Slow, Truncated
 
 MESSAGES = [{"role": "user", "content": "Write one short review."}]
 
@@ -140,3 +140,9 @@ def test_rate_limiter_spaces_starts() -> None:
     assert time.perf_counter() - started >= 0.39
     assert waits[0] == 0.0
     assert RateLimiter(None).acquire() == 0.0
+
+
+def test_a_reply_cut_off_by_max_tokens_is_marked_truncated() -> None:
+    with FakeLLMServer(reply=lambda request, n: Choice("1. one two\n2. three fo", "length")) as fake:
+        reply = backend(fake).complete(MESSAGES, temperature=1.0, max_tokens=8, seed=None)
+    assert reply.truncated and reply.text == "1. one two\n2. three fo"

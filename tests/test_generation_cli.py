@@ -57,7 +57,7 @@ def test_generate_runs_in_the_foreground_and_prints_the_contract_keys(db_path) -
     out = json.loads(done.stdout)
     assert {"job_id", "accepted", "rejected", "calls", "prompt_tokens", "completion_tokens", "seconds"} <= set(out)
     assert out["accepted"] == 6 and out["accepted_per_label"] == {"pos": 3, "neg": 3}
-    assert out["rejected"] == {"empty": out["calls"] - 6}  # "Sure!" alone leaves no text
+    assert out["rejected"] == {"too_short": out["calls"] - 6}  # a bare "Sure!" is one word
     assert out["prompt_tokens"] > 0 and out["completion_tokens"] > 0 and out["seconds"] > 0
     db = connection.connect(db_path)
     try:

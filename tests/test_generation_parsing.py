@@ -136,3 +136,10 @@ def test_duplicate_index_finds_near_duplicates_among_many_and_ignores_unrelated_
     position = index.add(None, "brand new text to be stored later")
     index.set_id(position, 4242)
     assert index.find("Brand new text to be stored later!").item_id == 4242
+
+
+def test_the_last_text_of_a_truncated_reply_is_rejected() -> None:
+    outcomes = screen(["a whole first text", "a second text cut of"], min_words=1, max_words=50,
+                      index=DuplicateIndex(0.8), truncated=True)
+    assert [(o.accepted, o.reason) for o in outcomes] == [(True, None), (False, "truncated")]
+    assert screen([""], min_words=1, max_words=5, index=DuplicateIndex(0.8), truncated=True)[0].reason == "empty"

@@ -69,14 +69,19 @@ def test_few_shot_shows_k_labelled_seeds_resampled_per_call_with_the_imitation_i
     assert len({tuple(sorted(c.seed_item_ids)) for c in many}) > 1  # re-sampled, not fixed
 
 
-def test_list_form_numbers_the_label_seeds_and_ends_with_the_next_number() -> None:
+def test_list_form_puts_the_label_seeds_in_the_reply_for_the_model_to_continue() -> None:
     cfg = config(mode="few-shot", prompt_form="list", examples_per_prompt=2)
     call = prompts.preview(cfg, SEEDS, label="pos", calls=1)[0]
     texts = {1: "A warm and funny film.", 2: "Loved the cast."}
-    expected = ('Examples of movie reviews whose label is "pos" (a favourable review):\n'
-                f"1. {texts[call.seed_item_ids[0]]}\n2. {texts[call.seed_item_ids[1]]}\n3.")
-    assert call.messages == [{"role": "user", "content": expected}]
+    assert call.messages == [
+        {"role": "user", "content": 'Write movie reviews whose label is "pos" (a favourable review), as a numbered '
+                                    "list."},
+        {"role": "assistant", "content": f"1. {texts[call.seed_item_ids[0]]}\n2. {texts[call.seed_item_ids[1]]}\n3."},
+    ]
     assert sorted(call.seed_item_ids) == [1, 2]
+    neg = prompts.preview(config(mode="few-shot", prompt_form="list", examples_per_prompt=5), SEEDS, label="neg",
+                          calls=1)[0]
+    assert sorted(neg.seed_item_ids) == [3, 4] and neg.messages[1]["content"].endswith("\n3.")
 
 
 def test_embedded_few_shot_defaults_to_the_list_form_and_zero_shot_to_chat() -> None:

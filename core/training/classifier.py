@@ -113,15 +113,23 @@ def load_tokenizer_and_model(name: str, *, num_labels: int | None = None,
     if num_labels is not None:
         kwargs.update(num_labels=num_labels, id2label=id2label,
                       label2id={label: i for i, label in (id2label or {}).items()}, ignore_mismatched_sizes=True)
+    is_hub_id = source == name and not Path(name).exists()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
         model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     except OSError as exc:
-        if source == name and not Path(name).exists():
+        if is_hub_id:
             raise _hub_error(name, exc) from None
         raise BackendError(f"cannot load model {name!r} from {source}: {exc}") from None
     except ValueError as exc:
+        if is_hub_id and type(exc).__name__ == "HFValidationError":  # not even a well-formed hub id
+            raise _hub_error(name, exc) from None
         raise BackendError(f"model {name!r} cannot be used for text classification: {exc}") from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        # Decoder-only checkpoints (GPT-2 style) have no pad token; batching needs one.
+        tokenizer.pad_token = tokenizer.eos_token
+    if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
+        model.config.pad_token_id = tokenizer.pad_token_id
     return tokenizer, model
 
 

@@ -266,6 +266,7 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
     last_test_proba: dict[str, Any] = {}
 
     def on_step(info: Any) -> None:
+        # A cancel request surfaces as RunCancelled from the progress writer and ends the run at once.
         message = (f"epoch {info.epoch}/{info.epochs} · step {info.step}/{info.total_steps} · loss {info.loss:.4f}"
                    f" · ETA {_format_seconds(info.eta_seconds)}")
         eta = info.eta_seconds
@@ -291,7 +292,7 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
     clf = TransformerClassifier(
         config.model, epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
         max_length=config.max_length, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
-        seed=config.seed, labels=selection.labels, on_step=_stop_on_cancel(on_step), on_epoch=on_epoch,
+        seed=config.seed, labels=selection.labels, on_step=on_step, on_epoch=on_epoch,
     )
     clf.fit(selection.train.texts, selection.train.labels)
     progress.phase("evaluating")
@@ -315,15 +316,6 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
         run = get_run(db, run_id)
     _write_bundle(db_path, run)
     return result_dict(run, db_path)
-
-
-def _stop_on_cancel(on_step: Any) -> Any:
-    # The classifier stops when on_step returns True; RunCancelled from the progress writer ends the run at once.
-    def wrapped(info: Any) -> bool:
-        on_step(info)
-        return False
-
-    return wrapped
 
 
 def _evaluate(classes: list[str], labels: list[str], test: LabelledItems, proba: Any) -> dict[str, Any]:

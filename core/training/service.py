@@ -193,6 +193,11 @@ def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_
             "label": f"run {run_id} · {run['project_name']} · {run['data_source']} · {run['model']}"}
 
 
+def sweep_results(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_ids: list[int]) -> list[dict[str, Any]]:
+    """The result dicts of several runs, for the overlaid sweep chart."""
+    return [runs.result_dict(runs.get_run(db, run_id), db_path) for run_id in run_ids]
+
+
 def sweep_table(results: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per run: the sweep's size and fits (the numbers printed beside the paper's Figure 2 panels)."""
     return pd.DataFrame.from_records(

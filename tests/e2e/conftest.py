@@ -23,8 +23,9 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
-def new_page(browser) -> Iterator[Callable]:
-    """``new_page()`` gives a page in a fresh context (one per simulated user); all are closed after the test."""
+def new_page(browser, request) -> Iterator[Callable]:
+    """``new_page()`` gives a page in a fresh context (one per simulated user); all are closed after the test.
+    When the test fails, every open page is photographed first (``test-artifacts/<test>/FAILED-<n>.png``)."""
     contexts = []
 
     def make(**kwargs):
@@ -33,6 +34,14 @@ def new_page(browser) -> Iterator[Callable]:
         return page
 
     yield make
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        folder = support.ARTIFACTS / support.slug(request.node.name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for n, context in enumerate(contexts):
+            for m, page in enumerate(context.pages):
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(folder / f"FAILED-{n}-{m}.png"), full_page=True)
     for context in contexts:
         with contextlib.suppress(Exception):
             context.close()
@@ -58,9 +67,11 @@ def start_app(tmp_path: Path, request) -> Iterator[Callable[..., support.AppServ
     When the test fails, the tail of the server's log is printed."""
     servers: list[support.AppServer] = []
 
-    def start(db_path: Path | None = None, *, env: dict[str, str] | None = None) -> support.AppServer:
+    def start(db_path: Path | None = None, *, env: dict[str, str] | None = None,
+              extra_args: tuple[str, ...] = ()) -> support.AppServer:
         db_path = db_path or tmp_path / "app.db"
-        server = support.AppServer(db_path, env=env, log_path=tmp_path / f"streamlit-{len(servers)}.log")
+        server = support.AppServer(db_path, env=env, log_path=tmp_path / f"streamlit-{len(servers)}.log",
+                                   extra_args=extra_args)
         servers.append(server)
         return server.start()
 

@@ -234,7 +234,12 @@ def goto(page, title: str) -> None:
     """Open a page by clicking its sidebar link (as a user does), then wait for its title to render."""
     from playwright.sync_api import expect
 
-    link = page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=title, exact=True)
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    link = nav.get_by_role("link", name=title, exact=True)
+    if not link.is_visible():  # long navigations are folded behind "View N more"
+        more = nav.get_by_text(re.compile(r"^View \d+ more$"))
+        if more.count():
+            more.first.click()
     link.click()
     expect(link).to_have_attribute("aria-current", "page")
     wait_idle(page)
@@ -264,6 +269,16 @@ def select_option(page, label: str, option: str, *, scope=None) -> None:
     box.get_by_role("combobox").click()  # a react-aria combobox: its options open in a listbox
     page.get_by_role("listbox").get_by_role("option", name=option, exact=True).click()
     wait_idle(page)
+
+
+def field(scope, label: str):
+    """The text/number input or text area labelled ``label`` (not its "Help for …" button)."""
+    quoted = label.replace('"', '\\"')
+    return scope.locator(f'input[aria-label="{quoted}"], textarea[aria-label="{quoted}"]').first
+
+
+def fill(scope, label: str, value: str) -> None:
+    field(scope, label).fill(value)
 
 
 def choose_radio(page, label: str, option: str, *, scope=None) -> None:

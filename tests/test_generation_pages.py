@@ -1,0 +1,146 @@
+"""The Seeds, Generate and Review pages, each run on its own with AppTest on a temporary database against the
+fake LLM server (job launches are recorded and then run in this process)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import jobs, seeds, users
+from core.generation import review, service
+from core.projects import get_project
+from db import items as items_db
+from pages._common import PROJECT_ID, USER_ID
+from tests.fake_llm import FakeLLMServer, varied_text
+from tests.generation_helpers import make_project, queue_job
+
+ROOT = Path(__file__).resolve().parent.parent
+GEN_POS = ('Write one text whose label is "pos" (a favourable review). Use at most 50 words. Reply with the text '
+           "only: no title, no label, no explanation.")
+
+
+@pytest.fixture
+def launched(monkeypatch) -> list[int]:
+    calls: list[int] = []
+    monkeypatch.setattr(jobs, "launch", lambda db_path, job_id: calls.append(job_id))
+    return calls
+
+
+@pytest.fixture
+def server():
+    with FakeLLMServer(reply=lambda request, n: varied_text(n)) as fake:
+        yield fake
+
+
+def _app(page: str, db_path: Path, fresh_db, project_id: int, monkeypatch) -> AppTest:
+    monkeypatch.setenv("SYNTHLOOP_DB", str(db_path))
+    user = users.add_user(fresh_db, "rita", role="researcher", password="a long password")
+    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60)
+    at.session_state[USER_ID] = user.id
+    at.session_state[PROJECT_ID] = project_id
+    return at
+
+
+def _by_label(widgets, label: str):
+    return next(w for w in widgets if w.label == label)
+
+
+def test_seeds_page_pins_by_id_and_samples(db_path, fresh_db, monkeypatch) -> None:
+    project = make_project(fresh_db, with_seeds=False)
+    at = _app("seeds.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert [(m.label, m.value) for m in at.metric] == [("Seeds · pos", "0"), ("Seeds · neg", "0")]
+    assert len(at.warning) == 2 and "label 'pos' has 0 seeds" in at.warning[0].value
+    _by_label(at.text_input, "…or item ids to pin (imported ids or internal ids, comma-separated)").set_value(
+        "pos-1, neg-2")
+    at.button(key="FormSubmitter:seeds_pin_ids-Pin these ids").click().run()
+    assert not at.exception
+    assert seeds.seed_counts(fresh_db, project.id) == {"pos": 1, "neg": 1}
+    assert [m.value for m in at.metric] == ["1", "1"]
+    _by_label(at.text_input, "…or item ids to pin (imported ids or internal ids, comma-separated)").set_value("zzz")
+    at.button(key="FormSubmitter:seeds_pin_ids-Pin these ids").click().run()
+    assert "no item 'zzz' in this project" in at.error[0].value
+    _by_label(at.number_input, "Seeds per label").set_value(3)
+    at.button(key="FormSubmitter:seeds_sample-Sample seeds").click().run()
+    assert not at.exception
+    assert seeds.seed_counts(fresh_db, project.id) == {"pos": 3, "neg": 3}
+    assert at.success[0].value == "Added 4 seed(s): pos 3, neg 3"
+    assert not at.warning  # three seeds per label meet the default three examples per prompt
+
+
+def test_generate_page_previews_tests_the_connection_and_starts_a_job(db_path, fresh_db, monkeypatch, launched,
+                                                                      server) -> None:
+    project = make_project(fresh_db)
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    code = [c.value for c in at.code]
+    assert "You are a movie reviewer." in code and GEN_POS in code  # zero-shot preview, before any call
+    assert any(c.startswith('Examples of texts whose label is "pos" (a favourable review):\n1. ') for c in code)
+    assert any(c.startswith("Here are some real examples with their labels:") for c in code)
+    assert server.completions == 0
+
+    _by_label(at.selectbox, "Backend").set_value("openai")
+    _by_label(at.text_input, "Model").set_value("fake-model")
+    _by_label(at.text_input, "Base URL").set_value(server.base_url)
+    _by_label(at.number_input, "Texts per label (target)").set_value(2)
+    at.button(key="FormSubmitter:generate_settings-Test connection").click().run()
+    assert not at.exception
+    assert at.success[0].value.startswith(f"connected to {server.base_url}: model 'fake-model' answered in")
+
+    _by_label(at.text_input, "Model").set_value("")
+    at.button(key="FormSubmitter:generate_settings-Start generation").click().run()
+    assert at.error[0].value.startswith("the openai backend needs a model name")
+    assert launched == []
+
+    _by_label(at.text_input, "Model").set_value("fake-model")
+    at.button(key="FormSubmitter:generate_settings-Start generation").click().run()
+    assert not at.exception and len(launched) == 1
+    job_id = launched[0]
+    assert at.success[0].value == f"Generation job {job_id} started: follow it in the Jobs tab."
+    jobs.run(str(db_path), job_id)
+    assert len(items_db.items_frame(fresh_db, project.id, source="synthetic")) == 4
+
+    at.run()
+    assert not at.exception
+    assert [p.value for p in at.get("progress")] and _by_label(at.metric, "Accepted").value == "4"
+    at.button(key="FormSubmitter:generate_settings-Save as project defaults").click().run()
+    assert service.saved_options(get_project(fresh_db, project.id))["model"] == "fake-model"
+
+
+def test_generate_page_saves_and_validates_templates(db_path, fresh_db, monkeypatch) -> None:
+    project = make_project(fresh_db)
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    _by_label(at.text_area, "Diversity").set_value("Be {creative}")
+    at.button(key="FormSubmitter:generate_templates-Save templates").click().run()
+    assert "prompt template 'diversity' uses unknown placeholder {creative}" in at.error[0].value
+    _by_label(at.text_area, "Diversity").set_value("Something else, please.")
+    at.button(key="FormSubmitter:generate_templates-Save templates").click().run()
+    assert not at.exception
+    assert get_project(fresh_db, project.id).settings["prompt_templates"] == {"diversity": "Something else, please."}
+
+
+def test_review_page_sends_to_annotation_and_edits(db_path, fresh_db, monkeypatch, server) -> None:
+    project = make_project(fresh_db)
+    job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=2)
+    jobs.run(str(db_path), job_id)
+    at = _app("review.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert len(at.dataframe[0].value) == 4
+    at.radio(key="review_scope").set_value("all shown").run()
+    _by_label(at.button, "Send to annotation (4)").click().run()
+    assert not at.exception
+    assert review.synthetic_items(fresh_db, project.id, in_pool=True)["id"].tolist() == [7, 8, 9, 10]
+    first_text = items_db.get_item(fresh_db, 7)["text"]
+    assert first_text in [c.value for c in at.code]
+    at.text_area(key="review_edit_7").set_value("A rewritten review about a harbour at dawn.")
+    at.button(key="FormSubmitter:review_edit-Save text").click().run()
+    assert not at.exception
+    assert items_db.get_item(fresh_db, 7)["text"] == "A rewritten review about a harbour at dawn."
+    at.selectbox(key="review_status").set_value("rejected").run()
+    assert "No synthetic items match" in at.info[0].value
