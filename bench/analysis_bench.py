@@ -88,12 +88,58 @@ def full_matrix_metrics(vectors: np.ndarray) -> tuple[float, float]:
     return clique, float((1 - similarities.max(axis=1)).mean())
 
 
+class StandInEmbedder:
+    """Random 384-d unit vectors (seeded by the text): the pipeline's cost without the model's."""
+
+    cache_key = "bench-stand-in"
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        rows = np.array([np.random.default_rng(abs(hash(t)) % 2**32).normal(size=384) for t in texts],
+                        dtype=np.float32)
+        return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def project_pipeline(n_items: int) -> None:
+    """The whole per-project analysis (items, cache, metrics, map) on ``n_items`` items, model left out."""
+    import json
+
+    from core import analysis, projects
+    from core.text import text_hash
+    from db import items as items_db
+
+    with tempfile.TemporaryDirectory() as folder:
+        db = connection.connect(Path(folder) / "pipeline.db")
+        project = projects.create_project(db, "bench", projects.parse_labels("a,b"))
+        rows = []
+        for i in range(n_items):
+            mode = (None, None, "zero-shot", "few-shot")[i % 4]
+            text = f"item {i} " + "lorem ipsum " * (i % 7)
+            rows.append({"text": text, "text_hash": text_hash(text), "source": "synthetic" if mode else "real",
+                         "split": "train", "reference_label": "ab"[i % 2],
+                         "meta": json.dumps({"mode": mode, "generation_job_id": 1} if mode else {})})
+        with connection.transaction(db):
+            items_db.insert_items(db, project.id, rows)
+        for attempt in ("first (vectors computed and cached)", "second (all vectors from the cache)"):
+            started = time.perf_counter()
+            result = analysis.analyse_project(db, project.id, analysis.AnalysisConfig(projection="tsne"),
+                                              embedder=StandInEmbedder())
+            print(f"analysis pipeline on {n_items} items, {attempt}: {time.perf_counter() - started:.1f} s"
+                  f" (sources compared at {result['n_subsample']} items; map of {len(result['map']['x'])}"
+                  f" points); process peak RSS {peak_rss_mb():.0f} MB")
+        db.conn.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--loop-sample", type=int, default=300, help="items for the pure-Python loop baseline")
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--pipeline-items", type=int, default=0,
+                        help="instead: time the whole analysis of a project with this many items, model left out")
     args = parser.parse_args()
+    if args.pipeline_items:
+        project_pipeline(args.pipeline_items)
+        return
 
     texts, source = load_texts(args.n)
     print(f"texts: {len(texts)} ({source}); mean length {np.mean([len(t) for t in texts]):.0f} characters")

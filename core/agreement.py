@@ -176,13 +176,13 @@ def _instance_frame(coded: CodedAnnotations, *, with_votes: bool) -> pd.DataFram
     )
     if with_votes:
         # Many items share a vote pattern: write each distinct pattern's JSON once.
-        patterns, inverse = np.unique(counts, axis=0, return_inverse=True) if len(counts) else (counts, [])
+        patterns, inverse = _distinct_rows(counts, inverse=True)
         order = np.argsort(-patterns, axis=1, kind="stable")
         texts = np.array([
             json.dumps({str(labels[j]): int(row[j]) for j in row_order if row[j] > 0})
             for row, row_order in zip(patterns, order, strict=True)
         ], dtype=object)
-        frame["votes"] = texts[np.asarray(inverse).ravel()] if len(counts) else []
+        frame["votes"] = texts[inverse] if len(counts) else []
     return frame
 
 
@@ -240,19 +240,24 @@ def alpha_sufficient_statistics(counts: np.ndarray) -> tuple[np.ndarray, np.ndar
     return pairable, diagonal
 
 
-def _distinct_rows(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The distinct rows of a non-negative integer matrix and how often each occurs.
+def _distinct_rows(counts: np.ndarray, *, inverse: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of a non-negative integer matrix, and how often each occurs (or, with ``inverse``,
+    which distinct row each row is).
 
-    Rows are packed into one integer (mixed radix) when that fits in 63 bits: a 1-D unique is many times
+    Rows are packed into one integer (mixed radix) when that fits in 62 bits: a 1-D unique is many times
     faster than ``np.unique(axis=0)``, which sorts row views.
     """
     counts = np.asarray(counts, dtype=np.int64)
-    base = int(counts.max()) + 1 if counts.size else 1
-    if counts.shape[1] * math.log2(base) < 62:
+    if len(counts) == 0:
+        return counts, np.zeros(0, dtype=np.int64)
+    base = int(counts.max()) + 1
+    if counts.shape[1] * math.log2(max(base, 2)) < 62:
         weights = base ** np.arange(counts.shape[1], dtype=np.int64)
-        keys, first, frequency = np.unique(counts @ weights, return_index=True, return_counts=True)
-        return counts[first], frequency
-    return np.unique(counts, axis=0, return_counts=True)
+        _keys, first, where, frequency = np.unique(counts @ weights, return_index=True, return_inverse=True,
+                                                   return_counts=True)
+        return counts[first], (where.ravel() if inverse else frequency)
+    patterns, where, frequency = np.unique(counts, axis=0, return_inverse=True, return_counts=True)
+    return patterns, (where.ravel() if inverse else frequency)
 
 
 def bootstrap_alpha_ci(

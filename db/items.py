@@ -125,3 +125,8 @@ def count_annotations(db: sqlite_utils.Database, project_id: int) -> int:
     return db.execute(
         "SELECT COUNT(*) FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ?", [project_id]
     ).fetchone()[0]
+
+
+def set_splits(db: sqlite_utils.Database, splits: dict[int, str]) -> None:
+    """Set ``item.split`` for the given ``item id → split``."""
+    db.conn.executemany("UPDATE item SET split = ? WHERE id = ?", [(split, item_id) for item_id, split in splits.items()])

@@ -21,6 +21,13 @@ with database() as db:
 annotator = user.username
 settings = annotation.assignment_settings(project)
 back = int(st.session_state.get(ANNOTATE_BACK, 0))
+label_keys = {label.key.lower() for label in project.labels if label.key}
+
+
+def _nav(key: str) -> str | None:
+    """A navigation shortcut, unless a label already uses that key."""
+    return None if key in label_keys else key
+
 
 with database() as db:
     try:
@@ -50,7 +57,7 @@ if item is None:
         st.info(f"Only items you skipped are left ({progress.skipped}); they come back shortly.")
     else:
         st.success("Your queue is empty: thank you! New items appear here when the researcher adds them.")
-    if progress.done and st.button("Back to my last label", icon=":material/undo:", shortcut="b"):
+    if progress.done and st.button("Back to my last label", icon=":material/undo:", shortcut=_nav("b")):
         st.session_state[ANNOTATE_BACK] = 1
         st.rerun()
     st.stop()
@@ -89,18 +96,19 @@ if chosen is not None:
         st.rerun()
 
 left, middle, right = st.columns(3)
-if left.button("Back  [b]", icon=":material/arrow_back:", shortcut="b", disabled=progress.done <= back,
-               help="Review and change your earlier labels"):
+if left.button("Back  [b]" if _nav("b") else "Back", icon=":material/arrow_back:", shortcut=_nav("b"),
+               disabled=progress.done <= back, help="Review and change your earlier labels"):
     st.session_state[ANNOTATE_BACK] = back + 1
     st.rerun()
 if back:
-    if middle.button("Forward  [n]", icon=":material/arrow_forward:", shortcut="n"):
+    if middle.button("Forward  [n]" if _nav("n") else "Forward", icon=":material/arrow_forward:",
+                     shortcut=_nav("n")):
         st.session_state[ANNOTATE_BACK] = back - 1
         st.rerun()
     if right.button("Back to new items", icon=":material/fast_forward:"):
         st.session_state[ANNOTATE_BACK] = 0
         st.rerun()
-elif middle.button("Skip  [s]", icon=":material/skip_next:", shortcut="s",
+elif middle.button("Skip  [s]" if _nav("s") else "Skip", icon=":material/skip_next:", shortcut=_nav("s"),
                    help=annotation.SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")):
     try:
         with database() as db:

@@ -78,6 +78,20 @@ FAULT_CYCLE = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def _no_job_outlives_its_test(db_path: Path):
+    """Job processes are detached on purpose; one this test started must not keep running if it fails."""
+    yield
+    if not db_path.exists():
+        return
+    with connection.open_db(db_path) as db:
+        pids = [job["pid"] for job in jobs.list_jobs(db) if job["status"] in ("queued", "running") and job["pid"]]
+    for pid in pids:
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                _kill(pid)
+
+
 def _synthetic_items(db_path: Path) -> list[tuple]:
     """(id, label, text, text_hash) of every synthetic item, read directly (for checking only)."""
     conn = sqlite3.connect(db_path)

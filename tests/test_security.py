@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -302,6 +303,17 @@ def _wait_for_job(db_path: Path, job_id: int, timeout_s: float = 180) -> dict:
     raise AssertionError(f"job {job_id} did not finish in {timeout_s} s: {job}")
 
 
+def _kill_leftover_jobs(db_path: Path) -> None:
+    """The detached job processes this test started must not outlive it when it fails."""
+    import signal
+
+    with connection.open_db(db_path) as db:
+        pids = [j["pid"] for j in jobs.list_jobs(db) if j["status"] in ("queued", "running") and j["pid"]]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def _files_under(folder: Path) -> list[Path]:
     return [p for p in folder.rglob("*") if p.is_file()]
 
@@ -313,6 +325,20 @@ def test_a_planted_api_key_is_found_nowhere(tmp_path: Path, monkeypatch: pytest.
     wrong = "sk-planted-wrong-0c3e5a7b9d"
     folder = tmp_path / "data"
     db_path = folder / "keys.db"
+    try:
+        exports = _run_two_jobs_with_keys(db_path, planted, wrong, monkeypatch)
+    finally:
+        _kill_leftover_jobs(db_path)
+    logs = [p for p in _files_under(folder) if p.parent.name == "logs"]
+    assert logs, "the job processes wrote no logs"
+    for key in (planted, wrong):
+        for blob_name, blob in [*((p.name, p.read_bytes()) for p in _files_under(folder)),
+                                *((f"export {i}", data) for i, data in enumerate(exports))]:
+            assert key.encode() not in blob, f"{key} found in {blob_name}"
+            assert key[-12:].encode() not in blob, f"the key's tail found in {blob_name}"
+
+
+def _run_two_jobs_with_keys(db_path: Path, planted: str, wrong: str, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     with FakeLLMServer(api_key=planted) as server, connection.open_db(db_path) as db:
         project = projects.create_project(db, "keys", projects.parse_labels("pos,neg"), overlap=1)
         options = dict(backend="openai", model="fake-model", base_url=server.base_url, mode="zero-shot",
@@ -331,13 +357,7 @@ def test_a_planted_api_key_is_found_nowhere(tmp_path: Path, monkeypatch: pytest.
         exports = [exporter.export_data(db, project.id, view=view, fmt=fmt).data
                    for view in exporter.EXPORT_VIEWS for fmt in exporter.EXPORT_FORMATS]
         assert generation.job_summary(db, good)["accepted"] == 4
-    logs = [p for p in _files_under(folder) if p.parent.name == "logs"]
-    assert logs, "the job processes wrote no logs"
-    for key in (planted, wrong):
-        for blob_name, blob in [*((p.name, p.read_bytes()) for p in _files_under(folder)),
-                                *((f"export {i}", data) for i, data in enumerate(exports))]:
-            assert key.encode() not in blob, f"{key} found in {blob_name}"
-            assert key[-12:].encode() not in blob, f"the key's tail found in {blob_name}"
+    return exports
 
 
 # ------------------------------------------------------------------------------------------ CSV export

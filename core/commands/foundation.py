@@ -7,7 +7,7 @@ import getpass
 import sys
 from typing import Any
 
-from core import projects, users
+from core import projects, splits, users
 from core.errors import SynthloopError
 from db.migrations import applied_migrations
 
@@ -41,6 +41,16 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     create.set_defaults(handler=_project_create)
     plist = project.add_parser("list", parents=[common], help="list projects")
     plist.set_defaults(handler=_project_list)
+
+    split = subparsers.add_parser(
+        "split", parents=[common], help="split real items into train/dev/test (stratified by label, seeded)"
+    )
+    split.add_argument("project")
+    split.add_argument("--test", type=float, default=0.2, help="share of items for the test split (default 0.2)")
+    split.add_argument("--dev", type=float, default=0.0, help="share of items for the dev split (default 0)")
+    split.add_argument("--seed", type=int, default=0)
+    split.add_argument("--redraw", action="store_true", help="draw every real item afresh (moves test items)")
+    split.set_defaults(handler=_split)
 
 
 def _init(args: argparse.Namespace, db: Any) -> dict[str, Any]:
@@ -96,3 +106,9 @@ def _project_list(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     lines = [f"{p['id']}\t{p['name']}\t{p['n_items']} items\t{p['n_labels']} labels" for p in rows]
     return {"projects": [{k: p[k] for k in ("id", "name", "n_items", "n_labels", "overlap")} for p in rows],
             "message": "\n".join(lines) or "no projects"}
+
+
+def _split(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    project = projects.get_project(db, args.project)
+    report = splits.split_real_items(db, project.id, test=args.test, dev=args.dev, seed=args.seed, redraw=args.redraw)
+    return {"counts": report.counts, "message": report.message}
