@@ -16,7 +16,7 @@ label-count triggers included), ``core.annotation.next_item`` per strategy (p50 
 and ``progress``, each as annotators really call them (a fresh transaction per call).
 
 Usage: ``.venv/bin/python bench/agreement_bench.py [--items 100000] [--annotators 10] [--loop-sample 10000]
-[--skip-db] [--skip-crowdkit]``
+[--skip-db] [--skip-metrics] [--skip-crowdkit]``
 """
 
 from __future__ import annotations
@@ -262,10 +262,12 @@ def main() -> None:
     parser.add_argument("--annotators", type=int, default=10)
     parser.add_argument("--loop-sample", type=int, default=10_000)
     parser.add_argument("--calls", type=int, default=300, help="next_item/submit calls per strategy")
-    parser.add_argument("--skip-db", action="store_true")
+    parser.add_argument("--skip-db", action="store_true", help="only the agreement metrics")
+    parser.add_argument("--skip-metrics", action="store_true", help="only the annotation queue")
     parser.add_argument("--skip-crowdkit", action="store_true")
     args = parser.parse_args()
-    part_one(args)
+    if not args.skip_metrics:
+        part_one(args)
     if not args.skip_db:
         part_two(args)
 

@@ -36,7 +36,7 @@ def load_data(n_train: int, n_test: int, seed: int = 0) -> tuple[list[str], list
         source = "SMS spam"
     else:
         rng = random.Random(seed)
-        words = "the a film was good bad great awful plot acting long short story fun dull scene".split()
+        words = ["the", "a", "film", "was", "good", "bad", "great", "awful", "plot", "acting", "long", "short", "story", "fun", "dull", "scene"]
         pairs = [(rng.choice(["ham", "spam"]), " ".join(rng.choices(words, k=rng.randint(3, 60)))) for _ in
                  range(n_train + n_test)]
         source = "synthetic sentences"

@@ -187,8 +187,9 @@ def _item_target(state: dict[str, Any], project: Project, settings: AssignmentSe
     return k
 
 
-def _shuffle_start(settings: AssignmentSettings, annotator: str, n_done: int) -> int:
-    digest = hashlib.blake2b(f"{settings.seed}:{annotator}:{n_done}".encode(), digest_size=8).digest()
+def _shuffle_start(settings: AssignmentSettings, annotator: str, draw: int) -> int:
+    """Where the annotator's ``draw``-th random item is looked for on the shuffled order (seeded, reproducible)."""
+    digest = hashlib.blake2b(f"{settings.seed}:{annotator}:{draw}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") % 4294967296
 
 
@@ -231,7 +232,8 @@ def next_item(
                          "random": "shuffle"}[settings.strategy]
                 start = 0
                 if order == "shuffle":
-                    start = _shuffle_start(settings, annotator, annotation_db.count_all_my_labels(db, annotator))
+                    start = _shuffle_start(settings, annotator,
+                                           annotation_db.next_draw(db, project_id=project.id, annotator=annotator))
                 item_id = annotation_db.find_candidate(
                     db, project_id=project.id, annotator=annotator, order=order, target=k, now_at=now_at,
                     skip_cutoff=cutoff, shuffle_start=start,

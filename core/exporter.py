@@ -136,11 +136,13 @@ def browse_items(
 
 
 def raw_view(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
-    """The raw view: one row per annotation (``RAW_COLUMNS``), in item then annotation order."""
-    items = items_db.items_frame(db, project_id, include_rejected=True)
+    """The raw view: one row per annotation (``RAW_COLUMNS``), in item then annotation order.
+
+    Like the aggregated view it covers accepted items only (rejected synthetic items are not data)."""
+    items = items_db.items_frame(db, project_id)
     annotations = items_db.annotations_frame(db, project_id)
     lookup = pd.DataFrame({"item_id": items["id"], "public_id": public_item_ids(items), "text": items["text"]})
-    table = annotations.merge(lookup, on="item_id", how="left", sort=False)
+    table = annotations.merge(lookup, on="item_id", how="inner", sort=False)
     table["item_id"] = table["public_id"]
     table["unsure"] = table["unsure"].astype(bool)
     table["seconds"] = table["seconds"].astype(float)

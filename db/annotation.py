@@ -157,9 +157,21 @@ def find_candidate(
     params: dict[str, Any] = {"project_id": project_id, "annotator": annotator, "now": now_at,
                               "skip_cutoff": skip_cutoff, "target": target}
     if order == "disagreement":
-        params.update(max_target=max_target, threshold=threshold)
-        where = (_available(":max_target") + " AND i.annotation_agreement < :threshold"
-                 " AND i.annotation_count >= :target AND i.annotation_count < :max_target")
+        # One index seek per label count from k to the maximum (index item_pool_progress: count, then
+        # agreement), keeping the lowest agreement found: the same item as one scan by agreement, without
+        # walking past the many low-agreement items that have not reached k labels yet.
+        best: tuple[float, int] | None = None
+        where = (_available(":max_target") + " AND i.annotation_count = :count"
+                 " AND i.annotation_agreement < :threshold")
+        for count in range(target, max_target or target):
+            row = db.execute(
+                f"SELECT i.annotation_agreement, i.id FROM item i WHERE {where}"
+                " ORDER BY i.annotation_agreement ASC, i.id ASC LIMIT 1",
+                {**params, "max_target": max_target, "threshold": threshold, "count": count},
+            ).fetchone()
+            if row is not None and (best is None or tuple(row) < best):
+                best = (row[0], row[1])
+        return None if best is None else int(best[1])
     else:
         where = _available(":target") + " AND i.annotation_count < :target"
     if order == "shuffle":
@@ -355,9 +367,14 @@ def my_history(
     )
 
 
-def count_all_my_labels(db: sqlite_utils.Database, annotator: str) -> int:
-    """Labels ``annotator`` gave in any project (an index-only count: it seeds the random order)."""
-    return db.execute("SELECT COUNT(*) FROM annotation WHERE annotator = ?", [annotator]).fetchone()[0]
+def next_draw(db: sqlite_utils.Database, *, project_id: int, annotator: str) -> int:
+    """Count one more draw for ``annotator`` in this project and return it (1, 2, …): the random strategy's
+    seed for their n-th item, so that their order is reproducible without counting their labels."""
+    return db.execute(
+        "INSERT INTO assignment_draw (project_id, annotator, draws) VALUES (?, ?, 1)"
+        " ON CONFLICT (project_id, annotator) DO UPDATE SET draws = draws + 1 RETURNING draws",
+        [project_id, annotator],
+    ).fetchone()[0]
 
 
 def label_counts(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:

@@ -311,7 +311,6 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
             CASE WHEN annotation_count >= 2 THEN CAST(annotation_top AS REAL) / annotation_count END;
 
         CREATE INDEX item_pool_fill ON item (project_id, in_pool, annotation_count, id);
-        CREATE INDEX item_pool_agreement ON item (project_id, in_pool, annotation_agreement);
         CREATE INDEX item_pool_shuffle ON item (project_id, in_pool, ((id * 2654435761) % 4294967296));
         CREATE INDEX item_pool_progress ON item (project_id, in_pool, review_status, annotation_count,
                                                  annotation_agreement);
@@ -324,6 +323,13 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
         );
         CREATE INDEX reservation_annotator ON reservation (annotator, expires_at);
         CREATE INDEX reservation_expiry ON reservation (expires_at);
+
+        CREATE TABLE assignment_draw (
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            annotator TEXT NOT NULL,
+            draws INTEGER NOT NULL DEFAULT 0,
+            PRIMARY KEY (project_id, annotator)
+        );
 
         CREATE TABLE skip (
             item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,

@@ -11,8 +11,8 @@ import pytest
 from core import annotation, projects
 from core.errors import NotFoundError, SynthloopError
 from core.text import text_hash
+from db import connection, transaction
 from db import items as items_db
-from db import transaction
 
 T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -147,13 +147,27 @@ def test_least_annotated_and_random_strategies(pooled) -> None:
     assert len({tuple(o) for o in orders.values()}) > 1  # not everyone gets the same order
 
 
-def test_random_order_is_seeded_per_annotator(fresh_db, project) -> None:
-    _add_items(fresh_db, project.id, 30)
-    annotation.set_pool(fresh_db, project.id, source="real")
-    shuffled = _with_settings(fresh_db, project, strategy="random", seed=1)
-    first = annotation.next_item(fresh_db, shuffled, "ann", at=T0).item_id
-    annotation.release_reservations(fresh_db, shuffled, "ann")
-    assert annotation.next_item(fresh_db, shuffled, "ann", at=T0).item_id == first
+def test_random_order_is_seeded_per_annotator(tmp_path) -> None:
+    def order(path, annotator: str, seed: int) -> list[int]:
+        db = connection.connect(path)
+        if not projects.list_projects(db):
+            project = projects.create_project(db, "demo", projects.parse_labels("pos,neg"), overlap=3)
+            _add_items(db, project.id, 30)
+            annotation.set_pool(db, project.id)
+        project = _with_settings(db, projects.get_project(db, "demo"), strategy="random", seed=seed)
+        got = []
+        for _ in range(6):
+            item = annotation.next_item(db, project, annotator, at=T0)
+            annotation.submit_label(db, project, annotator, item.item_id, "pos")
+            got.append(item.item_id)
+        db.conn.close()
+        return got
+
+    first = order(tmp_path / "one.db", "ann", seed=1)
+    assert order(tmp_path / "two.db", "ann", seed=1) == first  # same seed, same annotator: same order
+    assert order(tmp_path / "three.db", "ann", seed=2) != first
+    assert order(tmp_path / "one.db", "other", seed=1) != first
+    assert first != sorted(first)
 
 
 def test_disagreement_first_with_dynamic_overlap(pooled) -> None:

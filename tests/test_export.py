@@ -157,3 +157,14 @@ def test_empty_project_exports_headers_only(fresh_db, project):
     assert exporter.export_data(fresh_db, project.id, view="raw", fmt="jsonl").data == b""
     with pytest.raises(SynthloopError, match="export view 'flat' is not one of aggregated, raw"):
         exporter.export_data(fresh_db, project.id, view="flat")
+
+
+def test_rejected_synthetic_items_are_left_out_of_both_views(fresh_db, labelled):
+    project, _ = labelled
+    [rejected] = items_db.insert_items(fresh_db, project.id, [{
+        "text": "bad output", "text_hash": text_hash("bad output"), "source": "synthetic", "split": "train",
+        "review_status": "rejected"}])
+    items_db.insert_annotations(fresh_db, [{"item_id": rejected, "annotator": "alice", "label": "pos"}])
+    assert str(rejected) not in exporter.item_view(fresh_db, project.id)["item_id"].tolist()
+    raw = exporter.raw_view(fresh_db, project.id)
+    assert len(raw) == 6 and str(rejected) not in raw["item_id"].tolist()

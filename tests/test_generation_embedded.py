@@ -40,3 +40,18 @@ def test_chat_and_prefill_calls_answer() -> None:
                                   {"role": "assistant", "content": "1. apple\n2. pear\n3."}],
                                  temperature=0.0, max_tokens=6, seed=0)
     assert continued.completion_tokens > 0 and not continued.text.startswith("1. apple")
+
+
+def test_transformers_backend_says_plainly_when_a_hub_model_is_not_available(tmp_path) -> None:
+    from core.generation.backends import BackendCallError, TransformersBackend
+
+    backend = TransformersBackend("no-such-org/no-such-model-xyz")
+    with pytest.raises(BackendCallError, match="is not a local folder nor in the Hugging Face cache, and it cannot "
+                                               "be downloaded here") as exc:
+        backend.complete([{"role": "user", "content": "hi"}], temperature=0.0, max_tokens=2, seed=0)
+    assert exc.value.fatal
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    with pytest.raises(BackendCallError, match=f"cannot load model from '{empty}'"):
+        TransformersBackend(str(empty)).complete([{"role": "user", "content": "hi"}], temperature=0.0,
+                                                 max_tokens=2, seed=0)

@@ -230,6 +230,15 @@ def test_rows_whose_id_is_in_the_project_add_labels_to_that_item(fresh_db, proje
     assert item_table(fresh_db, project.id)["n_labels"].tolist() == [2]
 
 
+def test_an_id_already_in_the_project_with_another_text_is_refused(fresh_db, project, tmp_path):
+    import_file(fresh_db, project.id, write(tmp_path, "a.csv", "id,text\n1,One\n"), ImportSpec(id_col="id"))
+    before = table_counts(fresh_db)
+    with pytest.raises(ImportDataError, match=re.escape(
+            "row 2: id '1' is already in project 'demo' with a different text: use a new id, or fix the text")):
+        import_file(fresh_db, project.id, write(tmp_path, "b.csv", "id,text\n2,Two\n1,Uno\n"), ImportSpec(id_col="id"))
+    assert table_counts(fresh_db) == before
+
+
 def test_add_missing_labels_appends_them(fresh_db, project, tmp_path):
     path = write(tmp_path, "l.csv", "text,label,a1\none,pos,sarcastic\ntwo,mixed,\n")
     report = import_file(fresh_db, project.id, path, ImportSpec(label_col="label", annotator_cols=("a1",)),

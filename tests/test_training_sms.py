@@ -13,7 +13,7 @@ from db import runs as runs_db
 from tests.training_helpers import add_items
 
 N_TRAIN = 1000
-N_TEST = 400
+N_TEST = 300
 
 
 def _stratified(labels: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -384,7 +384,9 @@ def load_transformers(model: str) -> tuple[Any, Any, str]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         local = Path(model).expanduser()
-        kwargs: dict[str, Any] = {}
+        # Nothing is downloaded at run time unless the user allows it: a hub id must already be in the local
+        # Hugging Face cache (the target machines have no network).
+        kwargs: dict[str, Any] = {"local_files_only": os.environ.get("SYNTHLOOP_ALLOW_DOWNLOADS", "") != "1"}
         if local.is_file() and local.suffix == ".gguf":
             source, kwargs["gguf_file"] = str(local.parent), local.name
         else:
@@ -392,11 +394,12 @@ def load_transformers(model: str) -> tuple[Any, Any, str]:
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, **kwargs)
             lm = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
             if not local.exists():
                 raise BackendCallError(
-                    "load", f"model {model!r} is not a local folder and could not be fetched from the Hugging Face "
-                    "hub (no network here?): download it on a machine with network access and give its folder path"
+                    "load", f"model {model!r} is not a local folder nor in the Hugging Face cache, and it cannot be "
+                    "downloaded here (downloads are off; there may be no network): download it on a machine with "
+                    "network access and give its folder path, or set SYNTHLOOP_ALLOW_DOWNLOADS=1"
                 ) from None
             raise BackendCallError("load", f"cannot load model from {model!r}: {_short(exc)}") from None
         device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -183,7 +183,23 @@ class GenerationRun:
             self.in_flight[label] += 1
             self.calls_issued[label] += 1
 
-    # --- one finished call: screened at once, written with the next batch ---
+    # --- one finished call: released at once, screened next, written with the next batch ---
+    def _release(self, slot: Slot, result: CallResult) -> None:
+        """Cheap bookkeeping done before the next calls are submitted: the conversation goes back to the pool.
+
+        The call still counts as in flight for its label until it is screened, so the calls submitted in
+        between can never exceed what the label may still need.
+        """
+        label = slot.prompt.label
+        if result.error is not None:
+            self.consecutive_errors += 1
+            self.last_error = result.error
+            self.idle[label].append(slot.conversation)  # the same turn is tried again
+        else:
+            self.consecutive_errors = 0
+            if prompts.record_reply(self.config, slot.conversation, slot.prompt, result.completion.text):
+                self.idle[label].append(slot.conversation)
+
     def _finish_call(self, slot: Slot, result: CallResult) -> None:
         label = slot.prompt.label
         self.in_flight[label] -= 1
@@ -207,14 +223,6 @@ class GenerationRun:
         self.totals["failed_calls"] += int(result.error is not None)
         self.totals["prompt_tokens"] += completion.prompt_tokens if completion else 0
         self.totals["completion_tokens"] += completion.completion_tokens if completion else 0
-        if result.error is not None:
-            self.consecutive_errors += 1
-            self.last_error = result.error
-            self.idle[label].append(slot.conversation)  # the same turn is tried again
-        else:
-            self.consecutive_errors = 0
-            if prompts.record_reply(self.config, slot.conversation, slot.prompt, completion.text):
-                self.idle[label].append(slot.conversation)
         self.unsaved.append(Finished(slot, result, texts, outcomes, positions))
 
     def _flush(self) -> None:
@@ -334,16 +342,19 @@ class GenerationRun:
                         done.append(finished.get_nowait())
                 except queue.Empty:
                     pass
-                for future in done:
-                    slot = pending.pop(future)
-                    result = future.result()
-                    self._finish_call(slot, result)
+                finished_now = [(pending.pop(future), future.result()) for future in done]
+                for slot, result in finished_now:
+                    self._release(slot, result)
                     if result.error is not None and result.error.fatal:
                         fatal = fatal or result.error
                 if self.consecutive_errors >= max_consecutive:
                     fatal = fatal or self.last_error
                 if not (cancelled or fatal):
-                    self._fill(pool, pending, limiter, finished)  # before writing: the next calls start now
+                    self._fill(pool, pending, limiter, finished)  # the next calls start before any screening
+                for slot, result in finished_now:
+                    self._finish_call(slot, result)
+                if not (cancelled or fatal):
+                    self._fill(pool, pending, limiter, finished)  # slots the conservative first fill left free
                 now = time.monotonic()
                 if now - last_flush >= FLUSH_EVERY_S or len(self.unsaved) >= FLUSH_MAX_CALLS or not pending:
                     self._flush()

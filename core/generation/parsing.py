@@ -192,64 +192,43 @@ def word_count(text: str) -> int:
 
 # --- similarity --------------------------------------------------------------------------------------
 
-_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _NUM_PERM = 64
 _PERM_RNG = np.random.default_rng(20231007)
 _PERM_A = _PERM_RNG.integers(1, 2**63, size=_NUM_PERM, dtype=np.uint64) | np.uint64(1)
 _PERM_B = _PERM_RNG.integers(0, 2**63, size=_NUM_PERM, dtype=np.uint64)
 
 
-def _mix(values: np.ndarray) -> np.ndarray:
-    # splitmix64 finaliser: spreads the polynomial code of each shingle over all 64 bits.
-    values = values ^ (values >> np.uint64(30))
-    values = values * _MIX1
-    values = values ^ (values >> np.uint64(27))
-    values = values * _MIX2
-    return values ^ (values >> np.uint64(31))
-
-
 @lru_cache(maxsize=8192)
-def shingles(text: str, n: int = SHINGLE_SIZE) -> np.ndarray:
-    """Sorted unique 64-bit hashes of the character ``n``-grams of the normalised text (read-only array).
+def shingles(text: str, n: int = SHINGLE_SIZE) -> frozenset[int]:
+    """The hashed character ``n``-grams of the normalised text.
 
-    Cached: a job looks at the same texts several times (screening, index lookups, verification).
+    Python's string hash is salted per process, which is fine: shingles and signatures live only in memory.
+    Cached, because a job looks at the same texts several times (screening, lookups, verification).
     """
     norm = normalise_text(text or "")
-    if not norm:
-        return np.zeros(0, dtype=np.uint64)
-    codes = np.frombuffer(norm.encode("utf-32-le"), dtype="<u4").astype(np.uint64)
-    if codes.size < n:
-        codes = np.concatenate([codes, np.zeros(n - codes.size, dtype=np.uint64)])
-    with np.errstate(over="ignore"):
-        grams = np.zeros(codes.size - n + 1, dtype=np.uint64)
-        for offset in range(n):
-            grams = grams * np.uint64(1_000_003) + codes[offset: codes.size - n + 1 + offset]
-        grams = np.sort(_mix(grams))
-    # Sort-and-compare is several times faster than np.unique on arrays this small.
-    unique = grams[np.concatenate(([True], grams[1:] != grams[:-1]))]
-    unique.flags.writeable = False
-    return unique
+    if len(norm) <= n:
+        return frozenset((hash(norm),)) if norm else frozenset()
+    return frozenset(hash(norm[i:i + n]) for i in range(len(norm) - n + 1))
 
 
-def jaccard(a: np.ndarray, b: np.ndarray) -> float:
-    """Jaccard similarity of two shingle sets (sorted unique arrays)."""
-    if a.size == 0 and b.size == 0:
+def jaccard(a: frozenset[int], b: frozenset[int]) -> float:
+    """Jaccard similarity of two shingle sets."""
+    if not a and not b:
         return 1.0
-    inter = np.intersect1d(a, b, assume_unique=True).size
-    return inter / (a.size + b.size - inter)
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
 
 
 def text_similarity(a: str, b: str) -> float:
     return jaccard(shingles(a), shingles(b))
 
 
-def _minhash(sh: np.ndarray) -> np.ndarray:
-    if sh.size == 0:
+def _minhash(sh: frozenset[int]) -> np.ndarray:
+    if not sh:
         return np.full(_NUM_PERM, np.iinfo(np.uint64).max, dtype=np.uint64)
+    values = np.fromiter(sh, dtype=np.int64, count=len(sh)).view(np.uint64)
     with np.errstate(over="ignore"):
-        return (_PERM_A[:, None] * sh[None, :] + _PERM_B[:, None]).min(axis=1)
+        return (_PERM_A[:, None] * values[None, :] + _PERM_B[:, None]).min(axis=1)
 
 
 @lru_cache(maxsize=8192)
@@ -287,7 +266,7 @@ class DuplicateIndex:
         self.bands = _NUM_PERM // self.rows
         self._hashes: dict[str, int] = {}  # text hash → position
         self._texts: list[tuple[int | None, str]] = []
-        self._signatures: list[np.ndarray] = []
+        self._signatures = np.zeros((1024, _NUM_PERM), dtype=np.uint64)  # row = position; grows by doubling
         self._buckets: dict[tuple[int, int], list[int]] = {}
         for item_id, text in items:
             self.add(item_id, text)
@@ -308,7 +287,9 @@ class DuplicateIndex:
         self._hashes.setdefault(digest, position)
         self._texts.append((item_id, text))
         sig = signature(text)
-        self._signatures.append(sig)
+        if position == len(self._signatures):
+            self._signatures = np.concatenate([self._signatures, np.zeros_like(self._signatures)])
+        self._signatures[position] = sig
         for key in self._band_keys(sig):
             self._buckets.setdefault(key, []).append(position)
         return position
@@ -328,7 +309,7 @@ class DuplicateIndex:
         if not candidates:
             return None
         positions = sorted(candidates)
-        estimates = (np.stack([self._signatures[p] for p in positions]) == sig).mean(axis=1)
+        estimates = (self._signatures[positions] == sig).mean(axis=1)
         sh = shingles(text)
         best: Match | None = None
         for position, estimate in zip(positions, estimates.tolist(), strict=True):
@@ -385,7 +366,7 @@ def _verdict(
     max_words: int,
     index: DuplicateIndex,
     local: Sequence[str],
-    seed_shingles: list[tuple[int, str, np.ndarray]],
+    seed_shingles: list[tuple[int, str, frozenset[int]]],
     seed_copy_threshold: float,
 ) -> Outcome:
     text = (text or "").strip()

@@ -88,7 +88,11 @@ def build_config(project: Project, **options: Any) -> GenerationConfig:
     """A validated config: the project's labels, descriptions, context prompt and templates, its saved defaults,
     then ``options`` (``None`` values are ignored)."""
     given = {k: v for k, v in options.items() if v is not None}
-    labels = given.pop("labels", None) or project.label_names
+    labels = given.pop("labels", None)
+    if labels is None:
+        labels = project.label_names
+    elif not labels:
+        raise SynthloopError("no labels to generate: pick at least one of the project's labels")
     unknown = sorted(set(labels) - set(project.label_names))
     if unknown:
         raise SynthloopError(f"label {unknown[0]!r} is not a label of project {project.name!r}: "

@@ -86,10 +86,13 @@ def _key_for(text: str, annotator: int) -> str:
 
 def _label_one(page, done: int, total: int, annotator: int) -> tuple[str, str]:
     """Read the item, press its number key, wait until my progress counts it."""
-    text = support.main_area(page).locator('[data-testid="stText"]').first.inner_text().strip()
+    text_box = support.main_area(page).locator('[data-testid="stText"]').first
+    text = text_box.inner_text().strip()
     key = _key_for(text, annotator)
     page.keyboard.press(key)
     expect(support.main_area(page).get_by_text(f"{done + 1} of {total} labelled by you")).to_be_visible()
+    if done + 1 < total:  # the next item's text may arrive a moment after the progress bar
+        expect(text_box).not_to_have_text(text)
     return text, {"1": "pos", "2": "neg"}[key]
 
 
