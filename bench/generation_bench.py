@@ -176,6 +176,9 @@ def transformers_gguf(max_tokens: int) -> dict:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from core.generation.backends import llama_threads
+
+    torch.set_num_threads(llama_threads())  # the same thread count as the llama.cpp runs
     path = embedded_model_path()
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -185,15 +188,16 @@ def transformers_gguf(max_tokens: int) -> dict:
                                            tokenize=False, add_generation_prompt=True)
     inputs = tokenizer(prompt, return_tensors="pt")
     tokens, seconds = 0, 0.0
-    for i in range(3):
+    for i in range(2):
         torch.manual_seed(i)
         started = time.perf_counter()
         with torch.inference_mode():
             out = model.generate(**inputs, max_new_tokens=max_tokens, do_sample=True, temperature=0.8)
         seconds += time.perf_counter() - started
         tokens += out.shape[1] - inputs["input_ids"].shape[1]
-    row = {"load_s": round(load_s, 1), "tokens_per_s": round(tokens / seconds, 1)}
-    print(f"transformers + gguf (same file): load {load_s:.1f} s; {tokens / seconds:.1f} tokens/s", flush=True)
+    row = {"load_s": round(load_s, 1), "tokens_per_s": round(tokens / seconds, 1), "threads": llama_threads()}
+    print(f"transformers + gguf (same file, {llama_threads()} thread(s)): load {load_s:.1f} s; "
+          f"{tokens / seconds:.1f} tokens/s", flush=True)
     return row
 
 

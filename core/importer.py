@@ -787,15 +787,8 @@ def import_frame(
             new_item = annotations["new_item"].to_numpy()
             item_ids = np.where(new_item >= 0, new_ids[np.maximum(new_item, 0)] if len(new_ids) else 0,
                                 annotations["existing_item_id"].to_numpy())
-            items_db.insert_annotations(
-                db,
-                [
-                    {"item_id": item_id, "annotator": annotator, "label": label}
-                    for item_id, annotator, label in zip(
-                        item_ids.tolist(), annotations["annotator"].tolist(), annotations["label"].tolist(),
-                        strict=True,
-                    )
-                ],
+            items_db.insert_annotation_columns(
+                db, item_ids.tolist(), annotations["annotator"].tolist(), annotations["label"].tolist()
             )
     return ImportReport(
         project=project.name,

@@ -19,8 +19,6 @@ from db.connection import now
 
 Order = Literal["closest", "least", "shuffle", "disagreement"]
 
-_HUMAN = "AND a.annotator NOT LIKE 'llm:%'"  # the LLM annotator's labels do not fill the overlap
-
 # A fixed permutation of item ids (Knuth's multiplicative hash mod 2**32): the "random" strategy seeks to a
 # seeded point on it, served by the expression index item_pool_shuffle. Must match that index exactly.
 SHUFFLE_KEY = "((i.id * 2654435761) % 4294967296)"
@@ -67,25 +65,9 @@ def set_pool(
             return 0
         clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
         params.extend(ids)
-    where = " AND ".join(clauses)
-    if not in_pool:
-        return db.execute(f"UPDATE item SET in_pool = 0 WHERE {where}", params).rowcount
-    # The label-count triggers skip items outside the pool, so items entering it are recounted here.
-    changed = db.execute(
-        f"UPDATE item SET in_pool = 1,"
-        f" annotation_count = (SELECT COUNT(*) FROM annotation a WHERE a.item_id = item.id {_HUMAN}),"
-        f" annotation_top = COALESCE((SELECT MAX(n) FROM (SELECT COUNT(*) AS n FROM annotation a"
-        f"     WHERE a.item_id = item.id {_HUMAN} GROUP BY a.label)), 0)"
-        f" WHERE {where}",
-        params,
-    ).rowcount
-    db.execute(
-        "UPDATE item SET annotation_agreement ="
-        " CASE WHEN annotation_count >= 2 THEN CAST(annotation_top AS REAL) / annotation_count END"
-        f" WHERE {where.replace('in_pool <> ?', 'in_pool = ?')}",
-        params,
-    )
-    return changed
+    # Items entering the pool get their label statistics recounted by the trigger item_pool_recount.
+    cursor = db.execute(f"UPDATE item SET in_pool = ? WHERE {' AND '.join(clauses)}", [int(in_pool), *params])
+    return cursor.rowcount
 
 
 def pool_summary(db: sqlite_utils.Database, project_id: int, *, target: int) -> dict[str, Any]:

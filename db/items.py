@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -108,6 +109,18 @@ def insert_annotations(db: sqlite_utils.Database, annotations: Sequence[dict[str
              a.get("comment") or "", a.get("created_at") or stamp, stamp)
             for a in annotations
         ],
+    )
+
+
+def insert_annotation_columns(
+    db: sqlite_utils.Database, item_ids: Sequence[int], annotators: Sequence[str], labels: Sequence[str]
+) -> None:
+    """Bulk form of :func:`insert_annotations` for imports: three equal-length columns, no per-row dicts."""
+    stamp = now()
+    db.conn.executemany(
+        "INSERT INTO annotation (item_id, annotator, label, created_at, updated_at) VALUES (?, ?, ?, ?, ?)"
+        " ON CONFLICT (item_id, annotator) DO UPDATE SET label = excluded.label, updated_at = excluded.updated_at",
+        zip(item_ids, annotators, labels, itertools.repeat(stamp), itertools.repeat(stamp), strict=False),
     )
 
 

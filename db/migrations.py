@@ -293,7 +293,7 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
     # annotations. Named annotation_* so they never clash with core.items.item_table's computed n_labels.
     # Only human labels count (the LLM annotator, ``llm:<model>``, must not use up the overlap k). Only items in
     # the annotation pool are kept current: a bulk import into items outside the pool then costs ~20 % instead
-    # of 3-4× (measured), and db.annotation.set_pool recounts the items it puts into the pool.
+    # of 3-4× (measured), and an item is recounted when it enters the pool (trigger item_pool_recount).
     run_script(
         db,
         """
@@ -372,6 +372,11 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
         "CREATE TRIGGER annotation_stats_update AFTER UPDATE OF label, item_id, annotator ON annotation"
         " WHEN (SELECT MAX(in_pool) FROM item WHERE id IN (OLD.item_id, NEW.item_id)) = 1 BEGIN"
         + recount.format(item="OLD.item_id") + recount.format(item="NEW.item_id") + "END"
+    )
+    # Whoever puts an item into the pool (the pool page, the generation review), its counts are made current.
+    db.execute(
+        "CREATE TRIGGER item_pool_recount AFTER UPDATE OF in_pool ON item"
+        " WHEN NEW.in_pool = 1 AND OLD.in_pool <> 1 BEGIN" + recount.format(item="NEW.id") + "END"
     )
     db.execute(
         "CREATE TRIGGER annotation_stats_delete AFTER DELETE ON annotation"

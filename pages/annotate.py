@@ -77,8 +77,8 @@ comment = st.text_input("Comment (optional)", value=item.comment, key=f"comment_
 chosen = None
 columns = st.columns(max(len(project.labels), 1))
 for column, label in zip(columns, project.labels, strict=False):
-    caption = f"{label.name}  [{label.key}]" if label.key else label.name
-    if column.button(caption, key=f"label_{label.name}", help=label.description or None,
+    # Streamlit prints the shortcut key on the button itself.
+    if column.button(label.name, key=f"label_{label.name}", help=label.description or None,
                      shortcut=label.key or None, type="primary" if label.name == item.label else "secondary",
                      width="stretch"):
         chosen = label.name
@@ -96,19 +96,19 @@ if chosen is not None:
         st.rerun()
 
 left, middle, right = st.columns(3)
-if left.button("Back  [b]" if _nav("b") else "Back", icon=":material/arrow_back:", shortcut=_nav("b"),
+if left.button("Back", icon=":material/arrow_back:", shortcut=_nav("b"),
                disabled=progress.done <= back, help="Review and change your earlier labels"):
     st.session_state[ANNOTATE_BACK] = back + 1
     st.rerun()
 if back:
-    if middle.button("Forward  [n]" if _nav("n") else "Forward", icon=":material/arrow_forward:",
+    if middle.button("Forward", icon=":material/arrow_forward:",
                      shortcut=_nav("n")):
         st.session_state[ANNOTATE_BACK] = back - 1
         st.rerun()
     if right.button("Back to new items", icon=":material/fast_forward:"):
         st.session_state[ANNOTATE_BACK] = 0
         st.rerun()
-elif middle.button("Skip  [s]" if _nav("s") else "Skip", icon=":material/skip_next:", shortcut=_nav("s"),
+elif middle.button("Skip", icon=":material/skip_next:", shortcut=_nav("s"),
                    help=annotation.SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")):
     try:
         with database() as db:

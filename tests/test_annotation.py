@@ -255,6 +255,13 @@ def test_items_entering_the_pool_are_recounted(fresh_db, project) -> None:
     assert rows == [(3, 2, pytest.approx(2 / 3)), (0, 0, None)]
     # three human labels = k: complete, so the next annotator gets the other item
     assert annotation.next_item(fresh_db, project, "d", at=T0).item_id == ids[1]
+    # out of the pool, labelled, back in by another writer's plain UPDATE (the generation review does that)
+    annotation.set_pool(fresh_db, project.id, add=False, item_ids=[ids[1]])
+    _label(fresh_db, ids[1], "a", "neu")
+    with transaction(fresh_db):
+        fresh_db.execute("UPDATE item SET in_pool = 1 WHERE id = ?", [ids[1]])
+    assert fresh_db.execute("SELECT annotation_count, annotation_top FROM item WHERE id = ?",
+                            [ids[1]]).fetchone() == (1, 1)
 
 
 def test_adjudication_queue_and_final_labels(pooled) -> None:

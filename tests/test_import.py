@@ -356,7 +356,7 @@ def test_a_failure_while_writing_rolls_everything_back(fresh_db, project, tmp_pa
     def explode(*args, **kwargs):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(items_db, "insert_annotations", explode)
+    monkeypatch.setattr(items_db, "insert_annotation_columns", explode)
     path = write(tmp_path, "l.csv", "id,text,annotator,label\n1,a,x,brand-new\n")
     with pytest.raises(RuntimeError, match="disk full"):
         import_file(fresh_db, project.id, path, ImportSpec(**LONG), add_missing_labels=True)
