@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -121,6 +122,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default="PASSIVE",
+                        help="OMP_WAIT_POLICY for every part (default PASSIVE, as Synthloop's training uses)")
     parser.add_argument("--part", choices=PARTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.part:
@@ -128,13 +131,17 @@ def main() -> None:
         return
     _, _, _, source = load_data(args.n_train, args.n_test)
     print(f"data: {source}, {args.n_train} train / {args.n_test} test texts; epochs {args.epochs}, batch size"
-          f" {args.batch_size}, max length {args.max_length}; device: CPU ({_threads()} torch threads)")
+          f" {args.batch_size}, max length {args.max_length}; device: CPU ({_threads()} torch threads,"
+          f" OMP_WAIT_POLICY={args.omp_wait_policy})")
+    # Every part runs under the same OpenMP wait policy: Synthloop sets PASSIVE itself (see
+    # core.training.classifier.import_torch); the baselines would otherwise spin and lose on a shared CPU.
+    env = {**os.environ, "OMP_WAIT_POLICY": args.omp_wait_policy}
     results = {}
     for part in PARTS:
         command = [sys.executable, __file__, "--part", part, "--n-train", str(args.n_train), "--n-test",
                    str(args.n_test), "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
                    "--max-length", str(args.max_length)]
-        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False, env=env)
         if done.returncode != 0:
             raise SystemExit(f"{part} failed:\n{done.stderr[-3000:]}")
         results[part] = json.loads(done.stdout.strip().splitlines()[-1])

@@ -219,7 +219,11 @@ def projection_2d(embeddings: np.ndarray, *, method: ProjectionMethod = "pca", s
     if method != "tsne":
         raise ValueError(f"unknown projection {method!r}: use 'pca' or 'tsne'")
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     reduced = PCA(n_components=min(50, n, unit.shape[1]), random_state=seed).fit_transform(unit)
-    return TSNE(n_components=2, perplexity=float(min(30, (n - 1) / 3)), init="pca", random_state=seed,
-                max_iter=500).fit_transform(reduced)
+    tsne = TSNE(n_components=2, perplexity=float(min(30, (n - 1) / 3)), init="pca", random_state=seed, max_iter=500)
+    # One OpenMP thread: on a busy machine (the app, training jobs) t-SNE's many short parallel steps spin-wait;
+    # measured here under load, 1,000 points took 19 s on one thread and 72 s on two.
+    with threadpool_limits(limits=1):
+        return tsne.fit_transform(reduced)

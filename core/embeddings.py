@@ -26,7 +26,7 @@ from db.connection import transaction
 DEFAULT_EMBEDDING_MODEL = "all-MiniLM-L6-v2"
 DEFAULT_MAX_LENGTH = 256  # the model's own max_seq_length (sentence_bert_config.json)
 DEFAULT_BATCH_SIZE = 64
-DEFAULT_CHUNK_SIZE = 1024
+DEFAULT_CHUNK_SIZE = 256  # texts per cache commit and progress report: ~1-10 s of CPU work on 2 cores
 
 # progress(done, total) → True to stop early (a cancelled job)
 Progress = Callable[[int, int], bool | None]

@@ -75,7 +75,7 @@ def run(db_path: str | os.PathLike[str], job_id: int) -> dict[str, Any]:
         result = runner(str(db_path), job_id)
     except SynthloopError as exc:
         _finish_failed(db_path, job_id, str(exc))
-    except BaseException as exc:  # noqa: BLE001 — any crash must end the job visibly, then surface
+    except BaseException as exc:  # any crash must end the job visibly, then surface
         _finish_failed(db_path, job_id, f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         if not isinstance(exc, Exception):
             raise

@@ -277,10 +277,17 @@ def run_study(
                              + "; ".join(f"{k}: {v}" for k, v in result["failed"].items()))
     if step("diversity and similarity"):
         return {**result, "cancelled": True, "message": "study cancelled"}
+    def analysis_progress(_done: int, _total: int, message: str) -> bool:
+        # Keeps the job's heartbeat fresh while a large project is embedded (a silent job is taken for dead).
+        return bool(progress and progress(done, steps, f"diversity and similarity: {message}"))
+
     with connection.open_db(db_path) as db:
         result["analysis"] = analysis.analyse_project(
             db, project.id, analysis.AnalysisConfig(subsample=config.analysis_subsample,
-                                                    projection=config.analysis_projection))  # type: ignore[arg-type]
+                                                    projection=config.analysis_projection),  # type: ignore[arg-type]
+            progress=analysis_progress)
+    if result["analysis"].get("cancelled"):
+        return {**result, "cancelled": True, "message": "study cancelled"}
     done += 1
     step("writing the report")
     result["seconds"] = round(time.perf_counter() - started, 3)

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import projects, users
+from core import projects, store, users
 from core.errors import SynthloopError
-from core import store
 
 # session_state keys (UI state only; records live in SQLite)
 USER_ID = "auth_user_id"

@@ -60,7 +60,8 @@ with st.form("train_form"):
         a, b, c = st.columns(3)
         epochs = a.number_input("Epochs", 1, 1000, defaults.epochs, key="train_epochs")
         learning_rate = b.number_input("Learning rate", 1e-7, 0.5, defaults.learning_rate, format="%.1e",
-                                       key="train_lr")
+                                       key="train_lr", help="1e-4 suits the small embedded MiniLM; use 2e-5 to "
+                                                            "5e-5 for bert-base-uncased or roberta-base.")
         batch_size = c.number_input("Batch size", 1, 4096, defaults.batch_size, key="train_batch_size")
         a, b, c = st.columns(3)
         max_length = a.number_input("Maximum length (tokens)", 8, 8192, defaults.max_length, key="train_max_length")

@@ -42,6 +42,8 @@ class TrainConfig:
     ``generation_job_ids`` adds the synthetic items of those generation jobs. ``min_agreement`` (γ) keeps only
     training items whose instance agreement is ≥ γ (items without a known agreement are then left out);
     0 keeps everything. ``cap_per_label`` keeps at most that many items per label (seeded sample).
+    The default learning rate (1e-4) suits the small embedded MiniLM; bert-base / roberta-base train better with
+    2e-5 to 5e-5.
     """
 
     sources: tuple[str, ...] = ("real",)

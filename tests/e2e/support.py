@@ -184,7 +184,7 @@ def wait_idle(page, *, settle_ms: int = 150, timeout_ms: int = EXPECT_TIMEOUT_MS
     expect(page.locator('[data-testid="stApp"]')).to_be_visible(timeout=timeout_ms)
     deadline = time.monotonic() + timeout_ms / 1000
     while time.monotonic() < deadline:
-        running = page.locator('[data-testid="stStatusWidget"]').filter(has_text=re.compile("Running|Connecting"))
+        running = page.locator('[data-testid="stStatusWidget"]').filter(has_text=re.compile("Running|Connecting|Stop"))
         stale = page.locator('[data-stale="true"]')
         if running.count() == 0 and stale.count() == 0:
             page.wait_for_timeout(settle_ms)

@@ -65,6 +65,12 @@ def _readme_shot(page, name: str) -> None:
     if not README_SHOTS:
         return
     support.wait_idle(page)
+    charts = page.locator('[data-testid="stVegaLiteChart"], [data-testid="stArrowVegaLiteChart"]')
+    for n in range(charts.count()):  # charts draw after their data arrives
+        expect(charts.nth(n).locator("canvas, svg").first).to_be_attached(timeout=15_000)
+    page.wait_for_timeout(300)
+    support.main_area(page).evaluate("e => e.scrollTo(0, 0)")
+    page.evaluate("() => window.scrollTo(0, 0)")
     page.mouse.move(0, 0)  # no hover highlight
     size = support.small_png(page.screenshot(full_page=False), DOCS / f"{name}.png")
     assert size < 160_000, f"{name}.png is {size} bytes"
