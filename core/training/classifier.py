@@ -256,7 +256,7 @@ class TransformerClassifier:
                                          "precision": str(autocast_dtype).replace("torch.", "") if autocast_dtype
                                          else "float32", "total_steps": total_steps}
         self.stopped_ = False
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.process_time()
         step = 0
         for epoch in range(1, self.epochs + 1):
             model.train()
@@ -294,6 +294,7 @@ class TransformerClassifier:
             if self.stopped_:
                 break
         self.history_["train_seconds"] = time.perf_counter() - started
+        self.history_["train_cpu_seconds"] = time.process_time() - cpu_started
         model.eval()
         return self
 
@@ -340,8 +341,11 @@ class TransformerClassifier:
         if not hasattr(self, "model_"):
             raise SynthloopError("this classifier is not trained yet: call fit() or load() first")
 
-    def predict_proba(self, texts: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
-        """Class probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order."""
+    def predict_proba(self, texts: Sequence[str], *, batch_size: int | None = None,
+                      on_batch: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """Class probabilities, shape ``(len(texts), len(classes_))``, columns in ``classes_`` order.
+
+        ``on_batch(done, total)`` is called after every batch (a long evaluation keeps its job's heartbeat)."""
         torch = import_torch()
 
         self._check_fitted()
@@ -360,6 +364,8 @@ class TransformerClassifier:
                 with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     logits = self.model_(**self._collate(encoded, indices)).logits
                 out[indices] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                if on_batch is not None:
+                    on_batch(min(start + batch_size, len(order)), len(order))
         return out
 
     def predict(self, texts: Sequence[str]) -> list[str]:

@@ -166,8 +166,9 @@ class _Progress:
     def phase(self, phase: str, **extra: Any) -> None:
         self.write(message=phase, result={"run_id": self.run_id, "phase": phase, **extra}, force=True)
 
-    def write(self, *, message: str, result: dict[str, Any], done: int | None = None, total: int | None = None,
-              force: bool = False) -> None:
+    def write(self, *, message: str, result: dict[str, Any] | None, done: int | None = None,
+              total: int | None = None, force: bool = False) -> None:
+        """``result=None`` keeps the job's last structured progress (step, loss, …) and only moves the message."""
         now = time.monotonic()
         if not force and now - self.last < PROGRESS_INTERVAL_S:
             return
@@ -276,8 +277,11 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
                                "loss": info.loss, "eta_seconds": None if eta != eta else eta,
                                "elapsed_seconds": info.elapsed})
 
+    def on_batch(done: int, total: int) -> None:
+        progress.write(message=f"evaluating {done}/{total} {curve_set} items", result=None)
+
     def on_epoch(epoch: int, clf: TransformerClassifier) -> dict[str, Any]:
-        proba = clf.predict_proba(curve_items.texts)
+        proba = clf.predict_proba(curve_items.texts, on_batch=on_batch)
         predicted = [clf.classes_[i] for i in proba.argmax(axis=1)]
         scores = classification_metrics(curve_items.labels, predicted, labels=selection.labels)
         if curve_set == config.eval_split and epoch == config.epochs:
@@ -298,7 +302,7 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
     progress.phase("evaluating")
     proba = last_test_proba.get("proba")
     if proba is None:
-        proba = clf.predict_proba(selection.test.texts)
+        proba = clf.predict_proba(selection.test.texts, on_batch=on_batch)
     metrics = _evaluate(clf.classes_, selection.labels, selection.test, proba)
     metrics["data"] = selection.report
     progress.phase("saving model")

@@ -100,6 +100,31 @@ def test_pages_opened_by_url_never_render_for_the_wrong_role(tmp_path: Path, sta
     expect(support.main_area(admin).locator("h1").filter(has_text="Users")).to_be_visible()
 
 
+def test_a_deep_link_to_a_cold_server_goes_through_the_router(tmp_path: Path, start_app, new_page, shots) -> None:
+    """An invite link to a page (``/annotate?invite=…``) as the first request after a (re)start must log the
+    annotator in like ``/?invite=…`` does, and no internal module may appear as a page.
+
+    FAILS today (reported): with a ``pages/`` folder beside the entry point, Streamlit's legacy page discovery
+    answers a cold server's first deep link by running ``pages/annotate.py`` directly — the router never runs,
+    the invite is not redeemed ("Please log in first.") and the sidebar lists every file of ``pages/``,
+    ``_common.py`` ("common") and the entry point ("streamlit app") included. The pages' own guards still refuse
+    (see the test above), so nothing leaks; a warm server routes such links correctly.
+    """
+    db_path = tmp_path / "cold.db"
+    with connection.open_db(db_path) as db:
+        projects.create_project(db, PROJECT, projects.parse_labels("pos,neg"))
+        users.add_user(db, "ann", role="annotator")
+        token = users.create_invite(db, "ann")
+    app = start_app(db_path)
+    page = new_page()
+    support.open_app(page, f"{app.url}/annotate?invite={token}")
+    support.wait_idle(page, settle_ms=500)
+    shots(page, "cold deep invite link")
+    links = [link.lower() for link in support.nav_links(page)]
+    assert "common" not in links and "streamlit app" not in links, f"internal modules listed as pages: {links}"
+    expect(support.sidebar(page).get_by_text("ann · annotator")).to_be_visible(timeout=10_000)
+
+
 def test_the_login_form_is_rate_limited(tmp_path: Path, start_app, new_page, shots) -> None:
     db_path = tmp_path / "rate.db"
     with connection.open_db(db_path) as db:
