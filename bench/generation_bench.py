@@ -26,10 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core import projects  # noqa: E402
-from core.generation import prompts, service  # noqa: E402
+from core.generation import service  # noqa: E402
 from core.generation.backends import OpenAIBackend, embedded_model_path  # noqa: E402
 from core.generation.jobs import GenerationRun  # noqa: E402
-from core.seeds import pin, seed_examples  # noqa: E402
+from core.seeds import pin  # noqa: E402
 from core.text import text_hash  # noqa: E402
 from db import connection, transaction  # noqa: E402
 from db import generation as gen_db  # noqa: E402
@@ -121,12 +121,12 @@ def throughput(latency: float, levels: list[int]) -> list[dict]:
 
 
 def embedded(calls: int, max_tokens: int, rounds: int = 4) -> dict:
-    """Tokens/s of few-shot jobs on the embedded backend vs the same prompts sent straight to llama.cpp.
+    """Tokens/s of few-shot jobs on the embedded backend vs the very same calls made straight to llama.cpp.
 
-    Both use the one loaded ``llama_cpp.Llama`` and the same prompts (llama.cpp reuses a shared prompt prefix, so
-    the prompts must match). Raw calls and jobs alternate in ``rounds`` so that changes in machine load during
-    the run hit both sides alike. Each job stops when the label has ``calls`` texts, which may take fewer calls
-    (a reply can hold several texts). Also reported: the share of the job's wall time spent inside llama.cpp.
+    Each round runs a job, then replays its calls on the same loaded ``llama_cpp.Llama``: same prompts (as the
+    backend renders them), same seeds, same token cap, so both sides generate the same tokens and only the time
+    differs. Rounds alternate so that changes in machine load hit both sides alike. Also reported: the share of
+    the job's wall time spent inside the backend call.
     """
     from core.generation.backends import EmbeddedBackend, llama_threads, prefill_split
 
@@ -144,24 +144,11 @@ def embedded(calls: int, max_tokens: int, rounds: int = 4) -> dict:
         db = connection.connect(db_path)
         try:
             config = service.build_config(projects.get_project(db, project_id), **options)
-            examples = seed_examples(db, project_id)
-            # The exact prompts each job sends (seeds are re-sampled per call from a seeded stream).
-            sequence = []
-            for number in range(calls):
-                call = prompts.next_call(config, prompts.new_conversation(config, "positive"), examples,
-                                         call_number=number)
-                turns, prefill = prefill_split(call.messages)
-                sequence.append(backend.render(turns) + prefill)
             job_ids = [service.create_job(db, project_id, config) for _ in range(rounds)]
         finally:
             db.conn.close()
-        llama.create_completion(sequence[-1], temperature=0.8, max_tokens=4, seed=0)  # warm-up
+        llama.create_completion("Warm-up.", temperature=0.8, max_tokens=4, seed=0)
         for job_id in job_ids:
-            for i in range(calls):
-                started = time.perf_counter()
-                reply = llama.create_completion(sequence[i], temperature=0.8, max_tokens=max_tokens, seed=i)
-                raw_seconds += time.perf_counter() - started
-                raw_tokens += reply["usage"]["completion_tokens"]
             started = time.perf_counter()
             result = GenerationRun(db_path, job_id, backend=backend).run()
             job_seconds += time.perf_counter() - started
@@ -170,18 +157,28 @@ def embedded(calls: int, max_tokens: int, rounds: int = 4) -> dict:
             accepted += result["accepted"]
             db = connection.connect(db_path)
             try:
-                job_latency += gen_db.calls_frame(db, job_id)["latency_s"].sum()
+                frame = gen_db.calls_frame(db, job_id).sort_values("id")
+                job_latency += frame["latency_s"].sum()
+                replay = [gen_db.get_call(db, int(call_id))["messages"] for call_id in frame["id"]]
             finally:
                 db.conn.close()
+            for number, messages in enumerate(replay):
+                turns, prefill = prefill_split(messages)
+                prompt = backend.render(turns) + prefill
+                started = time.perf_counter()
+                reply = llama.create_completion(prompt, temperature=config.temperature, max_tokens=max_tokens,
+                                                seed=(config.seed + number) % 2**31)
+                raw_seconds += time.perf_counter() - started
+                raw_tokens += reply["usage"]["completion_tokens"]
     raw_rate, job_rate = raw_tokens / raw_seconds, job_tokens / job_seconds
     row = {"load_s": round(load_s, 2), "threads": llama_threads(), "raw_tokens_per_s": round(raw_rate, 1),
-           "raw_calls": calls * rounds, "job_tokens_per_s": round(job_rate, 1), "job_calls": int(job_calls),
-           "ratio": round(job_rate / raw_rate, 3), "share_of_job_time_in_llama_cpp": round(job_latency / job_seconds, 3),
-           "accepted": accepted}
+           "raw_tokens": int(raw_tokens), "job_tokens_per_s": round(job_rate, 1), "job_tokens": int(job_tokens),
+           "job_calls": int(job_calls), "ratio": round(job_rate / raw_rate, 3),
+           "share_of_job_time_in_backend": round(float(job_latency / job_seconds), 3), "accepted": accepted}
     print(f"embedded SmolLM2-135M (llama.cpp, {llama_threads()} thread(s)): load {load_s:.2f} s; raw "
-          f"{raw_rate:.1f} tokens/s; job {job_rate:.1f} tokens/s = {job_rate / raw_rate:.3f} of raw; "
-          f"{job_latency / job_seconds:.3f} of the job's time inside llama.cpp ({int(job_calls)} job calls, "
-          f"{accepted} accepted)", flush=True)
+          f"{raw_rate:.1f} tokens/s; job {job_rate:.1f} tokens/s = {job_rate / raw_rate:.3f} of raw "
+          f"({int(job_calls)} calls replayed, {int(job_tokens)} vs {int(raw_tokens)} tokens); "
+          f"{job_latency / job_seconds:.3f} of the job's time inside the backend call", flush=True)
     return row
 
 
@@ -233,7 +230,7 @@ def main() -> None:
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--skip-embedded", action="store_true")
-    parser.add_argument("--embedded-calls", type=int, default=3, help="texts per embedded job (and raw calls)")
+    parser.add_argument("--embedded-calls", type=int, default=3, help="texts per embedded job")
     parser.add_argument("--embedded-rounds", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
     parser.add_argument("--transformers", action="store_true", help="also time transformers+gguf (≈20 s load)")

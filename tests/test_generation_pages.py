@@ -79,7 +79,8 @@ def test_generate_page_previews_tests_the_connection_and_starts_a_job(db_path, f
     assert not at.exception
     code = [c.value for c in at.code]
     assert "You are a movie reviewer." in code and GEN_POS in code  # zero-shot preview, before any call
-    assert any(c.startswith('Examples of texts whose label is "pos" (a favourable review):\n1. ') for c in code)
+    assert 'Write texts whose label is "pos" (a favourable review), as a numbered list.' in code  # list form
+    assert any(c.startswith("1. ") and c.endswith("\n4.") for c in code)  # its seeds, for the model to continue
     assert any(c.startswith("Here are some real examples with their labels:") for c in code)
     assert server.completions == 0
 

@@ -286,7 +286,9 @@ def load_llama(path: Path, n_ctx: int = EMBEDDED_CONTEXT, n_threads: int | None 
 
             llama_module.llama_cpp.llama_model_default_params = params
             try:
-                _LLAMA_CACHE[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads, verbose=False)
+                # n_threads_batch too: it defaults to every core, and prompt evaluation then spins the same way.
+                _LLAMA_CACHE[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
+                                          n_threads_batch=n_threads, verbose=False)
             except ValueError as exc:
                 raise BackendCallError("load", f"cannot load the GGUF model {path}: {_short(exc)}") from None
             finally:

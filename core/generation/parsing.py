@@ -344,7 +344,7 @@ def screen(
     accepted_here: list[str] = []
     outcomes: list[Outcome] = []
     for position, text in enumerate(texts):
-        if truncated and position == len(texts) - 1 and normalise_text(text or ""):
+        if truncated and position == len(texts) - 1 and shingles((text or "").strip()):
             outcomes.append(Outcome((text or "").strip(), False, "truncated"))
             continue
         outcome = _verdict(text, min_words=min_words, max_words=max_words, index=index, local=accepted_here,
@@ -370,7 +370,7 @@ def _verdict(
     seed_copy_threshold: float,
 ) -> Outcome:
     text = (text or "").strip()
-    if not normalise_text(text):
+    if not shingles(text):  # nothing left after normalising (cached: the lookups below need it anyway)
         return Outcome(text, False, "empty")
     if is_refusal(text):
         return Outcome(text, False, "refusal")
