@@ -34,7 +34,6 @@ import json
 import os
 import random
 import re
-import sqlite3
 import sys
 import tempfile
 import time
@@ -50,6 +49,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
 
 from core import annotation, importer, projects, users  # noqa: E402
 from db import connection  # noqa: E402
+from db import items as items_db  # noqa: E402
 from tests.e2e import support  # noqa: E402
 
 LABELS = ("pos", "neg", "neu")
@@ -264,18 +264,13 @@ def _browser_round_trips(url: str, token: str, presses: int, stop_at: float) -> 
     return stats
 
 
-def _integrity(db_path: Path, counted: int) -> dict:
-    conn = sqlite3.connect(db_path)
-    try:
-        total = conn.execute("SELECT COUNT(*) FROM annotation WHERE annotator LIKE 'annotator%'").fetchone()[0]
-        twice = conn.execute("SELECT COUNT(*) FROM (SELECT item_id, annotator FROM annotation"
-                             " GROUP BY 1, 2 HAVING COUNT(*) > 1)").fetchone()[0]
-        above = conn.execute("SELECT COUNT(*) FROM (SELECT item_id FROM annotation GROUP BY 1"
-                             " HAVING COUNT(*) > 3)").fetchone()[0]
-    finally:
-        conn.close()
-    return {"labels_counted_by_clients": counted, "labels_in_db": total, "duplicate_pairs": twice,
-            "items_above_overlap": above}
+def _integrity(db_path: Path, project_id: int, counted: int) -> dict:
+    with connection.open_db(db_path) as db:
+        labels = items_db.annotations_frame(db, project_id)
+    people = labels[labels["annotator"].str.startswith("annotator")]
+    return {"labels_counted_by_clients": counted, "labels_in_db": len(people),
+            "duplicate_pairs": int(labels.duplicated(["item_id", "annotator"]).sum()),
+            "items_above_overlap": int((labels.groupby("item_id").size() > 3).sum())}
 
 
 async def _warm(url: str, token: str) -> None:
@@ -305,7 +300,7 @@ async def _run_protocol(url: str, tokens: list[str], args) -> dict:
     return results
 
 
-def main() -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--annotators", type=int, default=30)
     parser.add_argument("--seconds", type=float, default=40.0, help="human-pace phase length")
@@ -314,8 +309,11 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=5.0)
     parser.add_argument("--browser", action="store_true", help="also time one real Chromium annotator")
     parser.add_argument("--json", help="write the figures to this file")
-    args = parser.parse_args()
+    return parser.parse_args(argv)
 
+
+def run(args: argparse.Namespace) -> dict:
+    """Set up a database, start the server, run the phases; returns the report (see the module docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
         db_path = Path(tmp) / "load.db"
         project_id, tokens = _setup(db_path, args.annotators, args.items)
@@ -344,13 +342,19 @@ def main() -> None:
                     report["browser_one_annotator"] = _summary(
                         "one Chromium annotator, key press → next item on screen", browser_stats, 1.0)
                     report["browser_one_annotator"].pop("labels_per_s")
-        report["integrity"] = _integrity(db_path, report.pop("counted") + (browser_stats.labels if browser_stats else 0))
+        counted = report.pop("counted") + (browser_stats.labels if browser_stats else 0)
+        report["integrity"] = _integrity(db_path, project_id, counted)
     p50 = report["human_pace"]["p50_ms"]
     report["ratio_p50_server_vs_core"] = round(p50 / report["baseline_core"]["p50_ms"], 1)
     cpu_per_label = report["flat_out"].get("server_cpu_ms_per_label")
     if cpu_per_label:
         report["labels_per_s_per_server_core"] = round(1000 / cpu_per_label, 1)
+    return report
 
+
+def main() -> None:
+    args = parse_args()
+    report = run(args)
     print(json.dumps(report, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2))

@@ -61,13 +61,14 @@ run_id = st.selectbox("Run details", run_ids, format_func=labels.get, key="runs_
 with database() as db:
     details = service.run_details(db, db_path(), run_id)
 
-left, right = st.columns([3, 1])
+left, right = st.columns([2, 1])
 with right:
     bundle = service.zip_file(db_path(), run_id)
     if bundle is not None:
-        st.download_button("Download model (zip)", data=bundle.read_bytes, file_name=bundle.name,
+        st.download_button("Model zip", data=bundle.read_bytes, file_name=bundle.name,
                            mime="application/zip", icon=":material/download:", key="runs_download")
-    confirm = st.checkbox("Yes, delete this run and its model", key="runs_delete_confirm")
+    confirm = st.checkbox("Confirm delete", key="runs_delete_confirm",
+                          help="Deletes the run, its predictions and its saved model.")
     if st.button("Delete run", icon=":material/delete:", disabled=not confirm, key="runs_delete"):
         try:
             with database() as db:

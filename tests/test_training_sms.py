@@ -12,7 +12,7 @@ from core.training.config import TrainConfig
 from db import runs as runs_db
 from tests.training_helpers import add_items
 
-N_TRAIN = 1000
+N_TRAIN = 800
 N_TEST = 300
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 from core import projects
 from core.errors import SynthloopError
-from core.training import service
 from core.training.config import DATA_SOURCES, EVAL_SPLITS, LABEL_SOURCES, TrainConfig
 
 
@@ -72,6 +71,7 @@ def _summary(result: dict[str, Any], verb: str) -> str:
 
 
 def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    from core.training import service  # imports scipy/sklearn: only when needed
     project = projects.get_project(db, args.project)
     config = TrainConfig(
         sources=tuple(s for s in args.sources.split(",") if s.strip()), generation_job_ids=_ids(args.generation_jobs),
@@ -84,11 +84,13 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 
 def _evaluate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    from core.training import service  # imports scipy/sklearn: only when needed
     result = service.evaluate(_db_file(db), args.run_id)
     return {**result, "message": _summary(result, "evaluated")}
 
 
 def _list(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    from core.training import service  # imports scipy/sklearn: only when needed
     project_ids = [projects.get_project(db, args.project).id] if args.project else None
     frame = service.runs_frame(db, project_ids=project_ids)
     rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
@@ -102,10 +104,12 @@ def _list(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 
 def _delete(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    from core.training import service  # imports scipy/sklearn: only when needed
     service.delete(db, _db_file(db), args.run_id)
     return {"run_id": args.run_id, "message": f"deleted run {args.run_id}"}
 
 
 def _cancel(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    from core.training import service  # imports scipy/sklearn: only when needed
     service.cancel(db, args.run_id)
     return {"run_id": args.run_id, "message": f"cancel requested for run {args.run_id}"}
