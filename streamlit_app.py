@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import projects, users
 from core.errors import SynthloopError
-from pages._common import PROJECT_ID, USER_ID, database, pages_for, show_error
+from pages._common import PROJECT_ID, ROUTED, USER_ID, database, pages_for, show_error
 
 st.set_page_config(page_title="Synthloop", page_icon=":material/autorenew:", layout="wide")
 
@@ -80,6 +80,7 @@ def _sidebar(user: users.User) -> None:
 
 
 def main() -> None:
+    st.session_state[ROUTED] = True
     user_id = st.session_state.get(USER_ID)
     user = None
     if isinstance(user_id, int):

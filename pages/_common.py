@@ -6,6 +6,7 @@ Pages import this module and ``core``, never ``db``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from core import projects, store, users
 from core.errors import SynthloopError
@@ -20,6 +22,7 @@ from core.errors import SynthloopError
 # session_state keys (UI state only; records live in SQLite)
 USER_ID = "auth_user_id"
 PROJECT_ID = "current_project_id"
+ROUTED = "routed_by_entry_point"
 ANALYSIS_MAP = "analysis_map"  # the map chart's selection (pages/analysis.py)
 ANALYSIS_COLOUR = "analysis_colour"  # colour the map by source or label
 ANNOTATE_BACK = "annotate_back"  # 0: my next item; n ≥ 1: my n-th most recent label, open for editing
@@ -86,12 +89,22 @@ def page_guard(page_file: str) -> users.User:
         with database() as db:
             user = users.current_user(db, user_id)
     if user is None:
+        if not st.session_state.get(ROUTED):
+            _route_through_entry_point()
         st.warning("Please log in first.")
         st.stop()
     if user.role not in spec.roles:
         st.error(f"{spec.title} is not available to the {user.role} role.")
         st.stop()
     return user
+
+
+def _route_through_entry_point() -> None:
+    """Send a session that reached a page without the router (a cold server's first request may run a page of
+    ``pages/`` directly) to the entry point, keeping the query string so an invite link still logs in."""
+    # Without an entry point to go to (a page run on its own, as in tests) the page refuses below.
+    with contextlib.suppress(StreamlitAPIException):
+        st.switch_page("streamlit_app.py", query_params=st.query_params.to_dict())
 
 
 def current_project(db) -> projects.Project:

@@ -51,7 +51,7 @@ REFUSED = [(spec, role) for spec in PAGES for role in ("annotator", "researcher"
 
 @pytest.fixture
 def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """A database with a project (two real items, one synthetic, labels by two people) and one user per role."""
+    """A database with a project and one user per role (invite-only users: no bcrypt cost)."""
     db_path = tmp_path / "sec.db"
     monkeypatch.setenv("SYNTHLOOP_DB", str(db_path))
     db = connection.connect(db_path)
@@ -59,7 +59,6 @@ def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     ids = {
         role: users.add_user(db, f"{role}1", role=role).id for role in ("admin", "researcher", "annotator")
     }
-    ids["annotator2"] = users.add_user(db, "otherannotator", role="annotator").id
     yield db_path, db, project, ids
     db.conn.close()
 

@@ -8,7 +8,8 @@ Design:
   a ``kill -9`` loses at most the calls in flight or not yet written, never half a call;
 * the remainder is computed from the database at start, so running a killed or cancelled job again (resume)
   generates exactly what is missing per label — never more than the target, never a duplicate text;
-* the next calls are submitted before the finished call is written, so database writes overlap model calls.
+* worker threads take the next prompt from a queue the main thread keeps topped up (one prompt ahead per worker),
+  so a worker never waits for the main thread between calls, and database writes overlap model calls.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import queue
 import threading
 import time
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,22 +166,37 @@ class GenerationRun:
             return None
         return min(wanting, key=lambda label: (self.in_flight[label], -self.remaining[label]))
 
-    def _fill(self, pool: ThreadPoolExecutor, pending: dict[Future, Slot], limiter: RateLimiter,
-              finished: queue.SimpleQueue) -> None:
-        while len(pending) < self.config.concurrency:
+    def _fill(self, ready: queue.SimpleQueue) -> None:
+        """Queue prompts until every worker is busy and ``prefetch`` more wait, so a worker that finishes a call
+        starts the next at once instead of waiting for this (main) thread."""
+        while self.outstanding < self.config.concurrency + self.prefetch:
             label = self._next_label()
             if label is None:
                 return
             conversation = self.idle[label].pop() if self.idle[label] else prompts.new_conversation(self.config, label)
             number = self.next_number
             self.next_number += 1
-            prompt = prompts.next_call(self.config, conversation, self.seeds, call_number=number)
-            future = pool.submit(call_model, self.backend, limiter, prompt, self.config, number)
-            pending[future] = Slot(conversation, prompt, number)
-            # Finished futures queue themselves: O(1) per call, where wait() on all pending ones is O(concurrency).
-            future.add_done_callback(finished.put)
+            ready.put(Slot(conversation, prompts.next_call(self.config, conversation, self.seeds, call_number=number),
+                           number))
+            self.outstanding += 1
             self.in_flight[label] += 1
             self.calls_issued[label] += 1
+
+    def _take_back(self, ready: queue.SimpleQueue) -> None:
+        """On cancel or a fatal error: withdraw the queued prompts no worker has started."""
+        while True:
+            try:
+                slot = ready.get_nowait()
+            except queue.Empty:
+                return
+            label = slot.prompt.label
+            self.outstanding -= 1
+            self.in_flight[label] -= 1
+            self.calls_issued[label] -= 1
+
+    def _worker(self, ready: queue.SimpleQueue, finished: queue.SimpleQueue, limiter: RateLimiter) -> None:
+        while (slot := ready.get()) is not None:
+            finished.put((slot, call_model(self.backend, limiter, slot.prompt, self.config, slot.number)))
 
     # --- one finished call: released at once, screened next, written with the next batch ---
     def _release(self, slot: Slot, result: CallResult) -> None:
@@ -325,16 +340,22 @@ class GenerationRun:
 
     def _loop(self) -> str:
         limiter = RateLimiter(self.config.requests_per_minute)
-        pending: dict[Future, Slot] = {}
+        ready: queue.SimpleQueue[Slot | None] = queue.SimpleQueue()
+        finished: queue.SimpleQueue[tuple[Slot, CallResult]] = queue.SimpleQueue()
+        self.outstanding = 0  # prompts queued or being called
+        self.prefetch = self.config.concurrency
         cancelled = False
         fatal: BackendCallError | None = None
         max_consecutive = max(10, 2 * self.config.concurrency)
         last_flush = last_progress = time.monotonic()
-        finished: queue.SimpleQueue[Future] = queue.SimpleQueue()
+        workers = [threading.Thread(target=self._worker, args=(ready, finished, limiter), daemon=True,
+                                    name=f"generate-{i}") for i in range(self.config.concurrency)]
+        for worker in workers:
+            worker.start()
         self._progress()
-        with ThreadPoolExecutor(max_workers=self.config.concurrency, thread_name_prefix="generate") as pool:
-            self._fill(pool, pending, limiter, finished)
-            while pending:
+        try:
+            self._fill(ready)
+            while self.outstanding:
                 done = []
                 try:
                     done.append(finished.get(timeout=WAIT_TIMEOUT_S))
@@ -342,27 +363,36 @@ class GenerationRun:
                         done.append(finished.get_nowait())
                 except queue.Empty:
                     pass
-                finished_now = [(pending.pop(future), future.result()) for future in done]
-                for slot, result in finished_now:
+                for slot, result in done:
+                    self.outstanding -= 1
                     self._release(slot, result)
                     if result.error is not None and result.error.fatal:
                         fatal = fatal or result.error
                 if self.consecutive_errors >= max_consecutive:
                     fatal = fatal or self.last_error
                 if not (cancelled or fatal):
-                    self._fill(pool, pending, limiter, finished)  # the next calls start before any screening
-                for slot, result in finished_now:
+                    self._fill(ready)  # conservative: the finished calls still count until screened
+                for slot, result in done:
                     self._finish_call(slot, result)
-                if not (cancelled or fatal):
-                    self._fill(pool, pending, limiter, finished)  # slots the conservative first fill left free
+                if cancelled or fatal:
+                    self._take_back(ready)
+                else:
+                    self._fill(ready)
                 now = time.monotonic()
-                if now - last_flush >= FLUSH_EVERY_S or len(self.unsaved) >= FLUSH_MAX_CALLS or not pending:
+                if now - last_flush >= FLUSH_EVERY_S or len(self.unsaved) >= FLUSH_MAX_CALLS or not self.outstanding:
                     self._flush()
                     last_flush = now
-                if now - last_progress >= PROGRESS_EVERY_S or not pending:
+                if now - last_progress >= PROGRESS_EVERY_S or not self.outstanding:
                     last_progress = now
                     if self._progress() and not cancelled:
                         cancelled = True
+                        self._take_back(ready)
+        finally:
+            self._take_back(ready)  # on an exception too: no queued prompt is started after this
+            for _ in workers:
+                ready.put(None)
+        for worker in workers:
+            worker.join()
         self._flush()
         if fatal is not None:
             raise SynthloopError(f"generation stopped: {fatal}")
