@@ -71,29 +71,32 @@ if back:
 with st.container(border=True):
     st.text(item.text)  # untrusted text: shown as plain text, never as Markdown or HTML
 
-unsure = st.checkbox("Unsure", value=item.unsure, key=f"unsure_{item.item_id}")
-comment = st.text_input("Comment (optional)", value=item.comment, key=f"comment_{item.item_id}", max_chars=2000)
+st.checkbox("Unsure", value=item.unsure, key=f"unsure_{item.item_id}")
+st.text_input("Comment (optional)", value=item.comment, key=f"comment_{item.item_id}", max_chars=2000)
 
-chosen = None
-columns = st.columns(max(len(project.labels), 1))
-for column, label in zip(columns, project.labels, strict=False):
-    # Streamlit prints the shortcut key on the button itself.
-    if column.button(label.name, key=f"label_{label.name}", help=label.description or None,
-                     shortcut=label.key or None, type="primary" if label.name == item.label else "secondary",
-                     width="stretch"):
-        chosen = label.name
-
-if chosen is not None:
+def _submit(label_name: str) -> None:
+    """Store the label before the rerun that the click starts, so one script run shows the next item."""
     try:
         with database() as db:
-            annotation.submit_label(db, project, annotator, item.item_id, chosen, unsure=unsure, comment=comment,
-                                    seconds=round(time.time() - shown[1], 1))
+            annotation.submit_label(
+                db, project, annotator, item.item_id, label_name,
+                unsure=bool(st.session_state.get(f"unsure_{item.item_id}", False)),
+                comment=st.session_state.get(f"comment_{item.item_id}", ""),
+                seconds=round(time.time() - shown[1], 1),
+            )
     except SynthloopError as exc:
         show_error(exc)
     else:
         st.session_state[ANNOTATE_BACK] = max(0, back - 1)
         st.session_state.pop(ANNOTATE_SHOWN, None)
-        st.rerun()
+
+
+columns = st.columns(max(len(project.labels), 1))
+for column, label in zip(columns, project.labels, strict=False):
+    # Streamlit prints the shortcut key on the button itself.
+    column.button(label.name, key=f"label_{label.name}", help=label.description or None,
+                  shortcut=label.key or None, type="primary" if label.name == item.label else "secondary",
+                  width="stretch", on_click=_submit, args=(label.name,))
 
 left, middle, right = st.columns(3)
 if left.button("Back", icon=":material/arrow_back:", shortcut=_nav("b"),

@@ -16,7 +16,6 @@ from pages._common import GENERATE_JOB, current_project, database, page_guard, s
 user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
-    jobs = service.list_generation_jobs(db, project.id)
 values = service.form_values(project)
 
 BACKEND_TEXT = {"embedded": "embedded SmolLM2-135M (CPU, offline)", "openai": "OpenAI-compatible URL",
@@ -188,6 +187,8 @@ with templates_tab:
             st.rerun()
 
 with jobs_tab:
+    with database() as db:  # read after the settings form, so a job started in this run is listed
+        jobs = service.list_generation_jobs(db, project.id)
     if jobs.empty:
         st.info("No generation jobs yet: start one in *Settings and preview* "
                 "(or `python -m core generate PROJECT …`).")

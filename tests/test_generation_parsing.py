@@ -11,6 +11,7 @@ from core.generation.parsing import (
     Outcome,
     extract_texts,
     is_refusal,
+    is_repetitive,
     screen,
     split_reply,
     text_similarity,
@@ -143,3 +144,17 @@ def test_the_last_text_of_a_truncated_reply_is_rejected() -> None:
                       index=DuplicateIndex(0.8), truncated=True)
     assert [(o.accepted, o.reason) for o in outcomes] == [(True, None), (False, "truncated")]
     assert screen([""], min_words=1, max_words=5, index=DuplicateIndex(0.8), truncated=True)[0].reason == "empty"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Love my family and friends, I will make them happy. " * 3, True),  # 27 trigrams, 9 distinct
+        ("Win a free cruise today: reply YES to claim your prize before midnight, limited offer", False),
+        ("ha ha ha ha ha ha", False),  # 4 trigrams: too short to judge
+        ("a b c d e f g h i j a b c d e f g h i j", False),  # 18 trigrams, 10 distinct: 0.56
+        ("a b c a b c a b c a b c", True),  # 10 trigrams, 3 distinct
+    ],
+)
+def test_is_repetitive_flags_loops_of_small_models(text: str, expected: bool) -> None:
+    assert is_repetitive(text) is expected

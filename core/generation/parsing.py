@@ -19,8 +19,8 @@ import numpy as np
 from core.text import normalise_text, text_hash
 
 RejectReason = Literal[
-    "empty", "truncated", "refusal", "too_short", "too_long", "seed_copy", "duplicate", "near_duplicate",
-    "target_reached",
+    "empty", "truncated", "refusal", "too_short", "too_long", "repetitive", "seed_copy", "duplicate",
+    "near_duplicate", "target_reached",
 ]
 REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 SHINGLE_SIZE = 4
@@ -188,6 +188,17 @@ def is_refusal(text: str) -> bool:
 
 def word_count(text: str) -> int:
     return len(text.split())
+
+
+MIN_DISTINCT_TRIGRAMS = 0.5
+
+
+def is_repetitive(text: str, *, min_distinct: float = MIN_DISTINCT_TRIGRAMS) -> bool:
+    """True when fewer than ``min_distinct`` of the text's word trigrams are distinct: the loops that small
+    models fall into ("I will be your friend. I will be your friend. …"). Texts under 8 trigrams are never."""
+    words = normalise_text(text).split()
+    trigrams = list(zip(words, words[1:], words[2:], strict=False))
+    return len(trigrams) >= 8 and len(set(trigrams)) / len(trigrams) < min_distinct
 
 
 # --- similarity --------------------------------------------------------------------------------------
@@ -379,6 +390,8 @@ def _verdict(
         return Outcome(text, False, "too_short")
     if words > max_words:
         return Outcome(text, False, "too_long")
+    if is_repetitive(text):
+        return Outcome(text, False, "repetitive")
     digest = cached_hash(text)
     sh = shingles(text)
     for seed_id, seed_digest, seed_sh in seed_shingles:
