@@ -227,6 +227,8 @@ def _core_baseline(db_path: Path, project_id: int, seconds: float) -> tuple[Stat
         with connection.open_db(db_path) as db:
             project = projects.get_project(db, project_id)
             item = annotation.next_item(db, project, "baseline")
+            if item is None:  # the baseline labelled every item it may: stop early
+                break
             annotation.submit_label(db, project, "baseline", item.item_id, rng.choice(LABELS))
             annotation.next_item(db, project, "baseline")
             annotation.progress(db, project, "baseline")

@@ -46,7 +46,7 @@ def _overview() -> None:
     cols[0].metric("Krippendorff's alpha", "—" if alpha is None else f"{alpha:.3f}",
                    help="nominal; items with ≥ 2 labels")
     cols[1].metric("95% interval" if report.config.get("confidence") == 0.95 else "interval",
-                   "—" if low is None else f"[{low:.3f}, {high:.3f}]")
+                   "—" if low is None else f"{low:.2f} to {high:.2f}")
     cols[2].metric("Mean instance agreement",
                    "—" if report.mean_instance_agreement is None else f"{report.mean_instance_agreement:.3f}")
     cols[3].metric("Items with ≥ 2 labels", report.n_items,
@@ -69,9 +69,12 @@ def _overview() -> None:
     with sources:
         st.subheader("Real vs synthetic")
         if report.by_source:
-            st.dataframe(pd.DataFrame.from_dict(report.by_source, orient="index")[
-                ["krippendorff_alpha", "alpha_ci", "band", "mean_instance_agreement", "n_items", "n_items_excluded",
-                 "n_annotations"]], width="stretch")
+            by_source = pd.DataFrame.from_dict(report.by_source, orient="index")
+            by_source["alpha_ci"] = [
+                "—" if ci is None or ci[0] is None else f"{ci[0]:.2f} to {ci[1]:.2f}" for ci in by_source["alpha_ci"]
+            ]
+            st.dataframe(by_source[["krippendorff_alpha", "alpha_ci", "band", "mean_instance_agreement", "n_items",
+                                    "n_items_excluded", "n_annotations"]], width="stretch")
         fidelity = report.label_fidelity
         if fidelity and fidelity["fidelity"] is not None:
             st.metric("Label fidelity (synthetic)", f"{fidelity['fidelity']:.1%}",
