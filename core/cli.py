@@ -20,9 +20,10 @@ from db import connection
 Handler = Callable[[argparse.Namespace, Any], dict[str, Any]]
 
 # Each module defines ``register(subparsers, common)``; order is the order of ``--help``.
-COMMAND_MODULES = ("core.commands.foundation", "core.commands.jobs", "core.commands.data", "core.commands.analysis",
-                   "core.commands.training", "core.commands.agreement",
-                   "core.commands.generation")
+COMMAND_MODULES = (
+    "core.commands.foundation", "core.commands.data", "core.commands.generation", "core.commands.agreement",
+    "core.commands.training", "core.commands.analysis", "core.commands.jobs",
+)
 
 EXIT_USER_ERROR = 2
 
