@@ -7,7 +7,7 @@ import streamlit as st
 
 from core import projects, users
 from core.errors import SynthloopError
-from pages._common import PROJECT_ID, ROUTED, USER_ID, database, pages_for, show_error
+from pages._common import PROJECT_ID, ROUTED, USER_ID, database, logged_in_user, pages_for, show_error
 
 st.set_page_config(page_title="Synthloop", page_icon=":material/autorenew:", layout="wide")
 
@@ -81,11 +81,7 @@ def _sidebar(user: users.User) -> None:
 
 def main() -> None:
     st.session_state[ROUTED] = True
-    user_id = st.session_state.get(USER_ID)
-    user = None
-    if isinstance(user_id, int):
-        with database() as db:
-            user = users.current_user(db, user_id)
+    user = logged_in_user()
     if user is None:
         st.session_state.pop(USER_ID, None)
         st.navigation([st.Page(_login_screen, title="Log in", icon=":material/login:")], position="hidden").run()

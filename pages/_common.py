@@ -16,7 +16,7 @@ from pathlib import Path
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from core import projects, store, users
+from core import jobs, projects, store, users
 from core.errors import SynthloopError
 
 # session_state keys (UI state only; records live in SQLite)
@@ -79,15 +79,20 @@ def database() -> Iterator:
         yield db
 
 
+def logged_in_user() -> users.User | None:
+    """The session's user, re-read from the database (a deleted user or a changed role counts at once)."""
+    user_id = st.session_state.get(USER_ID)
+    if not isinstance(user_id, int):
+        return None
+    with database() as db:
+        return users.current_user(db, user_id)
+
+
 def page_guard(page_file: str) -> users.User:
     """Stop rendering unless the logged-in user's role (re-read from the database) may see this page."""
     name = Path(page_file).name
     spec = next(page for page in PAGES if Path(page.file).name == name)
-    user_id = st.session_state.get(USER_ID)
-    user = None
-    if isinstance(user_id, int):
-        with database() as db:
-            user = users.current_user(db, user_id)
+    user = logged_in_user()
     if user is None:
         if not st.session_state.get(ROUTED):
             _route_through_entry_point()
@@ -123,3 +128,21 @@ def current_project(db) -> projects.Project:
 
 def show_error(exc: SynthloopError) -> None:
     st.error(str(exc), icon=":material/error:")
+
+
+def job_progress(job: dict, *, what: str, run_every: float = 2) -> None:
+    """A live progress bar with a cancel button for a queued or running job; redraws the page when it ends."""
+    @st.fragment(run_every=run_every)
+    def _poll() -> None:
+        with database() as db:
+            current = jobs.get(db, job["id"])
+        if current["status"] not in ("queued", "running"):
+            st.rerun(scope="app")
+        total = max(1, current["progress_total"])
+        st.progress(min(1.0, current["progress_done"] / total),
+                    text=f"{what} {current['status']}: {current['message']}")
+        if st.button(f"Cancel {what.lower()}", icon=":material/stop:"):
+            with database() as db:
+                jobs.cancel(db, current["id"])
+
+    _poll()

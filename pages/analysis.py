@@ -7,7 +7,16 @@ import streamlit as st
 
 from core import analysis, jobs, report
 from core.errors import SynthloopError
-from pages._common import ANALYSIS_COLOUR, ANALYSIS_MAP, current_project, database, db_path, page_guard, show_error
+from pages._common import (
+    ANALYSIS_COLOUR,
+    ANALYSIS_MAP,
+    current_project,
+    database,
+    db_path,
+    job_progress,
+    page_guard,
+    show_error,
+)
 
 user = page_guard(__file__)
 with database() as db:
@@ -39,20 +48,7 @@ with database() as db:
     latest_job = analysis.latest_analysis_job(db, project.id)
 
 if latest_job and latest_job["status"] in ("queued", "running"):
-
-    @st.fragment(run_every=2)
-    def _progress() -> None:
-        with database() as poll_db:
-            job = jobs.get(poll_db, latest_job["id"])
-        if job["status"] not in ("queued", "running"):
-            st.rerun(scope="app")
-        total = max(1, job["progress_total"])
-        st.progress(min(1.0, job["progress_done"] / total), text=f"Analysis {job['status']}: {job['message']}")
-        if st.button("Cancel analysis", icon=":material/stop:"):
-            with database() as cancel_db:
-                jobs.cancel(cancel_db, job["id"])
-
-    _progress()
+    job_progress(latest_job, what="Analysis")
 elif latest_job and latest_job["status"] == "failed":
     st.error(f"The last analysis (job {latest_job['id']}) failed: {latest_job['error']}")
 
