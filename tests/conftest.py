@@ -37,3 +37,13 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared datasets not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture
+def launched(monkeypatch) -> list[tuple[str, int]]:
+    """Record job launches instead of starting processes: ``[(db_path, job_id), ...]``."""
+    from core import jobs
+
+    calls: list[tuple[str, int]] = []
+    monkeypatch.setattr(jobs, "launch", lambda db_path, job_id: calls.append((str(db_path), job_id)))
+    return calls

@@ -6,26 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from core import jobs, seeds, users
+from core import jobs, seeds
 from core.generation import review, service
 from core.projects import get_project
 from db import items as items_db
-from pages._common import PROJECT_ID, USER_ID
 from tests.fake_llm import FakeLLMServer, varied_text
 from tests.generation_helpers import make_project, queue_job
+from tests.page_helpers import researcher_app as _app
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_POS = ('Write one text whose label is "pos" (a favourable review). Use at most 50 words. Reply with the text '
            "only: no title, no label, no explanation.")
-
-
-@pytest.fixture
-def launched(monkeypatch) -> list[int]:
-    calls: list[int] = []
-    monkeypatch.setattr(jobs, "launch", lambda db_path, job_id: calls.append(job_id))
-    return calls
 
 
 @pytest.fixture
@@ -34,13 +26,6 @@ def server():
         yield fake
 
 
-def _app(page: str, db_path: Path, fresh_db, project_id: int, monkeypatch) -> AppTest:
-    monkeypatch.setenv("SYNTHLOOP_DB", str(db_path))
-    user = users.add_user(fresh_db, "rita", role="researcher", password="a long password")
-    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60)
-    at.session_state[USER_ID] = user.id
-    at.session_state[PROJECT_ID] = project_id
-    return at
 
 
 def _by_label(widgets, label: str):
@@ -100,10 +85,11 @@ def test_generate_page_previews_tests_the_connection_and_starts_a_job(db_path, f
     _by_label(at.text_input, "Model").set_value("fake-model")
     at.button(key="FormSubmitter:generate_settings-Start generation").click().run()
     assert not at.exception and len(launched) == 1
-    job_id = launched[0]
+    db_file, job_id = launched[0]
     assert at.success[0].value == f"Generation job {job_id} started: follow it in the Jobs tab."
     jobs.run(str(db_path), job_id)
     assert len(items_db.items_frame(fresh_db, project.id, source="synthetic")) == 4
+    assert db_file == str(db_path)
 
     at.run()
     assert not at.exception

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import analysis, jobs, projects, report, users
+from core import analysis, jobs, projects, report
 from db import jobs as jobs_db
-from pages._common import PROJECT_ID, USER_ID
+from tests.page_helpers import researcher_app as _app
 from tests.test_analysis import FakeEmbedder, fill_project
 from tests.test_study import NEGATIVE, NO_TEST, NO_ZERO_SHOT, POSITIVE, _hand_made_study, add
 
@@ -26,21 +26,8 @@ def binary(fresh_db):
     return projects.create_project(fresh_db, "demo", projects.parse_labels("pos,neg"))
 
 
-@pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, int]]:
-    """Record job launches instead of starting processes."""
-    calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(jobs, "launch", lambda db_path, job_id: calls.append((str(db_path), job_id)))
-    return calls
 
 
-def _app(page: str, db_path: Path, fresh_db, project_id: int, monkeypatch) -> AppTest:
-    monkeypatch.setenv("SYNTHLOOP_DB", str(db_path))
-    user = users.add_user(fresh_db, "rita", role="researcher", password="a long password")
-    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60)
-    at.session_state[USER_ID] = user.id
-    at.session_state[PROJECT_ID] = project_id
-    return at
 
 
 def _texts(at: AppTest, kind: str) -> list[str]:

@@ -8,12 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, users
 from core.training import run as runs
 from core.training.config import TrainConfig
 from db import jobs as jobs_db
 from db import runs as runs_db
-from pages._common import PROJECT_ID, USER_ID
+from tests.page_helpers import researcher_app as _app
 from tests.training_helpers import add_items
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -30,20 +29,8 @@ def labelled(fresh_db, project):
     return project
 
 
-@pytest.fixture
-def launched(monkeypatch) -> list[tuple[str, int]]:
-    calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(jobs, "launch", lambda db_path, job_id: calls.append((str(db_path), job_id)))
-    return calls
 
 
-def _app(page: str, db_path: Path, fresh_db, project_id: int, monkeypatch) -> AppTest:
-    monkeypatch.setenv("SYNTHLOOP_DB", str(db_path))
-    user = users.add_user(fresh_db, "rita", role="researcher", password="a long password")
-    at = AppTest.from_file(str(ROOT / "pages" / page), default_timeout=60)
-    at.session_state[USER_ID] = user.id
-    at.session_state[PROJECT_ID] = project_id
-    return at
 
 
 def _markdown(at: AppTest) -> str:
