@@ -468,8 +468,8 @@ def agreement_view(
     config: agreement.ReportConfig | None = None,
     include_adjudicated: bool = False,
 ) -> AgreementView:
-    table = item_table(db, project.id)
     annotations = items_db.annotations_frame(db, project.id)
+    table = item_table(db, project.id, annotations=annotations)
     report = agreement.agreement_report(annotations, _report_items(table), labels=_report_labels(project, annotations),
                                         config=config)
     return AgreementView(report=report, items=table, queue=_queue(table, include_done=include_adjudicated))

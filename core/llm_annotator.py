@@ -21,6 +21,7 @@ from core.generation.backends import BackendCallError, make_backend
 from core.generation.config import BACKENDS, DEFAULT_OPENAI_BASE_URL, EMBEDDED_MODEL
 from core.generation.jobs import RateLimiter
 from core.projects import Project, get_project, update_settings
+from core.store import db_file
 from db import connection, transaction
 from db import items as items_db
 from db import jobs as jobs_db
@@ -197,7 +198,7 @@ def start_llm_annotation(db: sqlite_utils.Database, project_id: int, *, launch: 
                              "send items to annotation first or pick another selection")
     job_id = core_jobs.create(db, kind=JOB_KIND, project_id=project_id, config=config.to_dict(), total=len(todo))
     if launch:
-        core_jobs.launch(db.conn.execute("PRAGMA database_list").fetchone()[2], job_id)
+        core_jobs.launch(db_file(db), job_id)
     return job_id
 
 

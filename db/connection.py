@@ -77,6 +77,11 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     db.conn.execute("COMMIT")
 
 
+def db_file(db: sqlite_utils.Database) -> str:
+    """The path of the file behind an open database (what a job process is given to open its own)."""
+    return db.conn.execute("PRAGMA database_list").fetchone()[2]
+
+
 def now() -> str:
     """UTC timestamp as stored in every ``*_at`` column (ISO 8601, sortable)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")

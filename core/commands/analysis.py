@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core.projects import get_project
+from core.store import db_file
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -35,9 +36,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     study.set_defaults(handler=_study)
 
 
-def _db_file(db: Any) -> str:
-    return db.conn.execute("PRAGMA database_list").fetchone()[2]
-
 
 def _analyse(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     from core import analysis
@@ -48,7 +46,7 @@ def _analyse(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     if args.embedding_model:
         settings["embedding_model"] = args.embedding_model
     config = analysis.AnalysisConfig(**settings)
-    result = analysis.run_analysis_foreground(_db_file(db), project.id, config)
+    result = analysis.run_analysis_foreground(db_file(db), project.id, config)
     # The map's thousands of coordinates are for the page, not for a terminal or a script.
     result.pop("map", None)
     return result
@@ -73,7 +71,7 @@ def _study(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
             raise SynthloopError(" ".join(lines))
         return {**ingredients.to_dict(), "message": "\n".join(lines)}
-    result = study.run_study_foreground(_db_file(db), project.id, config)
+    result = study.run_study_foreground(db_file(db), project.id, config)
     for run in result.get("runs", {}).values():
         run.pop("history", None)
     return result

