@@ -12,7 +12,7 @@ measured in the same run:
 
 Part 2 (SQLite): a project with 100,000 pool items and 1,000,000 annotations by 30 annotators (6-14 labels per
 item, overlap k = 12, so about two thirds of the items still need labels). Times the bulk insert (the
-label-count triggers included), ``core.annotation.next_item`` per strategy (p50 target < 10 ms), ``submit_label``
+label-count triggers included), ``core.next_item`` per strategy (p50 target < 10 ms), ``submit_label``
 and ``progress``, each as annotators really call them (a fresh transaction per call).
 
 Usage: ``.venv/bin/python bench/agreement_bench.py [--items 100000] [--annotators 10] [--loop-sample 10000]
@@ -37,10 +37,17 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import agreement, annotation, projects  # noqa: E402
-from core.text import text_hash  # noqa: E402
-from db import connection, transaction  # noqa: E402
-from db import items as items_db  # noqa: E402
+from core import projects
+from core.agreement.dawid_skene import dawid_skene
+from core.agreement.metrics import encode, instance_agreement
+from core.agreement.report import ReportConfig, agreement_report
+from core.annotation.assignment import next_item, progress, submit_label
+from core.annotation.pool import AssignmentSettings, save_assignment_settings, set_pool
+
+#SPLIT core.annotation as annotation
+from core.data.text import text_hash
+from db import connection, transaction
+from db import items as items_db
 
 LABELS = np.array(["neg", "neu", "pos"])
 
@@ -131,7 +138,7 @@ def part_one(args: argparse.Namespace) -> None:
     report = None
     for _ in range(3):
         start = time.perf_counter()
-        report = agreement.agreement_report(frame, config=agreement.ReportConfig(n_boot=1000))
+        report = agreement_report(frame, config=ReportConfig(n_boot=1000))
         times.append(time.perf_counter() - start)
     ours = min(times)
     print(f"agreement_report (all metrics, 1000 bootstrap resamples, Dawid–Skene): best of 3 {ours:.2f} s "
@@ -139,7 +146,7 @@ def part_one(args: argparse.Namespace) -> None:
     print(f"  alpha {report.krippendorff_alpha:.4f} [{report.alpha_ci[0]:.4f}, {report.alpha_ci[1]:.4f}], "
           f"mean a_i {report.mean_instance_agreement:.4f}, {report.n_items:,} items")
     start = time.perf_counter()
-    agreement.instance_agreement(frame)
+    instance_agreement(frame)
     print(f"instance_agreement with the votes JSON (what item tables use): {time.perf_counter() - start:.2f} s")
 
     sample_items = min(args.loop_sample, args.items)
@@ -147,7 +154,7 @@ def part_one(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     loop = loop_metrics(sample)
     loop_seconds = (time.perf_counter() - start) * args.items / sample_items
-    check = agreement.agreement_report(sample, config=agreement.ReportConfig(model=False))
+    check = agreement_report(sample, config=ReportConfig(model=False))
     assert math.isclose(loop["alpha"], check.krippendorff_alpha, rel_tol=1e-9), (loop["alpha"], check.krippendorff_alpha)
     for row in check.per_annotator:
         assert math.isclose(loop["per_annotator"][row["annotator"]], row["agreement_with_others"], rel_tol=1e-9)
@@ -166,7 +173,7 @@ def part_one(args: argparse.Namespace) -> None:
         DawidSkene(n_iter=100).fit_predict_proba(frame.rename(columns={"item_id": "task", "annotator": "worker"}))
         crowdkit_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        fit = agreement.dawid_skene(agreement.encode(frame))
+        fit = dawid_skene(encode(frame))
         ours_ds = time.perf_counter() - start
         print(f"Dawid–Skene: crowd-kit {crowdkit_seconds:.2f} s vs ours {ours_ds:.2f} s ({fit.n_iter} EM iterations;"
               f" ratio {crowdkit_seconds / ours_ds:.1f}×; same posteriors, see tests/test_agreement.py)")
@@ -207,7 +214,7 @@ def part_two(args: argparse.Namespace) -> None:
                 items_db.insert_annotations(db, rows[chunk:chunk + 200_000])
         annotation_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        annotation.set_pool(db, project.id)
+        set_pool(db, project.id)
         pool_seconds = time.perf_counter() - start
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # SQLite's auto-checkpoint would get there too
         open_items = int((counts < overlap).sum())
@@ -221,7 +228,7 @@ def part_two(args: argparse.Namespace) -> None:
         results = {}
         for strategy in ("closest", "least", "random", "disagreement"):
             with connection.open_db(path) as db:
-                annotation.save_assignment_settings(db, project.id, annotation.AssignmentSettings(
+                save_assignment_settings(db, project.id, AssignmentSettings(
                     strategy=strategy, max_overlap=14, agreement_threshold=0.6))
             next_times, submit_times, open_times = [], [], []
             server = connection.connect(path)  # the app server: other sessions keep the database open
@@ -233,11 +240,11 @@ def part_two(args: argparse.Namespace) -> None:
                     current = projects.get_project(db, project.id)
                     open_times.append(time.perf_counter() - start)
                     start = time.perf_counter()
-                    item = annotation.next_item(db, current, annotator)
+                    item = next_item(db, current, annotator)
                     next_times.append(time.perf_counter() - start)
                 with connection.open_db(path) as db:
                     start = time.perf_counter()
-                    annotation.submit_label(db, current, annotator, item.item_id, "pos")
+                    submit_label(db, current, annotator, item.item_id, "pos")
                     submit_times.append(time.perf_counter() - start)
             server.conn.close()
             results[strategy] = (next_times, submit_times)
@@ -249,7 +256,7 @@ def part_two(args: argparse.Namespace) -> None:
             progress_times = []
             for call in range(50):
                 start = time.perf_counter()
-                annotation.progress(db, current, f"ann{call % n_annotators:02d}")
+                progress(db, current, f"ann{call % n_annotators:02d}")
                 progress_times.append(time.perf_counter() - start)
         default = statistics.median(results["closest"][0]) * 1000
         print(f"progress (n of N) p50 {p(progress_times, 50):.1f} ms")

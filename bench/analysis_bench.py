@@ -26,9 +26,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import diversity  # noqa: E402
-from core.embeddings import TransformersEmbedder, embed_texts  # noqa: E402
-from db import connection  # noqa: E402
+from core.analysis import diversity
+from core.analysis.embeddings import TransformersEmbedder, embed_texts
+from db import connection
 
 DATA = ROOT.parent / "shared" / "data"
 
@@ -103,8 +103,9 @@ def project_pipeline(n_items: int) -> None:
     """The whole per-project analysis (items, cache, metrics, map) on ``n_items`` items, model left out."""
     import json
 
-    from core import analysis, projects
-    from core.text import text_hash
+    from core import projects
+    from core.analysis import service as analysis
+    from core.data.text import text_hash
     from db import items as items_db
 
     with tempfile.TemporaryDirectory() as folder:

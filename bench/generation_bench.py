@@ -25,15 +25,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core import projects  # noqa: E402
-from core.generation import service  # noqa: E402
-from core.generation.backends import OpenAIBackend, embedded_model_path  # noqa: E402
-from core.generation.jobs import GenerationRun  # noqa: E402
-from core.seeds import pin  # noqa: E402
-from core.text import text_hash  # noqa: E402
-from db import connection, transaction  # noqa: E402
-from db import generation as gen_db  # noqa: E402
-from db import items as items_db  # noqa: E402
+from core import projects
+from core.data.text import text_hash
+from core.generation import service
+from core.generation.backends import OpenAIBackend, embedded_model_path
+from core.generation.jobs import GenerationRun
+from core.generation.seeds import pin
+from db import connection, transaction
+from db import generation as gen_db
+from db import items as items_db
 
 SEED_TEXTS = {
     "positive": ["An absolute delight from start to finish, with a cast that clearly loved the material.",

@@ -25,7 +25,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core import importer, projects
+from core import projects
+from core.data import importer
 from db import connection
 
 WORDS = np.array(

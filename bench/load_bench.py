@@ -43,14 +43,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-import websockets  # noqa: E402
-from streamlit.proto.BackMsg_pb2 import BackMsg  # noqa: E402
-from streamlit.proto.ForwardMsg_pb2 import ForwardMsg  # noqa: E402
+import websockets
+from streamlit.proto.BackMsg_pb2 import BackMsg
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 
-from core import annotation, importer, projects, users  # noqa: E402
-from db import connection  # noqa: E402
-from db import items as items_db  # noqa: E402
-from tests.e2e import support  # noqa: E402
+from core import projects, users
+from core.annotation.assignment import next_item, progress, submit_label
+from core.annotation.pool import set_pool
+from core.data import importer
+from db import connection
+from db import items as items_db
+from tests.e2e import support
 
 LABELS = ("pos", "neg", "neu")
 PROGRESS = re.compile(r"(\d+) of (\d+) labelled by you")
@@ -209,7 +212,7 @@ def _setup(db_path: Path, n_annotators: int, n_items: int) -> tuple[int, list[st
         project = projects.create_project(db, "load", projects.parse_labels(",".join(LABELS)), overlap=3)
         rows = "\n".join(f"item {i}: a short post about topic {i % 97} and mood {i % 13}" for i in range(n_items))
         importer.import_file(db, project.id, ("text\n" + rows).encode(), importer.ImportSpec(), filename="load.csv")
-        annotation.set_pool(db, project.id, add=True)
+        set_pool(db, project.id, add=True)
         tokens = []
         for i in range(n_annotators + 1):  # one extra for the baseline / browser annotator
             users.add_user(db, f"annotator{i:02d}", role="annotator")
@@ -226,12 +229,12 @@ def _core_baseline(db_path: Path, project_id: int, seconds: float) -> tuple[Stat
         t0 = time.perf_counter()
         with connection.open_db(db_path) as db:
             project = projects.get_project(db, project_id)
-            item = annotation.next_item(db, project, "baseline")
+            item = next_item(db, project, "baseline")
             if item is None:  # the baseline labelled every item it may: stop early
                 break
-            annotation.submit_label(db, project, "baseline", item.item_id, rng.choice(LABELS))
-            annotation.next_item(db, project, "baseline")
-            annotation.progress(db, project, "baseline")
+            submit_label(db, project, "baseline", item.item_id, rng.choice(LABELS))
+            next_item(db, project, "baseline")
+            progress(db, project, "baseline")
         stats.latencies.append(time.perf_counter() - t0)
         stats.labels += 1
     return stats, time.monotonic() - started

@@ -27,10 +27,10 @@ from db import jobs as jobs_db
 # progress through db.jobs.update_progress and returning the result dict stored with the job.
 JOB_RUNNERS: dict[str, str] = {
     "generation": "core.generation.jobs:run_generation",
-    "llm_annotation": "core.llm_annotator:run_llm_annotation",
+    "llm_annotation": "core.generation.llm_annotator:run_llm_annotation",
     "training": "core.training.run:run_job",
-    "analysis": "core.analysis:run_analysis_job",
-    "study": "core.study:run_study_job",
+    "analysis": "core.analysis.service:run_analysis_job",
+    "study": "core.analysis.study:run_study_job",
 }
 
 HEARTBEAT_STALE_SECONDS = 120

@@ -7,7 +7,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import agreement, annotation
+from core.agreement.charts import agreement_histogram
+from core.agreement.project import agreement_view
+from core.agreement.report import ReportConfig
+from core.annotation.adjudication import adjudicate
 from core.errors import SynthloopError
 from pages._common import current_project, database, page_guard, show_error
 
@@ -32,8 +35,8 @@ with st.expander("Settings"):
 def _overview() -> None:
     try:
         with database() as db:
-            view = annotation.agreement_view(
-                db, project, config=agreement.ReportConfig(n_boot=int(n_boot), seed=int(seed)),
+            view = agreement_view(
+                db, project, config=ReportConfig(n_boot=int(n_boot), seed=int(seed)),
                 include_adjudicated=include_done,
             )
     except SynthloopError as exc:
@@ -63,7 +66,7 @@ def _overview() -> None:
     with hist:
         st.subheader("Instance agreement")
         if view.items["instance_agreement"].notna().any():
-            st.altair_chart(annotation.agreement_histogram(view.items), width="stretch")
+            st.altair_chart(agreement_histogram(view.items), width="stretch")
         else:
             st.info("No item has two labels yet.")
     with sources:
@@ -114,7 +117,7 @@ def _overview() -> None:
     if submitted or cleared:
         try:
             with database() as db:
-                annotation.adjudicate(db, project, int(item_id), None if cleared else label)
+                adjudicate(db, project, int(item_id), None if cleared else label)
         except SynthloopError as exc:
             show_error(exc)
         else:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import analysis, jobs, report
+from core import jobs
+from core.analysis import report
+from core.analysis import service as analysis
 from core.errors import SynthloopError
 from pages._common import (
     ANALYSIS_COLOUR,

@@ -10,7 +10,8 @@ import time
 
 import streamlit as st
 
-from core import annotation
+from core.annotation.assignment import my_earlier_item, next_item, progress, skip_item, submit_label
+from core.annotation.pool import SKIP_RULE, assignment_settings
 from core.errors import SynthloopError
 from pages._common import ANNOTATE_BACK, ANNOTATE_SHOWN, current_project, database, page_guard, show_error
 
@@ -19,7 +20,7 @@ with database() as db:
     project = current_project(db)
 
 annotator = user.username
-settings = annotation.assignment_settings(project)
+settings = assignment_settings(project)
 back = int(st.session_state.get(ANNOTATE_BACK, 0))
 label_keys = {label.key.lower() for label in project.labels if label.key}
 
@@ -31,9 +32,9 @@ def _nav(key: str) -> str | None:
 
 with database() as db:
     try:
-        item = (annotation.my_earlier_item(db, project, annotator, back) if back
-                else annotation.next_item(db, project, annotator))
-        progress = annotation.progress(db, project, annotator)
+        item = (my_earlier_item(db, project, annotator, back) if back
+                else next_item(db, project, annotator))
+        progress = progress(db, project, annotator)
     except SynthloopError as exc:
         show_error(exc)
         st.stop()
@@ -50,7 +51,7 @@ with st.expander("Guidelines", icon=":material/menu_book:"):
     for label in project.labels:
         key = f" (key {label.key})" if label.key else ""
         st.markdown(f"**{label.name}**{key}: {label.description or '—'}")
-    st.caption(annotation.SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}"))
+    st.caption(SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}"))
 
 if item is None:
     if progress.skipped:
@@ -78,7 +79,7 @@ def _submit(label_name: str) -> None:
     """Store the label before the rerun that the click starts, so one script run shows the next item."""
     try:
         with database() as db:
-            annotation.submit_label(
+            submit_label(
                 db, project, annotator, item.item_id, label_name,
                 unsure=bool(st.session_state.get(f"unsure_{item.item_id}", False)),
                 comment=st.session_state.get(f"comment_{item.item_id}", ""),
@@ -112,10 +113,10 @@ if back:
         st.session_state[ANNOTATE_BACK] = 0
         st.rerun()
 elif middle.button("Skip", icon=":material/skip_next:", shortcut=_nav("s"),
-                   help=annotation.SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")):
+                   help=SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")):
     try:
         with database() as db:
-            annotation.skip_item(db, project, annotator, item.item_id)
+            skip_item(db, project, annotator, item.item_id)
     except SynthloopError as exc:
         show_error(exc)
     else:

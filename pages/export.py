@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import exporter
+from core.data import export as exporter
 from core.errors import SynthloopError
 from pages._common import current_project, database, page_guard, show_error
 

@@ -7,9 +7,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import llm_annotator
 from core.errors import SynthloopError
-from core.generation import service
+from core.generation import llm_annotator, service
 from core.generation.config import BACKENDS, MODES, PROMPT_FORMS, TEMPLATE_FIELDS
 from pages._common import GENERATE_JOB, current_project, database, page_guard, show_error
 

@@ -6,16 +6,26 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import annotation, projects
+from core import projects
+from core.annotation.pool import (
+    STRATEGIES,
+    STRATEGY_TEXT,
+    AssignmentSettings,
+    assignment_settings,
+    generation_jobs_in_project,
+    pool_status,
+    save_assignment_settings,
+    set_pool,
+)
 from core.errors import SynthloopError
 from pages._common import current_project, database, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
-    status = annotation.pool_status(db, project)
-    jobs = annotation.generation_jobs_in_project(db, project.id)
-settings = annotation.assignment_settings(project)
+    status = pool_status(db, project)
+    jobs = generation_jobs_in_project(db, project.id)
+settings = assignment_settings(project)
 
 st.title("Annotation pool")
 cols = st.columns(3)
@@ -43,7 +53,7 @@ with st.form("pool"):
 if added or removed:
     try:
         with database() as db:
-            changed = annotation.set_pool(db, project.id, add=bool(added),
+            changed = set_pool(db, project.id, add=bool(added),
                                           source=None if source == "any" else source,
                                           split=None if split == "any" else split, generation_job_id=job)
     except SynthloopError as exc:
@@ -55,8 +65,8 @@ if added or removed:
 st.subheader("How items are handed out")
 with st.form("assignment"):
     overlap = st.number_input("Labels per item (overlap k)", min_value=1, max_value=50, value=project.overlap)
-    strategy = st.radio("Strategy", annotation.STRATEGIES, index=annotation.STRATEGIES.index(settings.strategy),
-                        format_func=annotation.STRATEGY_TEXT.__getitem__)
+    strategy = st.radio("Strategy", STRATEGIES, index=STRATEGIES.index(settings.strategy),
+                        format_func=STRATEGY_TEXT.__getitem__)
     left, middle, right = st.columns(3)
     max_overlap = left.number_input("Disagreement: at most this many labels", min_value=1, max_value=50,
                                     value=settings.max_target(project.overlap))
@@ -69,14 +79,14 @@ with st.form("assignment"):
     saved = st.form_submit_button("Save", type="primary")
 if saved:
     try:
-        new_settings = annotation.AssignmentSettings(
+        new_settings = AssignmentSettings(
             strategy=strategy, max_overlap=int(max_overlap), agreement_threshold=float(threshold),
             reservation_seconds=int(reservation), skip_minutes=float(skip_minutes), seed=settings.seed,
         )
         with database() as db:
             if int(overlap) != project.overlap:
                 projects.update_project(db, project.id, overlap=int(overlap))
-            annotation.save_assignment_settings(db, project.id, new_settings)
+            save_assignment_settings(db, project.id, new_settings)
     except SynthloopError as exc:
         show_error(exc)
     else:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import seeds
 from core.errors import SynthloopError
-from core.generation import service
+from core.generation import seeds, service
 from pages._common import current_project, database, page_guard, show_error
 
 user = page_guard(__file__)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs, study
+from core import jobs
+from core.analysis import study
 from core.errors import SynthloopError
 from pages._common import current_project, database, db_path, job_progress, page_guard, show_error
 

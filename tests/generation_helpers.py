@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from core import projects, seeds
-from core.generation import service
-from core.text import text_hash
+from core import projects
+from core.data.text import text_hash
+from core.generation import seeds, service
 from db import items as items_db
 from db import transaction
 

@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import agreement, annotation, importer, projects
-from core.agreement import (
-    AgreementReport,
-    ReportConfig,
-    agreement_report,
+from core import projects
+from core.agreement.dawid_skene import aggregate_with_quality, model_aggregate
+from core.agreement.metrics import (
+    _alpha_from_sums,
     alpha_band,
+    alpha_sufficient_statistics,
     bootstrap_alpha_ci,
     encode,
     instance_agreement,
@@ -26,6 +26,9 @@ from core.agreement import (
     per_annotator_agreement,
     per_label_stats,
 )
+from core.agreement.project import items_agreement, project_agreement
+from core.agreement.report import AgreementReport, ReportConfig, agreement_report
+from core.data import importer
 from core.errors import SynthloopError
 
 # items × annotators (None = not labelled). Hand computation of nominal alpha over the pairable items 1-4:
@@ -72,8 +75,8 @@ def test_alpha_matches_hand_computation_and_the_package(tiny: pd.DataFrame) -> N
     reliability = label_matrix(tiny).T.replace({"x": 0, "y": 1, "z": 2}).astype(float).to_numpy()
     assert krippendorff.alpha(reliability_data=reliability, level_of_measurement="nominal") == pytest.approx(0.25)
     # the bootstrap's closed form on unit weights equals the package
-    counts, diagonal = agreement.alpha_sufficient_statistics(coded.counts)
-    alpha = agreement._alpha_from_sums(counts.sum(axis=0, keepdims=True), np.array([diagonal.sum()]))
+    counts, diagonal = alpha_sufficient_statistics(coded.counts)
+    alpha = _alpha_from_sums(counts.sum(axis=0, keepdims=True), np.array([diagonal.sum()]))
     assert alpha[0] == pytest.approx(0.25)
 
 
@@ -215,7 +218,7 @@ def test_dawid_skene_matches_crowd_kit() -> None:
             if rng.random() < 0.6:
                 rows.append((i, f"w{w}", f"l{truth if rng.random() < acc else rng.integers(0, 3)}"))
     frame = pd.DataFrame(rows, columns=["item_id", "annotator", "label"])
-    aggregate, quality = agreement.aggregate_with_quality(frame)
+    aggregate, quality = aggregate_with_quality(frame)
     model = DawidSkene(n_iter=100)
     expected = model.fit_predict_proba(frame.rename(columns={"item_id": "task", "annotator": "worker"}))
     expected = expected.reindex(index=aggregate.index)
@@ -233,7 +236,7 @@ def test_model_aggregate_resolves_a_majority_tie_by_annotator_quality() -> None:
     rows = [(i, w, "x") for i in range(20) for w in ("good1", "good2")]
     rows += [(i, "bad", "y" if i % 2 else "x") for i in range(20)]
     rows += [(99, "good1", "x"), (99, "bad", "y")]  # a 1-1 tie: the reliable annotator wins
-    result = agreement.model_aggregate(pd.DataFrame(rows, columns=["item_id", "annotator", "label"]))
+    result = model_aggregate(pd.DataFrame(rows, columns=["item_id", "annotator", "label"]))
     assert list(result.columns) == ["aggregate_label", "aggregate_confidence"]
     assert result.loc[99, "aggregate_label"] == "x"
     assert 0.5 < result.loc[99, "aggregate_confidence"] <= 1.0
@@ -308,8 +311,8 @@ def test_convabuse_long_and_wide_imports_agree(shared_data, fresh_db) -> None:
         text_col="user", id_col="item", annotator_cols=tuple(f"Annotator{n}" for n in range(1, 9))))
 
     config = ReportConfig(n_boot=200, seed=0)
-    long_report = annotation.project_agreement(fresh_db, long_project, config=config)
-    wide_report = annotation.project_agreement(fresh_db, wide_project, config=config)
+    long_report = project_agreement(fresh_db, long_project, config=config)
+    wide_report = project_agreement(fresh_db, wide_project, config=config)
     assert long_report.n_items == wide_report.n_items == 4177
     assert long_report.n_annotations == wide_report.n_annotations
     assert long_report.krippendorff_alpha == pytest.approx(wide_report.krippendorff_alpha, abs=1e-12)
@@ -317,7 +320,7 @@ def test_convabuse_long_and_wide_imports_agree(shared_data, fresh_db) -> None:
     assert 0.3 < long_report.krippendorff_alpha < 0.9
     pd.testing.assert_frame_equal(pd.DataFrame(long_report.per_annotator), pd.DataFrame(wide_report.per_annotator))
 
-    long_items = annotation.items_agreement(fresh_db, long_project).set_index("item_id").sort_index()
-    wide_items = annotation.items_agreement(fresh_db, wide_project).set_index("item_id").sort_index()
+    long_items = items_agreement(fresh_db, long_project).set_index("item_id").sort_index()
+    wide_items = items_agreement(fresh_db, wide_project).set_index("item_id").sort_index()
     assert long_items.index.equals(wide_items.index)
     pd.testing.assert_frame_equal(long_items, wide_items)

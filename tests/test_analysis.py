@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import analysis, cli
-from core.embeddings import embed_texts, embedding_text_hash
+from core import cli
+from core.analysis import service as analysis
+from core.analysis.embeddings import embed_texts, embedding_text_hash
+from core.data.text import text_hash
 from core.errors import SynthloopError
-from core.text import text_hash
 from db import embeddings as embeddings_db
 from db import items as items_db
 from db import jobs as jobs_db
@@ -87,7 +88,7 @@ def test_metrics_equal_the_diversity_functions_on_the_same_vectors(fresh_db, ana
     result = analysis.analyse_project(fresh_db, analysed_project.id, analysis.AnalysisConfig(
         subsample=3, n_subsamples=2, projection="pca"), embedder=embedder)
     few_shot = embedder.encode([f"few-shot text {i}" for i in range(3)])
-    from core import diversity
+    from core.analysis import diversity
 
     assert result["few-shot"]["chamfer"] == pytest.approx(diversity.chamfer_distance(few_shot), abs=1e-6)
     assert result["few-shot"]["remote_clique"] == pytest.approx(diversity.remote_clique(few_shot), abs=1e-6)
@@ -178,7 +179,7 @@ def test_items_in_region_and_picked_points() -> None:
 
 @pytest.mark.slow
 def test_real_embeddings_of_a_few_texts(fresh_db) -> None:
-    from core.embeddings import TransformersEmbedder
+    from core.analysis.embeddings import TransformersEmbedder
 
     texts = ["The company's shares rose sharply today.", "Stock prices climbed this morning.",
              "My cat sleeps on the sofa all day."]

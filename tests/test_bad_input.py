@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from core import cli, importer, projects, users
+from core import cli, projects, users
+from core.data import importer
 from core.errors import SynthloopError
 from core.generation import service as generation
 from db import connection

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from core import diversity
+from core.analysis import diversity
 
 # Three unit vectors: d(e1, e2) = 1, d(e1, -e1) = 2, d(e2, -e1) = 1.
 TRIANGLE = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])

@@ -10,11 +10,12 @@ import re
 import pandas as pd
 import pytest
 
-from core import exporter, projects, users
+from core import projects, users
+from core.data import export as exporter
+from core.data.importer import ImportSpec, import_file
+from core.data.items import item_table
+from core.data.text import text_hash
 from core.errors import SynthloopError
-from core.importer import ImportSpec, import_file
-from core.items import item_table
-from core.text import text_hash
 from db import items as items_db
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import pytest
 
-from core import importer, jobs, projects
+from core import jobs, projects
+from core.data import importer
 from core.generation import service as generation
 from core.training import run as training_run
 from core.training.config import TrainConfig

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from core.text import text_hash
+from core.data.text import text_hash
 from db import connection, migrations
 from db import items as items_db
 from db import projects as projects_db

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from core import jobs, seeds
-from core.generation import review, service
+from core import jobs
+from core.generation import review, seeds, service
 from core.projects import get_project
 from db import items as items_db
 from tests.fake_llm import FakeLLMServer, varied_text

@@ -9,7 +9,7 @@ import pytest
 from core.errors import SynthloopError
 from core.generation import prompts
 from core.generation.config import GenerationConfig, PromptTemplates
-from core.seeds import SeedExample
+from core.generation.seeds import SeedExample
 
 SYSTEM = {"role": "system", "content": "You are a movie reviewer."}
 GEN_POS = ('Write one movie review whose label is "pos" (a favourable review). Use at most 40 words. '

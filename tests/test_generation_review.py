@@ -7,13 +7,12 @@ import json
 import pytest
 
 from core import jobs as core_jobs
-from core import llm_annotator
+from core.data.text import text_hash
 from core.errors import NotFoundError, SynthloopError
-from core.generation import review
+from core.generation import llm_annotator, review
 from core.generation.jobs import run_generation
-from core.llm_annotator import LLMAnnotatorConfig, build_messages, parse_label
+from core.generation.llm_annotator import LLMAnnotatorConfig, build_messages, parse_label
 from core.projects import get_project
-from core.text import text_hash
 from db import items as items_db
 from tests.fake_llm import FakeLLMServer, last_user_message, varied_text
 from tests.generation_helpers import fake_options, make_project, queue_job

@@ -76,7 +76,7 @@ def test_few_shot_needs_seeds_and_list_form_needs_seeds_per_label(fresh_db) -> N
     project = make_project(fresh_db, with_seeds=False)
     with pytest.raises(SynthloopError, match="few-shot generation needs seeds, and this project has none"):
         service.start_generation(fresh_db, project.id, launch=False, mode="few-shot")
-    from core import seeds
+    from core.generation import seeds
 
     seeds.pin(fresh_db, project.id, ["pos-0"])
     with pytest.raises(SynthloopError, match="label 'neg' has no seeds, and the list form continues"):

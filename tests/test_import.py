@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core import importer, projects
+from core import projects
+from core.data import importer
+from core.data.importer import ImportSpec, import_file
+from core.data.items import item_table
 from core.errors import ImportDataError, SynthloopError
-from core.importer import ImportSpec, import_file
-from core.items import item_table
 from db import items as items_db
 
 LONG = {"id_col": "id", "annotator_col": "annotator", "annotation_col": "label"}

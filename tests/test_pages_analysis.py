@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import analysis, jobs, projects, report
+from core import jobs, projects
+from core.analysis import report
+from core.analysis import service as analysis
 from db import jobs as jobs_db
 from tests.page_helpers import researcher_app as _app
 from tests.test_analysis import FakeEmbedder, fill_project

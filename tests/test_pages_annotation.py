@@ -8,8 +8,11 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import annotation, projects, users
-from core.text import text_hash
+from core import projects, users
+from core.agreement.project import final_labels, project_agreement
+from core.annotation.assignment import submit_label
+from core.annotation.pool import set_pool
+from core.data.text import text_hash
 from db import connection, transaction
 from db import items as items_db
 from pages._common import PROJECT_ID, USER_ID
@@ -35,7 +38,7 @@ def app_db(db_path, monkeypatch):
                 for t, s, sp, ref in texts
             ])
             items_db.insert_annotations(db, [{"item_id": ids[2], "annotator": "bob", "label": "pos"}])
-        annotation.set_pool(db, project.id)
+        set_pool(db, project.id)
         annotator = users.add_user(db, "ann", role="annotator", password="annotator-pw")
         researcher = users.add_user(db, "res", role="researcher", password="researcher-pw")
     return {"path": db_path, "project": project, "ids": ids, "annotator": annotator, "researcher": researcher}
@@ -83,7 +86,7 @@ def test_annotate_page_is_blind_and_a_click_stores_the_label(app_db) -> None:
 
 def test_annotate_page_shows_item_text_escaped_and_goes_back_to_edit(app_db) -> None:
     with connection.open_db(app_db["path"]) as db:
-        annotation.submit_label(db, projects.get_project(db, "demo"), "ann", app_db["ids"][0], "pos")
+        submit_label(db, projects.get_project(db, "demo"), "ann", app_db["ids"][0], "pos")
     at = _page("annotate", app_db["annotator"].id, app_db["project"].id)
     at.button(key=next(b.key for b in at.button if b.label.startswith("Back"))).click().run()
     assert [t.value for t in at.text] == ["great <b>film</b>"]  # plain text, tags shown as typed
@@ -97,16 +100,16 @@ def test_agreement_page_shows_alpha_and_adjudicates(app_db) -> None:
     with connection.open_db(app_db["path"]) as db:
         project = projects.get_project(db, "demo")
         for item_id, label in ((app_db["ids"][2], "neg"), (app_db["ids"][3], "neg")):
-            annotation.submit_label(db, project, "ann", item_id, label)
-        annotation.submit_label(db, project, "res", app_db["ids"][3], "neg")
-        annotation.submit_label(db, project, "res", app_db["ids"][0], "pos")
-        annotation.submit_label(db, project, "ann", app_db["ids"][0], "neu")
+            submit_label(db, project, "ann", item_id, label)
+        submit_label(db, project, "res", app_db["ids"][3], "neg")
+        submit_label(db, project, "res", app_db["ids"][0], "pos")
+        submit_label(db, project, "ann", app_db["ids"][0], "neu")
     at = _page("agreement", app_db["researcher"].id, app_db["project"].id)
     assert not at.exception
     metrics = {m.label: m.value for m in at.metric}
     # pairable items: SYNTH one (pos, neg), SYNTH two (neg, neg), great film (pos, neu)
     with connection.open_db(app_db["path"]) as db:
-        report = annotation.project_agreement(db, projects.get_project(db, "demo"))
+        report = project_agreement(db, projects.get_project(db, "demo"))
     assert metrics["Krippendorff's alpha"] == f"{report.krippendorff_alpha:.3f}"
     assert metrics["Items with ≥ 2 labels"] == "3"
     assert "Label fidelity (synthetic)" in metrics
@@ -116,7 +119,7 @@ def test_agreement_page_shows_alpha_and_adjudicates(app_db) -> None:
     at.radio[0].set_value("neu")
     at.button(key=next(b.key for b in at.button if b.label == "Set final label")).click().run()
     with connection.open_db(app_db["path"]) as db:
-        final = annotation.final_labels(db, app_db["project"].id)
+        final = final_labels(db, app_db["project"].id)
     assert final.loc[app_db["ids"][0], "final_label"] == "neu"
 
 

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core import projects, users
-from core.importer import ImportSpec, import_file
+from core.data.importer import ImportSpec, import_file
 from db import connection
 from db import items as items_db
 from pages._common import PROJECT_ID, USER_ID

@@ -29,7 +29,9 @@ import bcrypt
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import exporter, importer, jobs, projects, users
+from core import jobs, projects, users
+from core.data import export as exporter
+from core.data import importer
 from core.errors import SynthloopError
 from core.generation import service as generation
 from db import connection
@@ -198,7 +200,7 @@ ANNOTATE_PAGES = [s for s in PAGES if "annotator" in s.roles]
 def test_an_annotator_sees_no_other_labels_no_reference_and_no_source(app_db, spec) -> None:
     """One synthetic item (intended label 'neg', from model 'leaky-model-x') labelled by another annotator;
     the page must show its text and the label buttons, and nothing that reveals those."""
-    from core import annotation
+    from core.annotation.pool import set_pool
 
     _, db, project, ids = app_db
     # Make the label set distinctive so that a leaked label is recognisable among the buttons' names.
@@ -208,7 +210,7 @@ def test_an_annotator_sees_no_other_labels_no_reference_and_no_source(app_db, sp
         importer.ImportSpec(id_col="id", label_col="label", source="synthetic", annotator_col="who",
                             annotation_col="lab"), filename="synthetic.csv",
     )
-    annotation.set_pool(db, project.id, add=True)
+    set_pool(db, project.id, add=True)
     at = _run_page(spec, ids["annotator"], project.id)
     assert not at.exception, [e.value for e in at.exception]
     shown = _everything_shown(at)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from core import annotation, projects, seeds
+from core import projects
+from core.annotation.adjudication import adjudicate
+from core.data.text import text_hash
 from core.errors import NotFoundError, SynthloopError
-from core.text import text_hash
+from core.generation import seeds
 from db import items as items_db
 from db import transaction
 
@@ -36,7 +38,7 @@ def items(fresh_db, project):
     items_db.insert_annotations(fresh_db, [
         {"item_id": ids[8], "annotator": name, "label": label}
         for name, label in (("x", "neu"), ("y", "neu"), ("z", "pos"))])
-    annotation.adjudicate(fresh_db, project, ids[1], "neg")
+    adjudicate(fresh_db, project, ids[1], "neg")
     return dict(zip("abcdetsuv", ids, strict=True))
 
 

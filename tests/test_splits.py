@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from core import splits
+from core.data import splits
+from core.data.text import text_hash
 from core.errors import SynthloopError
-from core.text import text_hash
 from db import items as items_db
 from db import transaction
 

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from core import cli, projects, report, study
+from core import cli, projects
+from core.analysis import report, study
+from core.data.text import text_hash
 from core.errors import SynthloopError
-from core.text import text_hash
 from db import items as items_db
 from db import seeds as seeds_db
 from db.connection import transaction
@@ -175,7 +176,7 @@ def test_study_on_a_tiny_project(db_path, fresh_db, binary, tmp_path, monkeypatc
     from tests.test_analysis import FakeEmbedder
 
     # Diversity on real embeddings is covered in test_analysis; here the training runs are what is slow.
-    monkeypatch.setattr("core.analysis.load_embedder", lambda model, batch_size: FakeEmbedder())
+    monkeypatch.setattr("core.analysis.service.load_embedder", lambda model, batch_size: FakeEmbedder())
     train_pos = add(fresh_db, binary.id, POSITIVE[:4], "pos", split="train")
     train_neg = add(fresh_db, binary.id, NEGATIVE[:4], "neg", split="train")
     test_ids = add(fresh_db, binary.id, POSITIVE[4:], "pos", split="test") + add(

@@ -6,7 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from core.text import text_hash
+from core.data.text import text_hash
 from db import items as items_db
 from db import transaction
 

@@ -6,7 +6,19 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from core import agreement, annotation, projects
+from core import projects
+from core.agreement.project import items_agreement, project_agreement
+from core.agreement.report import ReportConfig
+from core.annotation.adjudication import adjudicate
+from core.annotation.pool import (
+    STRATEGIES,
+    STRATEGY_TEXT,
+    AssignmentSettings,
+    assignment_settings,
+    pool_status,
+    save_assignment_settings,
+    set_pool,
+)
 from core.errors import SynthloopError
 
 
@@ -35,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     show.set_defaults(handler=_pool_show)
     strategy = pool.add_parser("strategy", parents=[common], help="how items are handed out")
     strategy.add_argument("project", help="project name or id")
-    strategy.add_argument("strategy", choices=annotation.STRATEGIES)
+    strategy.add_argument("strategy", choices=STRATEGIES)
     strategy.add_argument("--max-overlap", type=int, help="disagreement: at most this many labels per item")
     strategy.add_argument("--threshold", type=float, help="disagreement: more labels while a_i is below this")
     strategy.add_argument("--reservation-seconds", type=int)
@@ -52,15 +64,15 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 def _agreement(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     project = projects.get_project(db, args.project)
-    config = agreement.ReportConfig(n_boot=args.n_boot, confidence=args.confidence, seed=args.seed,
+    config = ReportConfig(n_boot=args.n_boot, confidence=args.confidence, seed=args.seed,
                                     model=not args.no_model)
-    report = annotation.project_agreement(db, project, config=config)
+    report = project_agreement(db, project, config=config)
     result = {"project": project.name, **report.to_dict()}
     if args.items_out:
         path = Path(args.items_out)
         if path.parent and not path.parent.exists():
             raise SynthloopError(f"folder {str(path.parent)!r} does not exist: create it or choose another path")
-        table = annotation.items_agreement(db, project)
+        table = items_agreement(db, project)
         table.to_csv(path, index=False)
         result["items_out"] = str(path)
         result["items_out_rows"] = len(table)
@@ -93,9 +105,9 @@ def _pool_change(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     project = projects.get_project(db, args.project)
     if not (args.all or args.source or args.split or args.job is not None):
         raise SynthloopError("say which items: --source, --split, --job (they combine) or --all")
-    changed = annotation.set_pool(db, project.id, add=args.add, source=args.source, split=args.split,
+    changed = set_pool(db, project.id, add=args.add, source=args.source, split=args.split,
                                   generation_job_id=args.job)
-    status = annotation.pool_status(db, project)
+    status = pool_status(db, project)
     verb = "added to" if args.add else "removed from"
     return {"changed": changed, **status.to_dict(),
             "message": f"{changed} items {verb} the pool of {project.name!r}; the pool now has {status.n_items}"}
@@ -103,8 +115,8 @@ def _pool_change(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 def _pool_show(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     project = projects.get_project(db, args.project)
-    status = annotation.pool_status(db, project)
-    settings = annotation.assignment_settings(project)
+    status = pool_status(db, project)
+    settings = assignment_settings(project)
     return {**status.to_dict(), "settings": settings.to_dict(),
             "message": f"{status.n_items} items in the pool, {status.n_complete} with ≥ {status.overlap} labels;"
                        f" {status.n_slots_filled} of {status.n_slots} labels given; strategy {settings.strategy}"}
@@ -112,20 +124,20 @@ def _pool_show(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 def _pool_strategy(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     project = projects.get_project(db, args.project)
-    current = annotation.assignment_settings(project).to_dict()
+    current = assignment_settings(project).to_dict()
     changes = {"strategy": args.strategy, "max_overlap": args.max_overlap, "agreement_threshold": args.threshold,
                "reservation_seconds": args.reservation_seconds, "skip_minutes": args.skip_minutes}
-    settings = annotation.AssignmentSettings.from_dict({**current, **{k: v for k, v in changes.items()
+    settings = AssignmentSettings.from_dict({**current, **{k: v for k, v in changes.items()
                                                                        if v is not None}})
-    annotation.save_assignment_settings(db, project.id, settings)
-    return {"settings": settings.to_dict(), "message": f"{project.name!r}: {annotation.STRATEGY_TEXT[settings.strategy]}"}
+    save_assignment_settings(db, project.id, settings)
+    return {"settings": settings.to_dict(), "message": f"{project.name!r}: {STRATEGY_TEXT[settings.strategy]}"}
 
 
 def _adjudicate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     project = projects.get_project(db, args.project)
     if args.clear == (args.label is not None):
         raise SynthloopError("give the final LABEL, or --clear to remove it (not both)")
-    item_id = annotation.adjudicate(db, project, args.item_id, None if args.clear else args.label)
+    item_id = adjudicate(db, project, args.item_id, None if args.clear else args.label)
     label = None if args.clear else args.label
     return {"item": item_id, "adjudicated_label": label,
             "message": f"item {args.item_id}: final label {'cleared' if label is None else repr(label)}"}

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
 
 
 def _analyse(args: argparse.Namespace, db: Any) -> dict[str, Any]:
-    from core import analysis
+    from core.analysis import service as analysis
 
     project = get_project(db, args.project)
     settings: dict[str, Any] = {"subsample": args.subsample, "n_subsamples": args.subsamples, "seed": args.seed,
@@ -53,7 +53,7 @@ def _analyse(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 
 def _study(args: argparse.Namespace, db: Any) -> dict[str, Any]:
-    from core import study
+    from core.analysis import study
 
     project = get_project(db, args.project)
     settings: dict[str, Any] = {"out_dir": args.out, "epochs": args.epochs, "model": args.model, "seed": args.seed,

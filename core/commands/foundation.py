@@ -7,7 +7,8 @@ import getpass
 import sys
 from typing import Any
 
-from core import projects, splits, users
+from core import projects, users
+from core.data import splits
 from core.errors import SynthloopError
 from core.store import db_file
 from db.migrations import applied_migrations

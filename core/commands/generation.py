@@ -7,9 +7,8 @@ import argparse
 import time
 from typing import Any
 
-from core import llm_annotator, seeds
 from core.errors import SynthloopError
-from core.generation import service
+from core.generation import llm_annotator, seeds, service
 from core.generation.config import BACKENDS, MODES, PROMPT_FORMS
 from core.projects import get_project
 

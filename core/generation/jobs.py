@@ -27,7 +27,7 @@ from core.generation import prompts
 from core.generation.backends import Backend, BackendCallError, Completion, make_backend
 from core.generation.config import GenerationConfig
 from core.generation.parsing import DuplicateIndex, Outcome, cached_hash, extract_texts, screen
-from core.seeds import SeedExample, seed_examples
+from core.generation.seeds import SeedExample, seed_examples
 from db import connection, transaction
 from db import generation as gen_db
 from db import items as items_db

@@ -16,7 +16,7 @@ from typing import Literal, get_args
 
 import numpy as np
 
-from core.text import normalise_text, text_hash
+from core.data.text import normalise_text, text_hash
 
 RejectReason = Literal[
     "empty", "truncated", "refusal", "too_short", "too_long", "repetitive", "seed_copy", "duplicate",

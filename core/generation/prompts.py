@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from core.generation.config import DEFAULT_CONTEXT_FALLBACK, GenerationConfig, PromptTemplates
-from core.seeds import SeedExample
+from core.generation.seeds import SeedExample
 
 Message = dict[str, str]
 

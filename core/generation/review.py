@@ -13,8 +13,8 @@ from typing import Any, Literal
 import pandas as pd
 import sqlite_utils
 
+from core.data.text import normalise_text, text_hash
 from core.errors import NotFoundError, SynthloopError
-from core.text import normalise_text, text_hash
 from db import generation as gen_db
 from db import items as items_db
 from db import transaction

@@ -16,8 +16,8 @@ from core.errors import NotFoundError, SynthloopError
 from core.generation import prompts
 from core.generation.backends import make_backend
 from core.generation.config import GenerationConfig, PromptTemplates
+from core.generation.seeds import seed_counts, seed_examples, seed_warnings
 from core.projects import Project, get_project, update_settings
-from core.seeds import seed_counts, seed_examples, seed_warnings
 from core.store import db_file
 from db import generation as gen_db
 from db import jobs as jobs_db

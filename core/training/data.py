@@ -18,9 +18,9 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core import agreement
+from core.agreement.dawid_skene import model_aggregate
+from core.data.items import item_table
 from core.errors import SynthloopError
-from core.items import item_table
 from core.projects import get_project
 from core.training.config import TrainConfig
 from db import items as items_db
@@ -101,7 +101,7 @@ def _training_labels(db: sqlite_utils.Database, project_id: int, rows: pd.DataFr
     if annotations.empty:
         raise SynthloopError("label source 'aggregate' needs annotations and the project has none: collect labels"
                              " first, or use label source 'reference'")
-    aggregate = agreement.model_aggregate(annotations)
+    aggregate = model_aggregate(annotations)
     return rows["id"].map(aggregate["aggregate_label"]).astype(object)
 
 

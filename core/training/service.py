@@ -16,8 +16,8 @@ import pandas as pd
 import sqlite_utils
 
 from core import jobs
+from core.data.items import item_table
 from core.errors import SynthloopError
-from core.items import item_table
 from core.training import run as runs
 from core.training.config import DATA_SOURCES, TrainConfig
 from db import connection

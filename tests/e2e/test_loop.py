@@ -25,7 +25,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from core import agreement, annotation, projects
+from core import projects
+from core.agreement.project import project_agreement
+from core.agreement.report import ReportConfig
 from db import connection
 from tests.e2e import support
 from tests.fake_llm import FakeLLMServer
@@ -245,7 +247,7 @@ def test_the_whole_loop_in_a_real_browser(tmp_path: Path, start_app, new_page, s
         shots(ann2, "annotator 2 done")
 
         with connection.open_db(db_path) as db:
-            report = annotation.project_agreement(db, project, config=agreement.ReportConfig(n_boot=1000, seed=0))
+            report = project_agreement(db, project, config=ReportConfig(n_boot=1000, seed=0))
         assert report.n_annotations == 20 and report.n_items == 10 and report.n_annotators == 2
         assert report.krippendorff_alpha is not None
 

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from core import annotation, importer, jobs, projects, users
+from core import jobs, projects, users
+from core.annotation.pool import set_pool
+from core.data import importer
 from core.generation import service as generation
 from db import connection
 from pages._common import PAGES
@@ -184,7 +186,7 @@ def test_untrusted_text_renders_inert_and_the_annotator_sees_nothing_else(tmp_pa
             for i, p in enumerate(PAYLOADS)]
         importer.import_file(db, project.id, "\n".join(rows).encode(), importer.ImportSpec(
             id_col="id", label_col="label", annotator_col="who", annotation_col="lab"), filename="payloads.csv")
-        annotation.set_pool(db, project.id, add=True)
+        set_pool(db, project.id, add=True)
         # The LLM's output is untrusted too: a job whose replies are the payloads (shown on the Review page).
         with FakeLLMServer(reply=lambda body, n: PAYLOADS[n % len(PAYLOADS)].replace("window", f"w{n}.window")) \
                 as llm:

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core.data.items import item_table
 from core.errors import NotFoundError, SynthloopError
-from core.items import item_table
 from core.projects import get_project
 from db import seeds as seeds_db
 from db import transaction

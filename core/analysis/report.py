@@ -20,8 +20,8 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core.analysis import diversity_frame, similarity_frame
-from core.text import neutralise_formula
+from core.analysis.service import diversity_frame, similarity_frame
+from core.data.text import neutralise_formula
 
 FIGURES: dict[str, str] = {
     "table1": "Table 1: accuracy and macro-F1 of each training source on the real test split",

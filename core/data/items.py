@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import sqlite_utils
 
-from core.agreement import instance_agreement
+from core.agreement.metrics import instance_agreement
 from db import items as items_db
 
 

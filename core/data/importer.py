@@ -31,7 +31,7 @@ import sqlite_utils
 
 from core import projects
 from core.errors import ImportDataError, SynthloopError
-from core.text import FORMULA_PREFIXES, text_hash
+from core.data.text import FORMULA_PREFIXES, text_hash
 from db import items as items_db
 from db import transaction
 

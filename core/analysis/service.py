@@ -22,11 +22,11 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core import diversity
 from core import jobs as core_jobs
-from core.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_MODEL, Embedder, embed_texts, load_embedder
+from core.analysis import diversity
+from core.analysis.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_MODEL, Embedder, embed_texts, load_embedder
+from core.data.items import item_table
 from core.errors import SynthloopError
-from core.items import item_table
 from core.projects import get_project
 from db import connection
 from db import items as items_db

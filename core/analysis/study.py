@@ -18,10 +18,10 @@ from typing import Any
 
 import sqlite_utils
 
-from core import analysis
 from core import jobs as core_jobs
+from core.analysis import service as analysis
+from core.data.items import item_table
 from core.errors import SynthloopError
-from core.items import item_table
 from core.projects import get_project
 from db import connection
 from db import jobs as jobs_db
@@ -236,7 +236,7 @@ def run_study(
     ``progress(done, total, message)`` returning True stops before the next step (``cancelled: True``). With
     ``job_id`` each training run also writes its step progress to that job and stops when it is cancelled.
     """
-    from core import report
+    from core.analysis import report
     from core.training.run import get_run, run_training
 
     started = time.perf_counter()
@@ -374,7 +374,7 @@ def latest_study_job(db: sqlite_utils.Database, project_id: int) -> dict[str, An
 
 def latest_study(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:
     """The most recent finished study of the project whose report folder still exists, with its tables."""
-    from core import report
+    from core.analysis import report
 
     for job in jobs_db.list_jobs(db, project_id=project_id, kind="study", limit=20):
         if job["status"] != "done" or not job["result"].get("report"):

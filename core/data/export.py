@@ -23,8 +23,8 @@ import sqlite_utils
 
 from core import projects
 from core.errors import SynthloopError
-from core.items import item_table
-from core.text import FORMULA_PREFIXES, neutralise_formula
+from core.data.items import item_table
+from core.data.text import FORMULA_PREFIXES, neutralise_formula
 from db import items as items_db
 
 ExportFormat = Literal["csv", "jsonl", "parquet"]

@@ -1,0 +1,111 @@
+"""A project's agreement read from the database: the report, the per-item table, final labels and the
+adjudication queue as the Agreement page shows them.
+"""
+
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import pandas as pd
+import sqlite_utils
+
+from core.agreement.dawid_skene import model_aggregate
+from core.agreement.report import AgreementReport, ReportConfig, agreement_report
+from core.annotation.adjudication import adjudication_rows
+from core.data.items import item_table
+from core.data.text import neutralise_formula
+from core.projects import Project
+from db import items as items_db
+
+
+def _report_items(items: pd.DataFrame) -> pd.DataFrame:
+    """The item columns the report uses; ``group`` is a synthetic item's generation mode (zero-shot/few-shot)."""
+    out = items[["id", "source", "reference_label", "imported_agreement"]].copy()
+    synthetic = items["source"] == "synthetic"
+    out["group"] = None
+    out.loc[synthetic, "group"] = items.loc[synthetic, "meta"].map(lambda text: json.loads(text or "{}").get("mode"))
+    return out
+
+
+def _report_labels(project: Project, annotations: pd.DataFrame) -> list[str]:
+    labels = list(project.label_names)
+    return labels + sorted(set(annotations["label"].dropna().astype(str)) - set(labels))
+
+
+def project_agreement(
+    db: sqlite_utils.Database, project: Project, *, config: ReportConfig | None = None
+) -> AgreementReport:
+    """The agreement report of a project's accepted items (all annotators, LLM and imported ones included)."""
+    items = _report_items(items_db.items_frame(db, project.id))
+    annotations = items_db.annotations_frame(db, project.id)
+    return agreement_report(annotations, items, labels=_report_labels(project, annotations), config=config)
+
+
+ITEMS_OUT_COLUMNS = ("item_id", "text", "n_labels", "majority_label", "instance_agreement", "tie")
+
+
+def items_agreement(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
+    """One row per item in DESIGN.md's ``--items-out`` shape: ``item_id`` (the imported id when there is one),
+    ``text``, ``n_labels``, ``majority_label``, ``instance_agreement`` (imported where there are < 2 raw labels),
+    ``tie``. Cells that a spreadsheet would run as a formula are neutralised."""
+    table = item_table(db, project.id)
+    item_id = table["external_id"].astype(object).where(table["external_id"].notna(), table["id"].astype(str))
+    out = pd.DataFrame({
+        "item_id": item_id.map(neutralise_formula),
+        "text": table["text"].map(neutralise_formula),
+        "n_labels": table["n_labels"].astype(int),
+        "majority_label": table["majority_label"].map(neutralise_formula),
+        "instance_agreement": table["instance_agreement"],
+        "tie": table["tie"].astype(bool),
+    })
+    return out[list(ITEMS_OUT_COLUMNS)]
+
+
+def final_labels(db: sqlite_utils.Database, project_id: int, *, model: bool = False) -> pd.DataFrame:
+    """Labels for training and export, one row per accepted item (index ``item_id``).
+
+    Columns: ``n_labels``, ``majority_label`` (None on a tie), ``tie``, ``instance_agreement`` (imported where
+    raw labels are missing), ``adjudicated_label``, ``final_label`` = adjudicated label, else the majority label
+    (None on an unresolved tie or without labels); with ``model=True`` also ``aggregate_label`` and
+    ``aggregate_confidence`` from Dawid–Skene.
+    """
+    table = item_table(db, project_id).set_index("id").rename_axis("item_id")
+    out = table[["n_labels", "majority_label", "tie", "instance_agreement", "adjudicated_label"]].copy()
+    final = out["adjudicated_label"].astype(object)
+    out["final_label"] = final.where(final.notna(), out["majority_label"].astype(object))
+    out["final_label"] = out["final_label"].where(out["final_label"].notna(), None)
+    if model:
+        aggregate = model_aggregate(items_db.annotations_frame(db, project_id))
+        out = out.join(aggregate, how="left")
+    return out
+
+
+# ------------------------------------------------------------------------------------------ the page view
+
+
+@dataclass(frozen=True)
+class AgreementView:
+    """What the Agreement page shows, from one read of the project: the report, the items with their
+    agreement (``item_table`` columns), and the adjudication queue."""
+
+    report: AgreementReport
+    items: pd.DataFrame
+    queue: pd.DataFrame
+
+
+def agreement_view(
+    db: sqlite_utils.Database,
+    project: Project,
+    *,
+    config: ReportConfig | None = None,
+    include_adjudicated: bool = False,
+) -> AgreementView:
+    annotations = items_db.annotations_frame(db, project.id)
+    table = item_table(db, project.id, annotations=annotations)
+    report = agreement_report(annotations, _report_items(table), labels=_report_labels(project, annotations),
+                                        config=config)
+    return AgreementView(report=report, items=table, queue=adjudication_rows(table, include_done=include_adjudicated))
+
+
