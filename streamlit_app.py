@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import projects, users
+from core import jobs, projects, users
 from core.errors import SynthloopError
-from pages._common import PROJECT_ID, ROUTED, USER_ID, database, logged_in_user, pages_for, show_error
+from pages._common import PROJECT_ID, ROUTED, USER_ID, database, db_path, logged_in_user, pages_for, show_error
 
 st.set_page_config(page_title="Synthloop", page_icon=":material/autorenew:", layout="wide")
 
@@ -79,9 +79,18 @@ def _sidebar(user: users.User) -> None:
             st.rerun()
 
 
+@st.cache_resource(show_spinner=False)
+def _failed_at_start(path: str) -> list[int]:
+    """Once per server process and database: jobs whose process died while no app watched are marked failed
+    (pages that poll a job keep checking it; see ``core.jobs.fail_orphaned_jobs``)."""
+    with database() as db:
+        return jobs.fail_orphaned_jobs(db)
+
+
 def main() -> None:
     st.session_state[ROUTED] = True
-    user = logged_in_user()
+    user = logged_in_user()  # stops with the message when SYNTHLOOP_DB cannot be the database
+    _failed_at_start(db_path())
     if user is None:
         st.session_state.pop(USER_ID, None)
         st.navigation([st.Page(_login_screen, title="Log in", icon=":material/login:")], position="hidden").run()

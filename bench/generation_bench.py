@@ -1,12 +1,16 @@
 """Generation benchmark: job throughput against a fake OpenAI-compatible server with a fixed latency, and the
 embedded backend's tokens/s against raw llama.cpp calls, each measured in the same run.
 
-    .venv/bin/python bench/generation_bench.py [--latency 0.2] [--concurrency 1,8,32] [--skip-embedded]
-                                               [--transformers]   # also time transformers+gguf (slow)
+    .venv/bin/python bench/generation_bench.py [--latency 0.2] [--concurrency 1,8,32] [--skip-throughput | --skip-embedded]
+        [--threads N]                                  # llama.cpp threads (else SYNTHLOOP_LLAMA_THREADS or half the cores)
+        [--llama-cpp-python /tmp/llamavenv/bin/python] # also replay on the previous binding, in that interpreter
+        [--transformers]                               # also time transformers+gguf (slow)
 
 Throughput ratio = calls/s of a real generation job / (concurrency / latency), the ideal. The raw client
 (the openai package alone, same concurrency, no job) is printed beside it as this machine's ceiling.
-Targets: ≥ 0.85 at concurrency 32; embedded job tokens/s ≥ 0.9 × raw llama.cpp tokens/s.
+Targets: ≥ 0.85 at concurrency 32; embedded job tokens/s ≥ 0.9 × raw xllamacpp tokens/s and ≥ 0.9 × raw
+llama-cpp-python tokens/s (the binding it replaced; build it in a throwaway venv, it compiles for ~10 minutes:
+``python3.11 -m venv /tmp/llamavenv && /tmp/llamavenv/bin/pip install llama-cpp-python``).
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ sys.path.insert(0, str(ROOT))
 from core import projects
 from core.data.text import text_hash
 from core.generation import service
-from core.generation.backends import OpenAIBackend, embedded_model_path
+from core.generation.backends import OpenAIBackend
 from core.generation.jobs import GenerationRun
 from core.generation.seeds import pin
+from core.models import embedded_smollm2_path
 from db import connection, transaction
 from db import generation as gen_db
 from db import items as items_db
@@ -120,23 +125,98 @@ def throughput(latency: float, levels: list[int]) -> list[dict]:
     return rows
 
 
-def embedded(calls: int, max_tokens: int, rounds: int = 4) -> dict:
+# The previous binding's side of the embedded comparison, run in another interpreter (one that has llama-cpp-python,
+# e.g. a throwaway venv: it compiles for ~10 min). It loads the model once, says so, then replays each line of calls
+# from stdin exactly as the llama-cpp-python EmbeddedBackend did (chat completion, or the chat template rendered
+# with the prefill appended and continued) and answers with the completion tokens and the seconds they took.
+LLAMA_CPP_PYTHON_REPLAY = r"""
+import json, sys, time
+import llama_cpp
+import llama_cpp.llama as llama_module
+from llama_cpp import Llama
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+path, n_ctx, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+defaults = llama_module.llama_cpp.llama_model_default_params
+
+def params():  # the old backend's setting: no extra CPU buffer types
+    value = defaults()
+    if hasattr(value, "use_extra_bufts"):
+        value.use_extra_bufts = False
+    return value
+
+llama_module.llama_cpp.llama_model_default_params = params
+started = time.perf_counter()
+llama = Llama(model_path=path, n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads, verbose=False)
+load_s = time.perf_counter() - started
+llama_module.llama_cpp.llama_model_default_params = defaults
+special = {name: llama.detokenize([token], special=True).decode("utf-8", "replace")
+           for name, token in (("eos", llama.token_eos()), ("bos", llama.token_bos()))}
+formatter = Jinja2ChatFormatter(template=llama.metadata["tokenizer.chat_template"], eos_token=special["eos"],
+                                bos_token=special["bos"], add_generation_prompt=True)
+llama.create_completion("Warm-up.", temperature=0.8, max_tokens=4, seed=0)
+print(json.dumps({"load_s": load_s, "version": llama_cpp.__version__}), flush=True)
+for line in sys.stdin:
+    tokens, seconds = 0, 0.0
+    for call in json.loads(line):
+        messages = call.pop("messages")
+        started = time.perf_counter()
+        if messages[-1]["role"] == "assistant":
+            prompt = formatter(messages=messages[:-1]).prompt + messages[-1]["content"]
+            reply = llama.create_completion(prompt, **call)
+        else:
+            reply = llama.create_chat_completion(messages=messages, **call)
+        seconds += time.perf_counter() - started
+        tokens += reply["usage"]["completion_tokens"]
+    print(json.dumps({"tokens": tokens, "seconds": seconds}), flush=True)
+"""
+
+
+class LlamaCppPythonReplay:
+    """The replay above in a subprocess of ``python`` (an interpreter with llama-cpp-python installed)."""
+
+    def __init__(self, python: str, path: Path, n_ctx: int, threads: int) -> None:
+        self.proc = subprocess.Popen([python, "-c", LLAMA_CPP_PYTHON_REPLAY, str(path), str(n_ctx), str(threads)],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.wait()
+            raise SystemExit(f"{python} could not load the model with llama-cpp-python (exit {self.proc.returncode})")
+        ready = json.loads(line)
+        self.load_s, self.version = ready["load_s"], ready["version"]
+
+    def replay(self, calls: list[dict]) -> tuple[int, float]:
+        self.proc.stdin.write(json.dumps(calls) + "\n")
+        self.proc.stdin.flush()
+        answer = json.loads(self.proc.stdout.readline())
+        return answer["tokens"], answer["seconds"]
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def embedded(calls: int, max_tokens: int, rounds: int = 4, llama_cpp_python: str | None = None) -> dict:
     """Tokens/s of few-shot jobs on the embedded backend vs the very same calls made straight to llama.cpp.
 
-    Each round runs a job, then replays its calls on the same loaded ``llama_cpp.Llama``: same prompts (as the
-    backend renders them), same seeds, same token cap, so both sides generate the same tokens and only the time
-    differs. Rounds alternate so that changes in machine load hit both sides alike. Also reported: the share of
-    the job's wall time spent inside the backend call.
+    Each round runs a job, then replays its calls on the same loaded ``xllamacpp.Server`` (same request bodies:
+    messages, seeds, temperature, token cap, so both sides generate the same tokens and only the time differs) and,
+    with ``llama_cpp_python`` (the path of a Python that has it), on the previous binding in that interpreter with
+    the same thread count. Its sampler differs, so it generates other tokens (counts printed). Rounds alternate so
+    that changes in machine load hit every side alike. Also reported: the share of the job's wall time spent
+    inside the backend call.
     """
-    from core.generation.backends import EmbeddedBackend, llama_threads, prefill_split
+    from core.generation.backends import EMBEDDED_CONTEXT, EmbeddedBackend, llama_chat_request, llama_threads
 
+    threads = llama_threads()
     backend = EmbeddedBackend()
     started = time.perf_counter()
-    llama = backend.llama
+    server = backend.server
     load_s = time.perf_counter() - started
+    old = LlamaCppPythonReplay(llama_cpp_python, backend.path, EMBEDDED_CONTEXT, threads) if llama_cpp_python else None
     options = {"mode": "few-shot", "backend": "embedded", "max_tokens": max_tokens, "temperature": 0.8,
                "style": "movie review", "min_words": 1, "labels": ["positive"], "per_label": calls}
-    raw_tokens = raw_seconds = job_tokens = job_seconds = job_calls = job_latency = 0.0
+    raw_tokens = raw_seconds = job_tokens = job_seconds = job_calls = job_latency = old_tokens = old_seconds = 0.0
     accepted = 0
     with tempfile.TemporaryDirectory() as tmp:
         db_path = str(Path(tmp) / "bench.db")
@@ -147,7 +227,8 @@ def embedded(calls: int, max_tokens: int, rounds: int = 4) -> dict:
             job_ids = [service.create_job(db, project_id, config) for _ in range(rounds)]
         finally:
             db.conn.close()
-        llama.create_completion("Warm-up.", temperature=0.8, max_tokens=4, seed=0)
+        server.handle_chat_completions(llama_chat_request([{"role": "user", "content": "Warm-up."}],
+                                                          temperature=0.8, max_tokens=4, seed=0))
         for job_id in job_ids:
             started = time.perf_counter()
             result = GenerationRun(db_path, job_id, backend=backend).run()
@@ -162,24 +243,47 @@ def embedded(calls: int, max_tokens: int, rounds: int = 4) -> dict:
                 replay = [gen_db.get_call(db, int(call_id))["messages"] for call_id in frame["id"]]
             finally:
                 db.conn.close()
-            for number, messages in enumerate(replay):
-                turns, prefill = prefill_split(messages)
-                prompt = backend.render(turns) + prefill
+            # Call numbers start at 0 in each job and the job's seed for call n is (config.seed + n) % 2**31.
+            requests = [llama_chat_request(messages, temperature=config.temperature, max_tokens=max_tokens,
+                                           seed=(config.seed + number) % 2**31)
+                        for number, messages in enumerate(replay)]
+            for request in requests:
                 started = time.perf_counter()
-                reply = llama.create_completion(prompt, temperature=config.temperature, max_tokens=max_tokens,
-                                                seed=(config.seed + number) % 2**31)
+                reply = server.handle_chat_completions(request)
                 raw_seconds += time.perf_counter() - started
                 raw_tokens += reply["usage"]["completion_tokens"]
+            if old is not None:
+                tokens, seconds = old.replay(requests)
+                old_tokens += tokens
+                old_seconds += seconds
+    if old is not None:
+        old.close()
     raw_rate, job_rate = raw_tokens / raw_seconds, job_tokens / job_seconds
-    row = {"load_s": round(load_s, 2), "threads": llama_threads(), "raw_tokens_per_s": round(raw_rate, 1),
+    row = {"load_s": round(load_s, 2), "threads": threads, "raw_tokens_per_s": round(raw_rate, 1),
            "raw_tokens": int(raw_tokens), "job_tokens_per_s": round(job_rate, 1), "job_tokens": int(job_tokens),
            "job_calls": int(job_calls), "ratio": round(job_rate / raw_rate, 3),
            "share_of_job_time_in_backend": round(float(job_latency / job_seconds), 3), "accepted": accepted}
-    print(f"embedded SmolLM2-135M (llama.cpp, {llama_threads()} thread(s)): load {load_s:.2f} s; raw "
+    print(f"embedded SmolLM2-135M (xllamacpp {xllamacpp_version()}, {threads} thread(s)): load {load_s:.2f} s; raw "
           f"{raw_rate:.1f} tokens/s; job {job_rate:.1f} tokens/s = {job_rate / raw_rate:.3f} of raw "
           f"({int(job_calls)} calls replayed, {int(job_tokens)} vs {int(raw_tokens)} tokens); "
           f"{job_latency / job_seconds:.3f} of the job's time inside the backend call", flush=True)
+    if old is not None:
+        old_rate = old_tokens / old_seconds
+        row.update({"llama_cpp_python_version": old.version, "llama_cpp_python_load_s": round(old.load_s, 2),
+                    "llama_cpp_python_tokens_per_s": round(old_rate, 1), "llama_cpp_python_tokens": int(old_tokens),
+                    "job_vs_llama_cpp_python": round(job_rate / old_rate, 3),
+                    "raw_xllamacpp_vs_llama_cpp_python": round(raw_rate / old_rate, 3)})
+        print(f"  previous binding, llama-cpp-python {old.version} (same calls, {threads} thread(s)): load "
+              f"{old.load_s:.2f} s; raw {old_rate:.1f} tokens/s ({int(old_tokens)} tokens); job on xllamacpp = "
+              f"{job_rate / old_rate:.3f} of it, raw xllamacpp = {raw_rate / old_rate:.3f} (target: job ≥ 0.9)",
+              flush=True)
     return row
+
+
+def xllamacpp_version() -> str:
+    import xllamacpp
+
+    return xllamacpp.__version__
 
 
 def transformers_gguf(max_tokens: int) -> dict:
@@ -189,7 +293,7 @@ def transformers_gguf(max_tokens: int) -> dict:
     from core.generation.backends import llama_threads
 
     torch.set_num_threads(llama_threads())  # the same thread count as the llama.cpp runs
-    path = embedded_model_path()
+    path = embedded_smollm2_path()
     started = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
     model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name)
@@ -212,16 +316,16 @@ def transformers_gguf(max_tokens: int) -> dict:
 
 
 def install_facts(log: Path = Path("/tmp/install.log")) -> dict:
-    """llama-cpp-python's build time as pip logged it (pip prints 'still running' about once a minute)."""
+    """The install's wall time (``time pip install … 2>&1 | tee /tmp/install.log``) and what pip built from source
+    (nothing, since the embedded generator runs on xllamacpp's prebuilt wheels instead of llama-cpp-python)."""
     if not log.is_file():
         return {}
     text = log.read_text(errors="replace")
     real = re.search(r"^real\s+(\S+)", text, flags=re.MULTILINE)
-    facts = {"pip_install_real": real.group(1) if real else None,
-             "llama_cpp_build_minutes_approx": text.count("Building wheel for llama-cpp-python (pyproject.toml): "
-                                                          "still running")}
-    print(f"install log: whole `pip install -r requirements.txt` {facts['pip_install_real']}; llama-cpp-python "
-          f"wheel build ≈ {facts['llama_cpp_build_minutes_approx']} min (pip's once-a-minute 'still running' lines)")
+    built = sorted(set(re.findall(r"Building wheel for (\S+)", text)))
+    facts = {"pip_install_real": real.group(1) if real else None, "built_from_source": built}
+    print(f"install log: whole `pip install -r requirements.txt` {facts['pip_install_real']}; built from source: "
+          f"{', '.join(built) or 'nothing'}")
     return facts
 
 
@@ -229,17 +333,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--latency", type=float, default=0.2)
     parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--skip-throughput", action="store_true", help="only the embedded (and transformers) runs")
     parser.add_argument("--skip-embedded", action="store_true")
     parser.add_argument("--embedded-calls", type=int, default=3, help="texts per embedded job")
     parser.add_argument("--embedded-rounds", type=int, default=4)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--threads", type=int, help="llama.cpp threads (sets SYNTHLOOP_LLAMA_THREADS)")
+    parser.add_argument("--llama-cpp-python", metavar="PYTHON",
+                        help="a Python with llama-cpp-python: also replay the embedded calls on that binding")
     parser.add_argument("--transformers", action="store_true", help="also time transformers+gguf (≈20 s load)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.threads:
+        os.environ["SYNTHLOOP_LLAMA_THREADS"] = str(args.threads)
     report: dict = {"cpus": os.cpu_count(), "latency_s": args.latency}
-    report["throughput"] = throughput(args.latency, [int(c) for c in args.concurrency.split(",")])
+    if not args.skip_throughput:
+        report["throughput"] = throughput(args.latency, [int(c) for c in args.concurrency.split(",")])
     if not args.skip_embedded:
-        report["embedded"] = embedded(args.embedded_calls, args.max_tokens, args.embedded_rounds)
+        report["embedded"] = embedded(args.embedded_calls, args.max_tokens, args.embedded_rounds,
+                                      args.llama_cpp_python)
     if args.transformers:
         report["transformers_gguf"] = transformers_gguf(args.max_tokens)
     report["install"] = install_facts()

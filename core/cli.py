@@ -1,8 +1,10 @@
 """``python -m core``: the headless CLI over the same core functions as the app (contract in DESIGN.md).
 
-Every command takes ``--db`` and ``--json``. A command handler receives the parsed arguments and an open
-database and returns a dict: printed as one JSON object with ``--json``, else as readable lines. A
-``SynthloopError`` becomes one line on stderr and exit status 2.
+Every command takes ``--db`` and ``--json``, before or after the command's name (``python -m core --db F
+--json project list`` as well as ``python -m core project list --db F --json``, as git and kubectl do). A
+command handler receives the parsed arguments and an open database and returns a dict: printed as one JSON
+object with ``--json``, else as readable lines. A ``SynthloopError`` becomes one line on stderr, with the
+settings it names written as this CLI's flags, and exit status 2.
 """
 
 from __future__ import annotations
@@ -35,15 +37,45 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USER_ERROR, f"error: {self.prog}: {message} (see --help)\n")
 
 
+def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    parser.add_argument("--db", default=default, help="database file (default: $SYNTHLOOP_DB or data/synthloop.db)")
+    parser.add_argument("--json", action="store_true", default=default, help="print one JSON object")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    # A sub-command's own --db/--json default to "absent" (SUPPRESS), so that giving them before the command
+    # name is not overwritten by the sub-command's defaults.
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--db", help="database file (default: $SYNTHLOOP_DB or data/synthloop.db)")
-    common.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_global_options(common, default=argparse.SUPPRESS)
     parser = _Parser(prog="python -m core", description="Synthloop: synthetic data and subjectivity, headless.")
+    parser.set_defaults(db=None, json=False)
+    _add_global_options(parser, default=argparse.SUPPRESS)
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers, common)
+    for group in _parsers(parser):  # command groups (``seeds``, ``user``, …) take them too
+        if not any(action.dest == "db" for action in group._actions):
+            _add_global_options(group, default=argparse.SUPPRESS)
     return parser
+
+
+def _parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parser and all its sub-command parsers, depth first."""
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                found += _parsers(sub)
+    return found
+
+
+def flag_for(parser: argparse.ArgumentParser, field: str) -> str:
+    """The CLI flag that sets a config field (``per_label`` → ``--per-label``)."""
+    for sub in _parsers(parser):
+        for action in sub._actions:
+            if action.dest == field and action.option_strings:
+                return max(action.option_strings, key=len)
+    return "--" + field.replace("_", "-")
 
 
 def _print_human(result: dict[str, Any]) -> None:
@@ -56,7 +88,8 @@ def _print_human(result: dict[str, Any]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         db = connection.connect(args.db)
         try:
@@ -64,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         finally:
             db.conn.close()
     except SynthloopError as exc:
+        print(f"error: {exc.render(lambda field: flag_for(parser, field))}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except connection.DatabasePathError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:

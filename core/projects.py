@@ -47,7 +47,7 @@ def parse_labels(labels: str | list[str], descriptions: str | dict[str, str] | N
     names = [n.strip() for n in (labels.split(",") if isinstance(labels, str) else labels)]
     names = [n for n in names if n]
     if not names:
-        raise SynthloopError("a project needs at least one label: pass --labels a,b,c")
+        raise SynthloopError("a project needs at least one label: set {labels} to a,b,c", fields=("labels",))
     if len(names) > MAX_LABELS:
         raise SynthloopError(f"{len(names)} labels is too many: at most {MAX_LABELS}")
     duplicates = sorted({n for n in names if names.count(n) > 1})

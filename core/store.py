@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from db.connection import db_file, open_db, resolve_db_path
+from db.connection import DatabasePathError, db_file, files_dir, open_db, resolve_db_path
 
-__all__ = ["db_file", "open_db", "resolve_db_path"]
+__all__ = ["DatabasePathError", "db_file", "files_dir", "open_db", "resolve_db_path"]

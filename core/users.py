@@ -10,17 +10,15 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal, get_args
 
 import bcrypt
 import sqlite_utils
 
 from core.errors import NotFoundError, PermissionDenied, SynthloopError
+from core.vocab import ROLES, Role
 from db import transaction
 from db import users as users_db
 
-Role = Literal["admin", "researcher", "annotator"]
-ROLES: tuple[str, ...] = get_args(Role)
 MIN_PASSWORD_LENGTH = 8
 FREE_LOGIN_ATTEMPTS = 5
 LOCKOUT_SECONDS = 60

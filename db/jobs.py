@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Literal
+from typing import Any
 
 import sqlite_utils
 
 from db.connection import now
 
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+# status: one of core.vocab.JOB_STATUSES (db/ takes vocabularies as plain strings)
 ACTIVE_STATUSES = ("queued", "running")
 
 
@@ -71,6 +71,41 @@ def start_job(db: sqlite_utils.Database, job_id: int, *, pid: int | None = None)
     )
 
 
+def claim_job(db: sqlite_utils.Database, job_id: int, *, pid: int) -> bool:
+    """Take a queued job for the process ``pid``: True for exactly one of several processes that try at once
+    (one conditional UPDATE is atomic); False when the job is not queued (any more)."""
+    stamp = now()
+    cursor = db.execute(
+        "UPDATE job SET status = 'running', pid = ?, started_at = COALESCE(started_at, ?), heartbeat_at = ?,"
+        " error = '', finished_at = NULL WHERE id = ? AND status = 'queued'",
+        [pid, stamp, stamp, job_id],
+    )
+    return cursor.rowcount == 1
+
+
+def record_launch(db: sqlite_utils.Database, job_id: int, *, pid: int) -> None:
+    """Note the process launched for a queued job, so a process that dies before it claims the job is seen."""
+    db.execute("UPDATE job SET pid = ? WHERE id = ? AND status = 'queued' AND pid IS NULL", [pid, job_id])
+
+
+def beat(db: sqlite_utils.Database, job_id: int, *, pid: int) -> None:
+    """The job's process is alive: refresh the heartbeat of its running job."""
+    db.execute("UPDATE job SET heartbeat_at = ? WHERE id = ? AND status = 'running' AND pid = ?",
+               [now(), job_id, pid])
+
+
+def fail_orphan(db: sqlite_utils.Database, job_id: int, *, status: str, pid: int | None, error: str) -> bool:
+    """Mark the job failed only if it is still ``status`` with process ``pid`` (as the caller saw it): a job
+    that ended, or was claimed again, between that look and this write is left alone."""
+    stamp = now()
+    cursor = db.execute(
+        "UPDATE job SET status = 'failed', message = 'failed', error = ?, finished_at = ?, heartbeat_at = ?"
+        " WHERE id = ? AND status = ? AND pid IS ?",
+        [error, stamp, stamp, job_id, status, pid],
+    )
+    return cursor.rowcount == 1
+
+
 def update_progress(
     db: sqlite_utils.Database,
     job_id: int,
@@ -94,7 +129,7 @@ def finish_job(
     db: sqlite_utils.Database,
     job_id: int,
     *,
-    status: JobStatus,
+    status: str,
     message: str | None = None,
     error: str = "",
     result: dict[str, Any] | None = None,
@@ -114,13 +149,15 @@ def request_cancel(db: sqlite_utils.Database, job_id: int) -> None:
     )
 
 
-def reset_for_resume(db: sqlite_utils.Database, job_id: int) -> None:
-    """Put a failed or cancelled job back to queued so a worker can pick up the remainder."""
-    db.execute(
+def reset_for_resume(db: sqlite_utils.Database, job_id: int) -> bool:
+    """Put a finished (failed, cancelled, done) job back to queued so a worker can pick up the remainder.
+    False when it is queued or running already: of two resumes at once, only one queues it."""
+    cursor = db.execute(
         "UPDATE job SET status = 'queued', cancel_requested = 0, error = '', finished_at = NULL, pid = NULL"
-        " WHERE id = ?",
+        " WHERE id = ? AND status IN ('failed', 'cancelled', 'done')",
         [job_id],
     )
+    return cursor.rowcount == 1
 
 
 def active_jobs(db: sqlite_utils.Database) -> list[dict[str, Any]]:

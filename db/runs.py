@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 import sqlite_utils
 
 from db.connection import now
 
-RunStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+# status: one of core.vocab.JOB_STATUSES (a run has the statuses of its job)
 JSON_COLUMNS = ("config", "train_item_ids", "history", "metrics")
 UPDATABLE = frozenset({"status", "job_id", "train_item_ids", "n_train", "n_test", "history", "metrics", "error",
                        "artifact_path", "device", "seconds", "started_at", "finished_at"})
@@ -32,7 +32,7 @@ def create_run(
     config: dict[str, Any],
     data_source: str,
     job_id: int | None = None,
-    status: RunStatus = "queued",
+    status: str = "queued",
 ) -> int:
     cursor = db.execute(
         "INSERT INTO run (project_id, job_id, status, config, seed, model, label_source, data_source, created_at)"
@@ -56,7 +56,7 @@ def start_run(db: sqlite_utils.Database, run_id: int) -> None:
     db.execute("UPDATE run SET status = 'running', started_at = ?, error = '' WHERE id = ?", [now(), run_id])
 
 
-def finish_run(db: sqlite_utils.Database, run_id: int, *, status: RunStatus, error: str = "") -> None:
+def finish_run(db: sqlite_utils.Database, run_id: int, *, status: str, error: str = "") -> None:
     db.execute("UPDATE run SET status = ?, error = ?, finished_at = ? WHERE id = ?", [status, error, now(), run_id])
 
 

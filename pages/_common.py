@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,14 @@ def db_path() -> str:
 
 @contextmanager
 def database() -> Iterator:
-    """A fresh connection for this rerun (never cached: reruns may run on another thread)."""
-    with store.open_db(db_path()) as db:
+    """A fresh connection for this rerun (never cached: reruns may run on another thread). A ``SYNTHLOOP_DB``
+    that cannot be the database stops the page with the CLI's message."""
+    with contextlib.ExitStack() as stack:
+        try:
+            db = stack.enter_context(store.open_db(db_path()))
+        except store.DatabasePathError as exc:
+            st.error(str(exc), icon=":material/error:")
+            st.stop()
         yield db
 
 
@@ -126,8 +133,20 @@ def current_project(db) -> projects.Project:
         st.stop()
 
 
-def show_error(exc: SynthloopError) -> None:
-    st.error(str(exc), icon=":material/error:")
+def escape_markdown(text: str) -> str:
+    """Untrusted text (file columns, names, values) inside a Markdown element, shown as the characters it is."""
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", text)
+
+
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:=])")
+
+
+def show_error(exc: SynthloopError, labels: Mapping[str, str] | None = None) -> None:
+    """A core error with the settings it names written as this page's field labels (``labels``: field → label;
+    by default the field name in words)."""
+    labels = labels or {}
+    message = exc.render(lambda field: "“" + labels.get(field, field.replace("_", " ").capitalize()) + "”")
+    st.error(escape_markdown(message), icon=":material/error:")
 
 
 def job_progress(job: dict, *, what: str, run_every: float = 2) -> None:
@@ -135,7 +154,7 @@ def job_progress(job: dict, *, what: str, run_every: float = 2) -> None:
     @st.fragment(run_every=run_every)
     def _poll() -> None:
         with database() as db:
-            current = jobs.get(db, job["id"])
+            current = jobs.watch(db, job["id"])  # a job whose process died turns failed here
         if current["status"] not in ("queued", "running"):
             st.rerun(scope="app")
         total = max(1, current["progress_total"])

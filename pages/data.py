@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import vocab
 from core.data import export as exporter
 from core.data import importer
 from core.errors import SynthloopError
@@ -48,7 +49,7 @@ def _import_section() -> None:
             source, name = path, None
 
     left, middle, right = st.columns(3)
-    file_format = left.selectbox("Format", importer.FORMATS, key="data_format",
+    file_format = left.selectbox("Format", vocab.IMPORT_FORMATS, key="data_format",
                                  help="auto: from the file extension")
     encoding = middle.text_input("Encoding", value="utf-8", key="data_encoding",
                                  help="e.g. latin-1 or cp1252 for older files")
@@ -89,10 +90,10 @@ def _import_section() -> None:
     with right:
         split_mode = st.radio("Split", ["Fixed", "From a column"], horizontal=True, key="data_split_mode")
         if split_mode == "Fixed":
-            fixed_split, split_col = st.selectbox("Split for every row", importer.SPLITS, key="data_split"), None
+            fixed_split, split_col = st.selectbox("Split for every row", vocab.SPLITS, key="data_split"), None
         else:
             fixed_split, split_col = None, _pick("Split column", columns, ("split",), "data_split_col")
-        item_source = st.radio("Source", importer.SOURCES, horizontal=True, key="data_source")
+        item_source = st.radio("Source", vocab.SOURCES, horizontal=True, key="data_source")
         raw_form = st.radio("Raw per-annotator labels", ["None", "Long form", "Wide form"], horizontal=True,
                             key="data_raw_form",
                             help="Long: a row per (item, annotator). Wide: a column per annotator, empty = not labelled.")
@@ -132,8 +133,8 @@ with import_tab:
 
 with browse_tab:
     left, middle, right = st.columns(3)
-    source_filter = left.selectbox("Source", [ALL, *importer.SOURCES], key="browse_source")
-    split_filter = middle.selectbox("Split", [ALL, *importer.SPLITS], key="browse_split")
+    source_filter = left.selectbox("Source", [ALL, *vocab.SOURCES], key="browse_source")
+    split_filter = middle.selectbox("Split", [ALL, *vocab.SPLITS], key="browse_split")
     label_filter = right.selectbox("Label (reference, adjudicated or majority)", [ALL, *project.label_names],
                                    key="browse_label")
     search = st.text_input("Text contains", key="browse_search")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core import vocab
 from core.data import export as exporter
 from core.errors import SynthloopError
 from pages._common import current_project, database, page_guard, show_error
@@ -17,7 +18,7 @@ st.title(f"Export · {project.name}")
 VIEWS = {"aggregated": "Aggregated: a row per item", "raw": "Raw: a row per annotation"}
 left, right = st.columns(2)
 view = left.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="export_view")
-file_format = right.selectbox("Format", exporter.EXPORT_FORMATS, key="export_format",
+file_format = right.selectbox("Format", vocab.EXPORT_FORMATS, key="export_format",
                               help="CSV cells starting with = + - @ are neutralised for spreadsheets;"
                                    " JSONL and Parquet keep every value exactly.")
 try:

@@ -9,7 +9,8 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.generation import llm_annotator, service
-from core.generation.config import BACKENDS, MODES, PROMPT_FORMS, TEMPLATE_FIELDS
+from core.generation.config import TEMPLATE_FIELDS
+from core.vocab import BACKENDS, LLM_SELECTIONS, MODES, PROMPT_FORMS
 from pages._common import GENERATE_JOB, current_project, database, page_guard, show_error
 
 user = page_guard(__file__)
@@ -257,7 +258,6 @@ with annotator_tab:
                "like anyone's (Agreement page).")
     saved = llm_annotator.settings(project)
     with st.form("generate_llm_annotator"):
-        enabled = st.toggle("Use the LLM as an extra annotator in this project", value=saved["enabled"])
         left, middle, right = st.columns(3)
         ann_backend = left.selectbox("Backend ", BACKENDS, index=_index(BACKENDS, saved.get("backend", backend)),
                                      format_func=BACKEND_TEXT.__getitem__)
@@ -265,7 +265,7 @@ with annotator_tab:
         ann_url = right.text_input("Base URL ", value=saved.get("base_url", base_url))
         left, middle, right = st.columns(3)
         ann_key = left.text_input("API key variable ", value=saved.get("api_key_env", api_key_env))
-        selections = [s for s in llm_annotator.SELECTIONS if s != "ids"]
+        selections = [s for s in LLM_SELECTIONS if s != "ids"]
         selection = middle.selectbox("Items", selections, index=_index(selections, saved.get("selection", "pool")),
                                      help="pool: the annotation pool; unlabelled: items no person labelled yet")
         ann_concurrency = right.number_input("Concurrent requests ", 1, 256, int(saved.get("concurrency", 4)))
@@ -277,7 +277,7 @@ with annotator_tab:
                        "selection": selection, "concurrency": int(ann_concurrency)}
         try:
             with database() as db:
-                llm_annotator.save_settings(db, project.id, enabled=enabled, **ann_options)
+                llm_annotator.save_settings(db, project.id, **ann_options)
                 if run_ann:
                     ann_job = llm_annotator.start_llm_annotation(db, project.id, **ann_options)
                     st.success(f"LLM annotation job {ann_job} started.")

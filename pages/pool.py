@@ -6,9 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import projects
+from core import projects, vocab
 from core.annotation.pool import (
-    STRATEGIES,
     STRATEGY_TEXT,
     AssignmentSettings,
     assignment_settings,
@@ -18,6 +17,7 @@ from core.annotation.pool import (
     set_pool,
 )
 from core.errors import SynthloopError
+from core.vocab import STRATEGIES
 from pages._common import current_project, database, page_guard, show_error
 
 user = page_guard(__file__)
@@ -43,7 +43,7 @@ st.caption("Filters combine: e.g. real + test puts the real test items in the po
 with st.form("pool"):
     left, middle, right = st.columns(3)
     source = left.radio("Source", ["any", "real", "synthetic"], horizontal=True)
-    split = middle.radio("Split", ["any", "train", "dev", "test", "pool"], horizontal=True)
+    split = middle.radio("Split", ["any", *vocab.SPLITS], horizontal=True)
     job_options = [None] + [job["generation_job_id"] for job in jobs]
     job = right.selectbox("Generation job", job_options,
                           format_func=lambda j: "any" if j is None else f"job {j}")

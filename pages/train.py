@@ -8,7 +8,8 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.training import service
-from core.training.config import EVAL_SPLITS, LABEL_SOURCE_HELP, LABEL_SOURCES, PAPER_MODELS, TrainConfig
+from core.training.config import LABEL_SOURCE_HELP, PAPER_MODELS, TrainConfig
+from core.vocab import HELD_OUT_SPLITS, LABEL_SOURCES
 from pages._common import current_project, database, db_path, page_guard, show_error
 
 user = page_guard(__file__)
@@ -67,7 +68,7 @@ with st.form("train_form"):
         max_length = a.number_input("Maximum length (tokens)", 8, 8192, defaults.max_length, key="train_max_length")
         seed = b.number_input("Seed", 0, 2**31 - 1, defaults.seed, key="train_seed")
         cap = c.number_input("Cap per label (0 = none)", 0, 10_000_000, 0, key="train_cap")
-        eval_split = st.radio("Evaluate on", EVAL_SPLITS, horizontal=True, key="train_eval_split")
+        eval_split = st.radio("Evaluate on", HELD_OUT_SPLITS, horizontal=True, key="train_eval_split")
     submitted = st.form_submit_button("Train", type="primary", icon=":material/model_training:")
 
 if submitted:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 import streamlit as st
 
-from core import users
+from core import users, vocab
 from core.errors import SynthloopError
 from pages._common import database, page_guard, show_error
 
@@ -42,7 +42,7 @@ with st.expander("Add a user", icon=":material/person_add:"):
     with st.form("add_user", clear_on_submit=True):
         username = st.text_input("Username", key="users_new_name")
         display_name = st.text_input("Display name (optional)", key="users_new_display")
-        role = st.selectbox("Role", users.ROLES, index=users.ROLES.index("annotator"), key="users_new_role")
+        role = st.selectbox("Role", vocab.ROLES, index=vocab.ROLES.index("annotator"), key="users_new_role")
         access = st.radio("Log in with", ["Invite link", "Password"], horizontal=True, key="users_new_access")
         password = st.text_input("Password (for 'Password')", type="password", key="users_new_password")
         add = st.form_submit_button("Add user", type="primary", key="users_add")
@@ -69,7 +69,7 @@ chosen = st.selectbox("User", names, key="users_manage")
 current = next(row for row in rows if row["username"] == chosen)
 left, right = st.columns(2)
 with left:
-    new_role = st.selectbox("Role", users.ROLES, index=users.ROLES.index(current["role"]), key="users_role")
+    new_role = st.selectbox("Role", vocab.ROLES, index=vocab.ROLES.index(current["role"]), key="users_role")
     if st.button("Change role", key="users_change_role"):
         try:
             with database() as db:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -20,3 +21,8 @@ def researcher_app(page: str, db_path: Path, fresh_db, project_id: int, monkeypa
     at.session_state[USER_ID] = user.id
     at.session_state[PROJECT_ID] = project_id
     return at
+
+
+def shown(markdown: str) -> str:
+    """The text a reader sees in a Markdown element whose untrusted parts the page escaped with backslashes."""
+    return re.sub(r"\\(.)", r"\1", markdown)

@@ -110,4 +110,4 @@ def test_pool_and_adjudicate_commands(cli_db: Path, capsys) -> None:
     assert code == 2 and "say which items" in err
     missing = _cli(cli_db, "adjudicate", "demo", "nope", "y", check=False)  # a real exit status
     assert missing.returncode == 2 and missing.stderr.strip() == (
-        "error: no item 'nope' in project 'demo': use the item_id of `agreement --items-out`")
+        "error: no item 'nope' in project 'demo': use an item_id of the agreement items table")

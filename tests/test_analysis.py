@@ -137,7 +137,7 @@ def test_too_few_items_is_explained(fresh_db, project) -> None:
 
 
 def test_config_validation() -> None:
-    with pytest.raises(SynthloopError, match=r"--subsample 1 is not valid: use a whole number ≥ 2 items"):
+    with pytest.raises(SynthloopError, match=r"'subsample' 1 is not valid: use a whole number ≥ 2 items"):
         analysis.AnalysisConfig(subsample=1)
     with pytest.raises(SynthloopError, match="projection 'umap' is not valid: use one of pca, tsne"):
         analysis.AnalysisConfig(projection="umap")  # type: ignore[arg-type]

@@ -117,7 +117,7 @@ def test_usage_errors_are_one_line_with_exit_2(cli_db, tmp_path, capsys):
     code, _, err = _main(capsys, "import", "nope", str(tmp_path / "x.csv"))
     assert code == 2 and err.startswith("error: no project 'nope'") and err.count("\n") == 1
     code, _, err = _main(capsys, "import", "demo", "x.csv", "--columns", "a,b")
-    assert (code, err) == (2, "error: --columns names the columns of a headerless file: add --no-header\n")
+    assert (code, err) == (2, "error: --columns names the columns of a headerless file: set --no-header too\n")
 
 
 def test_export_formats_and_raw_view(cli_db, tmp_path, capsys):

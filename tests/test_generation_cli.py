@@ -72,7 +72,7 @@ def test_generate_user_errors_are_one_line_with_exit_2(db_path, capsys) -> None:
     db.conn.close()
     code, out = run_cli(capsys, "generate", "films", "--mode", "zero-shot", "--per-label", "3", "--backend", "openai",
                         "--db", str(db_path))
-    assert code == 2 and out == ("error: the openai backend needs a model name: pass --model (e.g. gpt-4o-mini for "
+    assert code == 2 and out == ("error: the openai backend needs a model name: set --model (e.g. gpt-4o-mini for "
                                  "OpenAI, a folder or hub id for transformers)\n")
     code, out = run_cli(capsys, "generate", "films", "--db", str(db_path))
     assert code == 2 and "needs --mode zero-shot|few-shot and --per-label N" in out

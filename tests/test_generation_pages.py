@@ -14,6 +14,7 @@ from db import items as items_db
 from tests.fake_llm import FakeLLMServer, varied_text
 from tests.generation_helpers import make_project, queue_job
 from tests.page_helpers import researcher_app as _app
+from tests.page_helpers import shown
 
 ROOT = Path(__file__).resolve().parent.parent
 GEN_POS = ('Write one text whose label is "pos" (a favourable review). Use at most 50 words. Reply with the text '
@@ -47,7 +48,7 @@ def test_seeds_page_pins_by_id_and_samples(db_path, fresh_db, monkeypatch) -> No
     assert [m.value for m in at.metric] == ["1", "1"]
     _by_label(at.text_input, "…or item ids to pin (imported ids or internal ids, comma-separated)").set_value("zzz")
     at.button(key="FormSubmitter:seeds_pin_ids-Pin these ids").click().run()
-    assert "no item 'zzz' in this project" in at.error[0].value
+    assert "no item 'zzz' in this project" in shown(at.error[0].value)
     _by_label(at.number_input, "Seeds per label").set_value(3)
     at.button(key="FormSubmitter:seeds_sample-Sample seeds").click().run()
     assert not at.exception
@@ -104,7 +105,7 @@ def test_generate_page_saves_and_validates_templates(db_path, fresh_db, monkeypa
     at.run()
     _by_label(at.text_area, "Diversity").set_value("Be {creative}")
     at.button(key="FormSubmitter:generate_templates-Save templates").click().run()
-    assert "prompt template 'diversity' uses unknown placeholder {creative}" in at.error[0].value
+    assert "prompt template 'diversity' uses unknown placeholder {creative}" in shown(at.error[0].value)
     _by_label(at.text_area, "Diversity").set_value("Something else, please.")
     at.button(key="FormSubmitter:generate_templates-Save templates").click().run()
     assert not at.exception

@@ -118,13 +118,13 @@ def test_config_round_trips_and_rejects_bad_values_with_the_fix() -> None:
     data = cfg.to_dict()
     assert GenerationConfig.from_dict(data) == cfg
     assert data["templates"]["diversity"] == "More variety." and data["labels"] == ["pos", "neg"]
-    with pytest.raises(SynthloopError, match="needs a model name: pass --model"):
+    with pytest.raises(SynthloopError, match="needs a model name: set 'model'"):
         GenerationConfig(labels=("a",), backend="openai")
     with pytest.raises(SynthloopError, match=r"temperature 3 is not valid: use a number from 0.0 to 2.0"):
         config(temperature=3)
     with pytest.raises(SynthloopError, match="per_label 0 is not valid"):
         config(per_label=0)
-    with pytest.raises(SynthloopError, match="use it with --mode few-shot"):
+    with pytest.raises(SynthloopError, match="use it with 'mode' few-shot"):
         config(mode="zero-shot", prompt_form="list")
     with pytest.raises(SynthloopError, match="not an environment variable name"):
         config(api_key_env="sk-abc123 secret")

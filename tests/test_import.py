@@ -48,23 +48,23 @@ def values(series: pd.Series) -> list:
     [
         ({"format": "xlsx"}, "format 'xlsx' is not one of auto, csv, tsv, jsonl, parquet"),
         ({"split": "train", "split_col": "s"},
-         "give either a fixed split (--split) or a split column (--split-col), not both"),
+         "give either a fixed split ('split') or a split column ('split_col'), not both"),
         ({"split": "holdout"}, "split 'holdout' is not one of train, dev, test, pool"),
         ({"source": "fake"}, "source 'fake' is not one of real, synthetic"),
         ({"encoding": "klingon"}, "unknown encoding 'klingon': use e.g. utf-8, latin-1 or cp1252"),
         ({"sep": ";;"}, "separator ';;' is not usable: give one character, e.g. ',' ';' or '\\t'"),
-        ({"no_header": True}, "a file without a header row needs its column names: --columns NAME,NAME,..."),
-        ({"columns": ("a", "b")}, "--columns names the columns of a headerless file: add --no-header"),
+        ({"no_header": True}, "a file without a header row needs its column names: set 'columns' to NAME,NAME,..."),
+        ({"columns": ("a", "b")}, "'columns' names the columns of a headerless file: set 'no_header' too"),
         ({"no_header": True, "columns": ("a", "a")},
-         "column name 'a' is given twice in --columns: make the names unique"),
+         "column name 'a' is given twice in 'columns': make the names unique"),
         ({"format": "jsonl", "no_header": True, "columns": ("a",)},
-         "jsonl files name their columns themselves: drop --no-header/--columns"),
+         "jsonl files name their columns themselves: leave out 'no_header' and 'columns'"),
         ({"annotator_col": "who", "id_col": "id"},
-         "long-form raw labels need both --annotator-col (who) and --annotation-col (their label)"),
+         "long-form raw labels need both 'annotator_col' (who) and 'annotation_col' (their label)"),
         ({"annotator_col": "who", "annotation_col": "lab"},
-         "long-form raw labels repeat each item on several rows: pass --id-col to say which rows are one item"),
+         "long-form raw labels repeat each item on several rows: set 'id_col' to say which rows are one item"),
         ({"id_col": "id", "annotator_col": "who", "annotation_col": "lab", "annotator_cols": ("a",)},
-         "use either long form (--annotator-col/--annotation-col) or wide form (--annotator-cols), not both"),
+         "use either long form ('annotator_col' and 'annotation_col') or wide form ('annotator_cols'), not both"),
     ],
 )
 def test_spec_is_validated_at_construction(kwargs, message):
@@ -260,23 +260,23 @@ def test_labels_neutralised_by_a_csv_export_are_recognised(fresh_db):
 
 BAD_INPUT = [
     ("missing column", "txt,label\nhello,pos\n", "d.csv", {},
-     "column 'text' (--text-col) not in the file; its columns are: 'txt', 'label'"),
+     "column 'text' ('text_col') not in the file; its columns are: 'txt', 'label'"),
     ("missing columns", "text,label\nhello,pos\n", "d.csv", {"label_col": "gold", "id_col": "key"},
-     "columns 'key' (--id-col), 'gold' (--label-col) not in the file; its columns are: 'text', 'label'"),
+     "columns 'key' ('id_col'), 'gold' ('label_col') not in the file; its columns are: 'text', 'label'"),
     ("wrong separator", "text;label\nhello;pos\n", "d.csv", {},
-     "column 'text' (--text-col) not in the file; its columns are: 'text;label'; only one column was found:"
-     " check the separator (--sep) or --format"),
+     "column 'text' ('text_col') not in the file; its columns are: 'text;label'; only one column was found:"
+     " check the separator ('sep') or 'format'"),
     ("empty text", "text,label\nhello,pos\n  ,neg\n,neu\n", "d.csv", {"label_col": "label"},
      "row 2: the text in column 'text' is empty (2 rows in all): fill it in or remove those rows"),
     ("label not in project", "text,label\nhello,pos\nbye,spam\n", "d.csv", {"label_col": "label"},
      "row 2: label 'spam' in column 'label' is not a label of project 'demo' (pos, neg, neu): add it to the"
-     " project, or import with --add-labels"),
+     " project, or import with 'add_labels'"),
     ("raw label not in project", "id,text,annotator,label\n1,a,x,pos\n1,a,y,meh\n", "d.csv", LONG,
      "row 2: label 'meh' in column 'label' is not a label of project 'demo' (pos, neg, neu): add it to the"
-     " project, or import with --add-labels"),
+     " project, or import with 'add_labels'"),
     ("wide label not in project", "text,a1,a2\nx,pos,\ny,neg,meh\n", "d.csv", {"annotator_cols": ("a1", "a2")},
      "row 2: label 'meh' in column 'a2' is not a label of project 'demo' (pos, neg, neu): add it to the project,"
-     " or import with --add-labels"),
+     " or import with 'add_labels'"),
     ("duplicate id, different text", "id,text\n1,first\n2,second\n1,third\n", "d.csv", {"id_col": "id"},
      "row 3: id '1' already appeared on row 1 with a different text; rows sharing an id are one item: give each"
      " distinct text its own id"),
@@ -285,38 +285,38 @@ BAD_INPUT = [
      "row 2: id '1' has 'neg' in column 'label' but 'pos' on row 1; rows sharing an id are one item: make the"
      " values equal"),
     ("empty id", "id,text\n1,a\n,b\n", "d.csv", {"id_col": "id"},
-     "row 2: the id in column 'id' is empty: give every row an id, or drop --id-col"),
+     "row 2: the id in column 'id' is empty: give every row an id, or leave out 'id_col'"),
     ("same annotator twice", "id,text,annotator,label\n1,a,x,pos\n1,a,y,pos\n1,a,x,neg\n", "d.csv", LONG,
      "row 3: annotator 'import:x' labels item '1' a second time (first on row 1): keep one label per annotator"
      " and item"),
     ("annotator missing", "id,text,annotator,label\n1,a,,pos\n", "d.csv", LONG,
      "row 1: label 'pos' has no annotator in column 'annotator': fill in who gave it, or remove the row"),
     ("undecodable bytes", "text\nfine\ncafé\n".encode("latin-1"), "d.csv", {},
-     "'d.csv' is not valid utf-8: byte 0xe9 on line 3 cannot be decoded; pass --encoding latin-1 (or the"
+     "'d.csv' is not valid utf-8: byte 0xe9 on line 3 cannot be decoded; set 'encoding' to latin-1 (or the"
      " file's real encoding, e.g. cp1252)"),
     ("binary as csv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR", "d.csv", {},
      "'d.csv' is not a CSV text file: it holds binary data (a NUL byte on line 3); check that it is the right"
-     " file and pass the right --format"),
+     " file and set the right 'format'"),
     ("parquet as csv", b"PAR1\x15\x04garbage", "d.csv", {},
-     "'d.csv' is a Parquet file, not CSV: pass --format parquet"),
+     "'d.csv' is a Parquet file, not CSV: set 'format' to parquet"),
     ("invalid json line", '{"text": "a"}\n{"text": "b",}\n', "d.jsonl", {},
      "'d.jsonl' line 2 is not valid JSON (Expecting property name enclosed in double quotes): each line must be"
      " one JSON object"),
     ("json line not an object", '{"text": "a"}\n["b"]\n', "d.jsonl", {},
      "'d.jsonl' line 2 is a JSON list, not an object: each line must be one object like {\"text\": \"...\"}"),
     ("not parquet", "text\nhello\n", "d.parquet", {},
-     "'d.parquet' is not a Parquet file (it lacks the Parquet signature): pass the right --format (csv, tsv, jsonl)"),
+     "'d.parquet' is not a Parquet file (it lacks the Parquet signature): set the right 'format' (csv, tsv, jsonl)"),
     ("damaged parquet", b"PAR1 this is not really parquet PAR1", "d.parquet", {},
      "'d.parquet' is not a readable Parquet file ("),
     ("empty file", b"", "d.csv", {}, "'d.csv' is empty: there is nothing to import"),
     ("blank file", b"\n  \n", "d.csv", {}, "'d.csv' is empty: there is nothing to import"),
     ("header only", "text,label\n", "d.csv", {}, "'d.csv' has no data rows: there is nothing to import"),
     ("ragged rows", "text,label\nhello,pos\nbye,neg,extra\n", "d.csv", {},
-     "'d.csv' line 3: expected 2 fields, found 3; check the separator (--sep ',') and that cells holding ',' are"
+     "'d.csv' line 3: expected 2 fields, found 3; check the separator ('sep' ',') and that cells holding ',' are"
      " quoted"),
     ("unknown split", "text,split\na,train\nb,holdout\n", "d.csv", {"split_col": "split"},
      "row 2: split 'holdout' in column 'split' is not one of train, dev, test, pool (validation/valid/val count"
-     " as dev): fix the value, or use a fixed --split"),
+     " as dev): fix the value, or use a fixed 'split'"),
     ("empty split", "text,split\na,train\nb,\n", "d.csv", {"split_col": "split"},
      "row 2: an empty split in column 'split' is not one of train, dev, test, pool"),
     ("agreement out of range", "text,agree\na,66\nb,150\n", "d.csv", {"agreement_col": "agree"},
@@ -326,9 +326,9 @@ BAD_INPUT = [
      "row 2: agreement 'high' in column 'agree' is not a number: give a fraction 0-1 (0.66) or a percentage"
      " 0-100 (66)"),
     ("headerless column count", "pos\thello\textra\n", "d.tsv", {"no_header": True, "columns": ("label", "text")},
-     "'d.tsv' has 3 columns but --columns names 2 (label, text): name every column, in order"),
+     "'d.tsv' has 3 columns but 'columns' names 2 (label, text): name every column, in order"),
     ("unknown extension", "text\nhello\n", "d.xlsx", {},
-     "cannot tell the format of 'd.xlsx' from its extension: pass --format csv, tsv, jsonl or parquet"),
+     "cannot tell the format of 'd.xlsx' from its extension: set 'format' to csv, tsv, jsonl or parquet"),
 ]
 
 

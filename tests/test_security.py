@@ -29,7 +29,7 @@ import bcrypt
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import jobs, projects, users
+from core import jobs, projects, users, vocab
 from core.data import export as exporter
 from core.data import importer
 from core.errors import SynthloopError
@@ -356,7 +356,7 @@ def _run_two_jobs_with_keys(db_path: Path, planted: str, wrong: str, monkeypatch
         sent = {v for r in server.completion_requests() for k, v in r.headers.items() if k.lower() == "authorization"}
         assert f"Bearer {planted}" in sent and f"Bearer {wrong}" in sent
         exports = [exporter.export_data(db, project.id, view=view, fmt=fmt).data
-                   for view in exporter.EXPORT_VIEWS for fmt in exporter.EXPORT_FORMATS]
+                   for view in vocab.EXPORT_VIEWS for fmt in vocab.EXPORT_FORMATS]
         assert generation.job_summary(db, good)["accepted"] == 4
     return exports
 
@@ -380,7 +380,7 @@ def test_exported_csv_cannot_carry_formulas(tmp_path: Path) -> None:
         writer.writerows(rows)
         importer.import_file(db, project.id, buffer.getvalue().encode(), importer.ImportSpec(
             id_col="id", label_col="label", annotator_col="who", annotation_col="lab"), filename="evil.csv")
-        for view in exporter.EXPORT_VIEWS:
+        for view in vocab.EXPORT_VIEWS:
             data = exporter.export_data(db, project.id, view=view, fmt="csv").data.decode("utf-8")
             cells = [cell for row in csv.reader(io.StringIO(data)) for cell in row]
             risky = [c for c in cells if c.startswith(("=", "+", "@", "\t", "\r")) or

@@ -87,7 +87,7 @@ def test_sample_prefers_high_agreement_tops_up_and_warns(fresh_db, project, item
     ]
     again = seeds.sample_seeds(fresh_db, project.id, 3, seed=0)
     assert again.added == {"pos": [items["c"]], "neg": [], "neu": []}  # only the unknown-agreement item is left
-    with pytest.raises(SynthloopError, match="--per-label 0 is not valid"):
+    with pytest.raises(SynthloopError, match="'per_label' 0 is not valid"):
         seeds.sample_seeds(fresh_db, project.id, 0)
 
 

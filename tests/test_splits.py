@@ -33,7 +33,7 @@ def test_split_real_items_refuses_to_move_a_held_out_set_without_redraw(fresh_db
     _add_items(fresh_db, project.id, ["pos"] * 8 + ["neg"] * 4)
     report = splits.split_real_items(fresh_db, project.id, test=0.25, seed=0)
     assert report.counts == {"train": 9, "dev": 0, "test": 3}
-    with pytest.raises(SynthloopError, match="already has 3 real dev/test items: pass --redraw"):
+    with pytest.raises(SynthloopError, match="already has 3 real dev/test items: set 'redraw' to draw"):
         splits.split_real_items(fresh_db, project.id, test=0.5)
     assert items_db.count_items(fresh_db, project.id) == {("real", "train"): 9, ("real", "test"): 3}
     redrawn = splits.split_real_items(fresh_db, project.id, test=0.5, seed=0, redraw=True)

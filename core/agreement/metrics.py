@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import SynthloopError
+from core.vocab import LLM_ANNOTATOR_PREFIX
 
 INSTANCE_COLUMNS = ("n_labels", "majority_label", "instance_agreement", "tie", "votes")
 
@@ -49,7 +50,6 @@ BAND_TEXT: dict[str, str] = {
 }
 
 # Annotators whose name starts with this are machine annotators; label fidelity uses human labels only.
-LLM_ANNOTATOR_PREFIX = "llm:"
 
 
 # ---------------------------------------------------------------------------------------------- encoding

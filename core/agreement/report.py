@@ -26,18 +26,22 @@ from core.agreement.metrics import (
     per_annotator_agreement,
     per_label_stats,
 )
+from core.config import Config, setting
 from core.errors import SynthloopError
+from core.vocab import SOURCES
 
 
 @dataclass(frozen=True)
-class ReportConfig:
+class ReportConfig(Config):
     """Settings of one agreement computation (stored beside its numbers)."""
 
-    n_boot: int = 1000
-    confidence: float = 0.95
-    seed: int = 0
-    model: bool = True  # fit Dawid–Skene for per-annotator quality and aggregate labels
-    fidelity_min_labels: int = 1
+    KIND = "agreement setting"
+
+    n_boot: int = setting(1000, "bootstrap resamples (over items) of alpha's confidence interval")
+    confidence: float = setting(0.95, "level of alpha's confidence interval")
+    seed: int = setting(0, "seed of the bootstrap")
+    model: bool = setting(True, "fit Dawid–Skene for per-annotator quality and aggregate labels")
+    fidelity_min_labels: int = setting(1, "human labels a synthetic item needs to count in label fidelity")
 
     def __post_init__(self) -> None:
         if not isinstance(self.n_boot, int) or self.n_boot < 1:
@@ -47,12 +51,6 @@ class ReportConfig:
         if self.fidelity_min_labels < 1:
             raise SynthloopError(f"fidelity_min_labels {self.fidelity_min_labels!r} must be at least 1")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ReportConfig:
-        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
 
 
 def _finite(value: float | None) -> float | None:
@@ -204,10 +202,10 @@ def agreement_report(
     if items is not None:
         groups: list[tuple[str, pd.Series]] = []
         if "source" in items.columns:
-            groups += [(str(s), items["source"] == s) for s in ("real", "synthetic") if (items["source"] == s).any()]
+            groups += [(str(s), items["source"] == s) for s in SOURCES if (items["source"] == s).any()]
         if "group" in items.columns:
             groups += [(str(g), items["group"] == g) for g in sorted(items["group"].dropna().unique())
-                       if str(g) not in ("real", "synthetic")]
+                       if str(g) not in SOURCES]
         for name, mask in groups:
             ids = items.loc[mask, "id"]
             subset = annotations[annotations["item_id"].isin(ids)]

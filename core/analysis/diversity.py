@@ -1,5 +1,6 @@
 """Diversity of a set of texts and its similarity to real data, on L2-normalised sentence embeddings.
 
+
 Pure numpy (plus scikit-learn for the 2-D map). Distances are cosine distances ``d = 1 − cos``:
 
 - *Remote-Clique* (Cox et al., 2021): mean over items of the mean distance to all other items;
@@ -16,14 +17,15 @@ Everything that needs pairwise similarities works on blocks of rows so that memo
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
+
+from core.vocab import Projection
 
 # At most this many float32 similarities (× 4 bytes) are held at once: 64 MB.
 MAX_BLOCK_ELEMENTS = 16_000_000
 
-ProjectionMethod = Literal["pca", "tsne"]
 
 
 def _as_unit_rows(embeddings: np.ndarray) -> np.ndarray:
@@ -201,7 +203,7 @@ def similarity_to_real(real: np.ndarray, synthetic: np.ndarray, *, k: int = 5, s
                             std=float(np.std(values)))
 
 
-def projection_2d(embeddings: np.ndarray, *, method: ProjectionMethod = "pca", seed: int = 0) -> np.ndarray:
+def projection_2d(embeddings: np.ndarray, *, method: Projection = "pca", seed: int = 0) -> np.ndarray:
     """``n × 2`` coordinates for a map: PCA, or t-SNE on the first 50 principal components.
 
     The caller caps ``n`` (t-SNE is ``O(n log n)`` but slow in absolute terms: ~10-20 s for 1,000 points on 2 cores).

@@ -15,8 +15,8 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,25 +25,25 @@ import sqlite_utils
 from core import jobs as core_jobs
 from core.analysis import diversity
 from core.analysis.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_MODEL, Embedder, embed_texts, load_embedder
+from core.config import Config, is_whole_number, setting
 from core.data.items import item_table
 from core.errors import SynthloopError
 from core.projects import get_project
+from core.vocab import MODES, PROJECTIONS, SOURCES, Projection
 from db import connection
 from db import items as items_db
 from db import jobs as jobs_db
 
 TOP_K = 5
-MAIN_SOURCES = ("real", "synthetic", "zero-shot", "few-shot")
-SYNTHETIC_SOURCES = ("synthetic", "zero-shot", "few-shot")
+MAIN_SOURCES = (*SOURCES, *MODES)
+SYNTHETIC_SOURCES = ("synthetic", *MODES)
 # Chamfer distance needs every pair of a subsample: 2,000 items × 384 dims is ~1.5 GFLOP a draw, under a second on
 # two cores; 5 draws × 6 sources stay well under a minute, and 2,000 items already give a tight spread.
 DEFAULT_MAX_SUBSAMPLE = 2000
-Projection = Literal["pca", "tsne"]
-PROJECTIONS: tuple[str, ...] = get_args(Projection)
 
 
 @dataclass(frozen=True)
-class AnalysisConfig:
+class AnalysisConfig(Config):
     """Settings of one analysis, stored with its result.
 
     ``subsample`` caps the common set size at which sources are compared (default: the smallest of real,
@@ -51,44 +51,34 @@ class AnalysisConfig:
     ``max_real_queries`` caps the real items whose top-5 similarity is averaged (a seeded sample beyond it).
     """
 
-    subsample: int | None = None
-    n_subsamples: int = 5
-    seed: int = 0
-    max_real_queries: int = 2000
-    projection: Projection = "tsne"
-    max_map_points: int = 1000
-    embedding_model: str = DEFAULT_EMBEDDING_MODEL
-    batch_size: int = DEFAULT_BATCH_SIZE
+    KIND = "analysis setting"
+
+    subsample: int | None = setting(None, "compare sources at this common set size (default: the smallest, ≤ 2,000)")
+    n_subsamples: int = setting(5, "seeded subsamples per source; their spread is reported")
+    seed: int = setting(0, "seed of the subsamples, the map sample and the projection")
+    max_real_queries: int = setting(2000, "real items whose top-5 similarity to synthetic data is averaged")
+    projection: Projection = setting("tsne", "how the 2-D map is drawn")
+    max_map_points: int = setting(1000, "points on the 2-D map (a seeded sample beyond it)")
+    embedding_model: str = setting(DEFAULT_EMBEDDING_MODEL, "sentence encoder: the embedded MiniLM or a folder")
+    batch_size: int = setting(DEFAULT_BATCH_SIZE, "texts embedded per batch")
 
     def __post_init__(self) -> None:
-        if self.subsample is not None and (not _is_int(self.subsample) or self.subsample < 2):
-            raise SynthloopError(f"--subsample {self.subsample!r} is not valid: use a whole number ≥ 2 items")
+        if self.subsample is not None and (not is_whole_number(self.subsample) or self.subsample < 2):
+            raise SynthloopError(f"{{subsample}} {self.subsample!r} is not valid: use a whole number ≥ 2 items",
+                                 fields=("subsample",))
         for name, low in (("n_subsamples", 1), ("max_real_queries", 1), ("max_map_points", 10),
                           ("batch_size", 1)):
             value = getattr(self, name)
-            if not _is_int(value) or value < low:
+            if not is_whole_number(value) or value < low:
                 raise SynthloopError(f"analysis setting {name}={value!r} is not valid: use a whole number ≥ {low}")
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
-            raise SynthloopError(f"--seed {self.seed!r} is not valid: use a whole number from 0 to 2**32 - 1")
+        if not is_whole_number(self.seed) or not 0 <= self.seed < 2**32:
+            raise SynthloopError(f"{{seed}} {self.seed!r} is not valid: use a whole number from 0 to 2**32 - 1",
+                                 fields=("seed",))
         if self.projection not in PROJECTIONS:
             raise SynthloopError(f"projection {self.projection!r} is not valid: use one of {', '.join(PROJECTIONS)}")
         if not isinstance(self.embedding_model, str) or not self.embedding_model.strip():
             raise SynthloopError(f"embedding model {self.embedding_model!r} is not valid: name a model or folder")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AnalysisConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SynthloopError(f"unknown analysis setting {unknown[0]!r}: known settings are {sorted(known)}")
-        return cls(**data)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _meta(raw: Any) -> dict[str, Any]:
@@ -111,7 +101,7 @@ def source_table(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
     metas = [_meta(raw) for raw in table["meta"]]
     modes = [m.get("mode") for m in metas]
     group = [
-        "real" if source == "real" else (mode if mode in ("zero-shot", "few-shot") else "synthetic")
+        "real" if source == "real" else (mode if mode in MODES else "synthetic")
         for source, mode in zip(table["source"], modes, strict=True)
     ]
     job_ids = [int(m["generation_job_id"]) if str(m.get("generation_job_id", "")).isdigit() else None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +20,11 @@ import sqlite_utils
 
 from core import jobs as core_jobs
 from core.analysis import service as analysis
+from core.config import Config, setting
 from core.data.items import item_table
 from core.errors import SynthloopError
 from core.projects import get_project
+from core.vocab import LabelSource, Projection
 from db import connection
 from db import jobs as jobs_db
 from db import seeds as seeds_db
@@ -48,23 +50,25 @@ ARM_NAMES: tuple[str, ...] = tuple(arm.name for arm in ARMS)
 
 
 @dataclass(frozen=True)
-class StudyConfig:
+class StudyConfig(Config):
     """Settings of one study; training settings left out take the training defaults (``TrainConfig``)."""
 
-    out_dir: str
-    epochs: int = 3
-    model: str = "embedded"
-    seed: int = 42
-    label_source: str = "reference"
-    arms: tuple[str, ...] = ARM_NAMES
-    batch_size: int | None = None
-    max_length: int | None = None
-    analysis_subsample: int | None = None
-    analysis_projection: str = "pca"
+    KIND = "study setting"
+
+    out_dir: str = setting(help="the folder the report is written to")
+    epochs: int = setting(3, "training epochs of every run")
+    model: str = setting("embedded", "the classifier of every run")
+    seed: int = setting(42, "seed of every run and of the analysis")
+    label_source: LabelSource = setting("reference", "which label the runs train and test with")
+    arms: tuple[str, ...] = setting(ARM_NAMES, "the training sources compared, as in the paper's Table 1")
+    batch_size: int | None = setting(None, "training batch size (default: the training default)")
+    max_length: int | None = setting(None, "tokens per text (default: the training default)")
+    analysis_subsample: int | None = setting(None, "common set size of the diversity comparison")
+    analysis_projection: Projection = setting("pca", "how the 2-D map of the report is drawn")
 
     def __post_init__(self) -> None:
         if not isinstance(self.out_dir, str) or not self.out_dir.strip():
-            raise SynthloopError("the study needs an output folder: pass --out DIR")
+            raise SynthloopError("the study needs an output folder: set {out_dir}", fields=("out_dir",))
         arms = tuple(self.arms.split(",")) if isinstance(self.arms, str) else tuple(self.arms)
         arms = tuple(dict.fromkeys(a.strip() for a in arms if a.strip()))
         object.__setattr__(self, "arms", arms)
@@ -83,21 +87,6 @@ class StudyConfig:
         return TrainConfig(sources=arm.sources, model=self.model, epochs=self.epochs, seed=self.seed,
                            label_source=self.label_source, **extra)  # type: ignore[arg-type]
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["arms"] = list(self.arms)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StudyConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SynthloopError(f"unknown study setting {unknown[0]!r}: known settings are {sorted(known)}")
-        values = dict(data)
-        if "arms" in values and not isinstance(values["arms"], str):
-            values["arms"] = tuple(values["arms"])
-        return cls(**values)
 
 
 @dataclass(frozen=True)
@@ -317,8 +306,9 @@ def _summary(result: dict[str, Any]) -> str:
 # --- as a job ---------------------------------------------------------------------------------------------
 
 def default_out_dir(db_path: str, project_id: int, job_id: int) -> str:
-    """Where the page's studies go: ``<database folder>/reports/project-<id>/study-<job id>``."""
-    return str(Path(db_path).resolve().parent / "reports" / f"project-{project_id}" / f"study-{job_id}")
+    """Where the page's studies go: ``<db file>.files/reports/project-<id>/study-<job id>`` (the database's own
+    folder); a study records its folder, so one written by an older version is read where it was written."""
+    return str(connection.files_dir(db_path, "reports", f"project-{project_id}", f"study-{job_id}"))
 
 
 def start_study(db: sqlite_utils.Database, db_path: str, project_id: int, *, out_dir: str | None = None,

@@ -42,7 +42,7 @@ def resolve_item(db: sqlite_utils.Database, project: Project, reference: str | i
         item_id = annotation_db.find_item(db, project.id, str(reference))
     if item_id is None:
         raise NotFoundError(
-            f"no item {reference!r} in project {project.name!r}: use the item_id of `agreement --items-out`"
+            f"no item {reference!r} in project {project.name!r}: use an item_id of the agreement items table"
         )
     return item_id
 

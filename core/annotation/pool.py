@@ -4,17 +4,17 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from typing import Any, get_args
 
 import sqlite_utils
 
+from core.config import Config, setting
 from core.errors import SynthloopError
 from core.projects import Project, update_settings
+from core.vocab import STRATEGIES, Source, Split, Strategy
 from db import annotation as annotation_db
 from db import transaction
 
-Strategy = Literal["closest", "least", "random", "disagreement"]
-STRATEGIES: tuple[str, ...] = get_args(Strategy)
 STRATEGY_TEXT: dict[str, str] = {
     "closest": "closest to completion first (default): finishes items, so complete items accumulate",
     "least": "least-annotated first: spreads labels over the whole pool",
@@ -22,23 +22,23 @@ STRATEGY_TEXT: dict[str, str] = {
     "disagreement": "disagreement first: items still below the agreement threshold after k labels get more"
                     " annotators, up to the maximum overlap",
 }
-Source = Literal["real", "synthetic"]
-Split = Literal["train", "dev", "test", "pool"]
 
 SKIP_RULE = ("A skipped item leaves your queue for {minutes} minutes; it comes back after that, or sooner when"
              " nothing else is left for you.")
 
 
 @dataclass(frozen=True)
-class AssignmentSettings:
+class AssignmentSettings(Config):
     """How the project's pool is handed out (stored in ``project.settings["annotation"]``)."""
 
-    strategy: Strategy = "closest"
-    max_overlap: int | None = None  # disagreement strategy: label an item at most this often (default k + 2)
-    agreement_threshold: float = 0.75  # disagreement strategy: items with a_i below this after k labels get more
-    reservation_seconds: int = 120
-    skip_minutes: float = 10.0
-    seed: int = 0
+    KIND = "assignment setting"
+
+    strategy: Strategy = setting("closest", "which pool item an annotator gets next")
+    max_overlap: int | None = setting(None, "disagreement strategy: label an item at most this often (default k + 2)")
+    agreement_threshold: float = setting(0.75, "disagreement strategy: items below this a_i after k labels get more")
+    reservation_seconds: int = setting(120, "how long an item handed out stays reserved for its annotator")
+    skip_minutes: float = setting(10.0, "how long a skipped item stays out of the annotator's queue")
+    seed: int = setting(0, "seed of the random strategy's per-annotator order")
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -59,16 +59,10 @@ class AssignmentSettings:
     def max_target(self, overlap: int) -> int:
         return max(self.max_overlap if self.max_overlap is not None else overlap + 2, overlap)
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> AssignmentSettings:
-        return cls(**{k: v for k, v in (data or {}).items() if k in cls.__dataclass_fields__})
 
 
 def assignment_settings(project: Project) -> AssignmentSettings:
-    return AssignmentSettings.from_dict(project.settings.get("annotation", {}))
+    return AssignmentSettings.from_dict(project.settings.get("annotation", {}), strict=False)
 
 
 def save_assignment_settings(db: sqlite_utils.Database, project_id: int, settings: AssignmentSettings) -> Project:

@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from core import projects
+from core import projects, vocab
 from core.agreement.project import items_agreement, project_agreement
 from core.agreement.report import ReportConfig
 from core.annotation.adjudication import adjudicate
 from core.annotation.pool import (
-    STRATEGIES,
     STRATEGY_TEXT,
     AssignmentSettings,
     assignment_settings,
@@ -20,6 +19,7 @@ from core.annotation.pool import (
     set_pool,
 )
 from core.errors import SynthloopError
+from core.vocab import STRATEGIES
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -37,8 +37,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     for name, text in (("add", "put items into the annotation pool"), ("remove", "take items out of the pool")):
         cmd = pool.add_parser(name, parents=[common], help=text)
         cmd.add_argument("project", help="project name or id")
-        cmd.add_argument("--source", choices=("real", "synthetic"))
-        cmd.add_argument("--split", choices=("train", "dev", "test", "pool"))
+        cmd.add_argument("--source", choices=vocab.SOURCES)
+        cmd.add_argument("--split", choices=vocab.SPLITS)
         cmd.add_argument("--job", type=int, help="only the synthetic items of this generation job")
         cmd.add_argument("--all", action="store_true", help="every item of the project (no filter)")
         cmd.set_defaults(handler=_pool_change, add=name == "add")

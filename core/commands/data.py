@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from core import projects
+from core import projects, vocab
 from core.data import export as exporter
 from core.data import importer
 
@@ -14,14 +14,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     imp = subparsers.add_parser("import", parents=[common], help="import texts (and labels) from a file")
     imp.add_argument("project", help="project name or id")
     imp.add_argument("file")
-    imp.add_argument("--format", default="auto", choices=importer.FORMATS)
+    imp.add_argument("--format", default="auto", choices=vocab.IMPORT_FORMATS)
     imp.add_argument("--text-col", default="text", help="column holding the text (default: text)")
     imp.add_argument("--id-col", help="column holding each item's id (rows sharing an id are one item)")
     imp.add_argument("--label-col", help="column holding the reference (gold) label")
     split = imp.add_mutually_exclusive_group()
-    split.add_argument("--split", choices=importer.SPLITS, help="put every row in this split (default: train)")
+    split.add_argument("--split", choices=vocab.SPLITS, help="put every row in this split (default: train)")
     split.add_argument("--split-col", help="column holding each row's split (train/dev/test/pool)")
-    imp.add_argument("--source", default="real", choices=importer.SOURCES)
+    imp.add_argument("--source", default="real", choices=vocab.SOURCES)
     imp.add_argument("--agreement-col", help="column with each item's published agreement (0-1 or 0-100)")
     imp.add_argument("--encoding", default="utf-8")
     imp.add_argument("--sep", help="field separator (default: ',' for csv, tab for tsv); '\\t' for tab")
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     exp = subparsers.add_parser("export", parents=[common], help="export items (aggregated) or annotations (--raw)")
     exp.add_argument("project", help="project name or id")
     exp.add_argument("--out", required=True, help="file to write")
-    exp.add_argument("--format", choices=exporter.EXPORT_FORMATS, help="default: from --out's extension, else csv")
+    exp.add_argument("--format", choices=vocab.EXPORT_FORMATS, help="default: from --out's extension, else csv")
     exp.add_argument("--raw", action="store_true", help="a row per annotation instead of a row per item")
     exp.set_defaults(handler=_export)
 

@@ -7,7 +7,7 @@ import getpass
 import sys
 from typing import Any
 
-from core import projects, users
+from core import projects, users, vocab
 from core.data import splits
 from core.errors import SynthloopError
 from core.store import db_file
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     user = subparsers.add_parser("user", help="manage users").add_subparsers(dest="user_command", required=True)
     add = user.add_parser("add", parents=[common], help="add a user")
     add.add_argument("name")
-    add.add_argument("--role", required=True, choices=users.ROLES)
+    add.add_argument("--role", required=True, choices=vocab.ROLES)
     add.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     add.add_argument("--display-name", default="")
     add.add_argument("--invite", action="store_true", help="print an invite token instead of setting a password")

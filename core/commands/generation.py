@@ -9,8 +9,8 @@ from typing import Any
 
 from core.errors import SynthloopError
 from core.generation import llm_annotator, seeds, service
-from core.generation.config import BACKENDS, MODES, PROMPT_FORMS
 from core.projects import get_project
+from core.vocab import BACKENDS, LLM_SELECTIONS, MODES, PROMPT_FORMS
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -68,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ann.add_argument("--model")
     ann.add_argument("--base-url")
     ann.add_argument("--api-key-env")
-    ann.add_argument("--selection", choices=llm_annotator.SELECTIONS)
+    ann.add_argument("--selection", choices=LLM_SELECTIONS)
     ann.add_argument("--items", help="comma-separated internal item ids (implies --selection ids)")
     ann.add_argument("--concurrency", type=int)
     ann.add_argument("--temperature", type=float)

@@ -29,8 +29,9 @@ def _run(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 
 def _list(args: argparse.Namespace, db: Any) -> dict[str, Any]:
-    rows = jobs.list_jobs(db)
+    rows = jobs.list_jobs(db)  # marks jobs whose process died as failed first
     lines = [f"{j['id']}\t{j['kind']}\t{j['status']}\t{j['progress_done']}/{j['progress_total']}\t{j['message']}"
+             + (f": {j['error'].splitlines()[0]}" if j["status"] == "failed" and j["error"] else "")
              for j in rows]
     return {"jobs": rows, "message": "\n".join(lines) or "no jobs"}
 

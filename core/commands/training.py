@@ -8,7 +8,8 @@ from typing import Any
 from core import projects
 from core.errors import SynthloopError
 from core.store import db_file
-from core.training.config import DATA_SOURCES, EVAL_SPLITS, LABEL_SOURCES, TrainConfig
+from core.training.config import TrainConfig
+from core.vocab import DATA_SOURCES, HELD_OUT_SPLITS, LABEL_SOURCES
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     train.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
     train.add_argument("--max-length", type=int, default=defaults.max_length, help="maximum tokens per text")
     train.add_argument("--cap-per-label", type=int, default=None, help="at most N training items per label")
-    train.add_argument("--eval-split", choices=EVAL_SPLITS, default=defaults.eval_split)
+    train.add_argument("--eval-split", choices=HELD_OUT_SPLITS, default=defaults.eval_split)
     train.set_defaults(handler=_train)
 
     evaluate = subparsers.add_parser("evaluate", parents=[common],

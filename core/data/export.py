@@ -25,12 +25,9 @@ from core import projects
 from core.errors import SynthloopError
 from core.data.items import item_table
 from core.data.text import FORMULA_PREFIXES, neutralise_formula
+from core.vocab import EXPORT_FORMATS, EXPORT_VIEWS, ExportFormat, ExportView
 from db import items as items_db
 
-ExportFormat = Literal["csv", "jsonl", "parquet"]
-ExportView = Literal["aggregated", "raw"]
-EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)
-EXPORT_VIEWS: tuple[str, ...] = get_args(ExportView)
 MIME_TYPES = {"csv": "text/csv", "jsonl": "application/jsonl", "parquet": "application/vnd.apache.parquet"}
 
 AGGREGATED_COLUMNS = (

@@ -30,19 +30,14 @@ import pandas as pd
 import sqlite_utils
 
 from core import projects
+from core.config import Config, setting
 from core.errors import ImportDataError, SynthloopError
 from core.data.text import FORMULA_PREFIXES, text_hash
+from core.vocab import DEFAULT_SPLIT, IMPORTED_ANNOTATOR_PREFIX, IMPORT_FORMATS, SOURCES, SPLITS, ImportFormat, Source, Split
 from db import items as items_db
 from db import transaction
 
-ImportFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
-Source = Literal["real", "synthetic"]
-Split = Literal["train", "dev", "test", "pool"]
 
-FORMATS: tuple[str, ...] = get_args(ImportFormat)
-SOURCES: tuple[str, ...] = get_args(Source)
-SPLITS: tuple[str, ...] = get_args(Split)
-DEFAULT_SPLIT: Split = "train"
 EXTENSIONS = {
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
     ".parquet": "parquet", ".pq": "parquet",
@@ -52,7 +47,6 @@ SPLIT_SYNONYMS = {
     "train": "train", "training": "train", "dev": "dev", "development": "dev", "valid": "dev",
     "validation": "dev", "val": "dev", "test": "test", "testing": "test", "pool": "pool",
 }
-IMPORTED_ANNOTATOR_PREFIX = "import:"
 EXAMPLES = 5  # how many row numbers or ids a report lists
 PARQUET_MAGIC = b"PAR1"
 
@@ -67,7 +61,7 @@ def imported_annotator(name: str) -> str:
 
 
 @dataclass(frozen=True)
-class ImportSpec:
+class ImportSpec(Config):
     """How to read a file and which columns mean what. Validated at construction.
 
     ``split`` is a fixed split for every row (default ``train``); ``split_col`` reads it per row instead.
@@ -75,21 +69,23 @@ class ImportSpec:
     needs ``id_col``) or in wide form (``annotator_cols``: a column per annotator, empty = not labelled).
     """
 
-    format: ImportFormat = "auto"
-    text_col: str = "text"
-    id_col: str | None = None
-    label_col: str | None = None
-    split: Split | None = None
-    split_col: str | None = None
-    source: Source = "real"
-    agreement_col: str | None = None
-    encoding: str = "utf-8"
-    sep: str | None = None
-    no_header: bool = False
-    columns: tuple[str, ...] = ()
-    annotator_col: str | None = None
-    annotation_col: str | None = None
-    annotator_cols: tuple[str, ...] = field(default_factory=tuple)
+    KIND = "import option"
+
+    format: ImportFormat = setting("auto", "file format; auto guesses it from the file name and content")
+    text_col: str = setting("text", "the column with the text to classify")
+    id_col: str | None = setting(None, "the column with the item's id (default: the row number)")
+    label_col: str | None = setting(None, "the column with the reference (gold) label")
+    split: Split | None = setting(None, "put every row in this split (default: train)")
+    split_col: str | None = setting(None, "the column with each row's split")
+    source: Source = setting("real", "whether the items are real or synthetic")
+    agreement_col: str | None = setting(None, "the column with a published instance agreement (0 to 1)")
+    encoding: str = setting("utf-8", "the file's text encoding")
+    sep: str | None = setting(None, "the field separator of a delimited file (default: from the format)")
+    no_header: bool = setting(False, "the file has no header row; name its columns in columns")
+    columns: tuple[str, ...] = setting((), "column names of a file without a header row")
+    annotator_col: str | None = setting(None, "long-form raw labels: the column naming the annotator")
+    annotation_col: str | None = setting(None, "long-form raw labels: the column with that annotator's label")
+    annotator_cols: tuple[str, ...] = setting((), "wide-form raw labels: one column per annotator")
 
     def __post_init__(self) -> None:
         # Blank strings from forms and CLIs mean "not given".
@@ -99,16 +95,17 @@ class ImportSpec:
                 object.__setattr__(self, name, None)
         object.__setattr__(self, "columns", split_names(self.columns))
         object.__setattr__(self, "annotator_cols", split_names(self.annotator_cols))
-        if self.format not in FORMATS:
-            raise SynthloopError(f"format {self.format!r} is not one of {', '.join(FORMATS)}")
+        if self.format not in IMPORT_FORMATS:
+            raise SynthloopError(f"format {self.format!r} is not one of {', '.join(IMPORT_FORMATS)}")
         if not self.text_col or not self.text_col.strip():
-            raise SynthloopError("name the text column: --text-col COLUMN")
+            raise SynthloopError("name the text column: set {text_col}", fields=("text_col",))
         if self.source not in SOURCES:
             raise SynthloopError(f"source {self.source!r} is not one of {', '.join(SOURCES)}")
         if self.split is not None and self.split not in SPLITS:
             raise SynthloopError(f"split {self.split!r} is not one of {', '.join(SPLITS)}")
         if self.split is not None and self.split_col is not None:
-            raise SynthloopError("give either a fixed split (--split) or a split column (--split-col), not both")
+            raise SynthloopError("give either a fixed split ({split}) or a split column ({split_col}), not both",
+                                 fields=("split", "split_col"))
         try:
             codecs.lookup(self.encoding)
         except LookupError:
@@ -119,44 +116,38 @@ class ImportSpec:
                 raise SynthloopError(f"separator {self.sep!r} is not usable: give one character, e.g. ',' ';' or '\\t'")
             object.__setattr__(self, "sep", sep)
         if self.no_header and not self.columns:
-            raise SynthloopError("a file without a header row needs its column names: --columns NAME,NAME,...")
+            raise SynthloopError("a file without a header row needs its column names: set {columns} to NAME,NAME,...",
+                                 fields=("columns",))
         if self.columns and not self.no_header:
-            raise SynthloopError("--columns names the columns of a headerless file: add --no-header")
+            raise SynthloopError("{columns} names the columns of a headerless file: set {no_header} too",
+                                 fields=("columns", "no_header"))
         if self.no_header and self.format in ("jsonl", "parquet"):
-            raise SynthloopError(f"{self.format} files name their columns themselves: drop --no-header/--columns")
+            raise SynthloopError(f"{self.format} files name their columns themselves: leave out {{no_header}} and {{columns}}",
+                                 fields=("no_header", "columns"))
         duplicated = sorted({c for c in self.columns if self.columns.count(c) > 1})
         if duplicated:
-            raise SynthloopError(f"column name {duplicated[0]!r} is given twice in --columns: make the names unique")
+            raise SynthloopError(f"column name {duplicated[0]!r} is given twice in {{columns}}: make the names unique",
+                                 fields=("columns",))
         if (self.annotator_col is None) != (self.annotation_col is None):
             raise SynthloopError(
-                "long-form raw labels need both --annotator-col (who) and --annotation-col (their label)"
+                "long-form raw labels need both {annotator_col} (who) and {annotation_col} (their label)",
+                fields=("annotator_col", "annotation_col")
             )
         if self.annotator_col is not None and self.annotator_cols:
             raise SynthloopError(
-                "use either long form (--annotator-col/--annotation-col) or wide form (--annotator-cols), not both"
+                "use either long form ({annotator_col} and {annotation_col}) or wide form ({annotator_cols}), not both",
+                fields=("annotator_col", "annotation_col", "annotator_cols")
             )
         if self.annotator_col is not None and self.id_col is None:
             raise SynthloopError(
-                "long-form raw labels repeat each item on several rows: pass --id-col to say which rows are one item"
+                "long-form raw labels repeat each item on several rows: set {id_col} to say which rows are one item",
+                fields=("id_col",)
             )
 
     @property
     def effective_split(self) -> Split:
         return self.split or DEFAULT_SPLIT
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["columns"] = list(self.columns)
-        data["annotator_cols"] = list(self.annotator_cols)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ImportSpec:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SynthloopError(f"unknown import option {unknown[0]!r}: known options are {', '.join(sorted(known))}")
-        return cls(**data)
 
 
 def split_names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -179,7 +170,8 @@ def resolve_format(fmt: str, name: str) -> str:
     if suffix in EXTENSIONS:
         return EXTENSIONS[suffix]
     raise ImportDataError(
-        f"cannot tell the format of {name!r} from its extension: pass --format csv, tsv, jsonl or parquet"
+        f"cannot tell the format of {name!r} from its extension: set {{format}} to csv, tsv, jsonl or parquet",
+        fields=("format",)
     )
 
 
@@ -219,7 +211,8 @@ def read_table(
 def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
     if not raw.startswith(PARQUET_MAGIC):
         raise ImportDataError(
-            f"{name!r} is not a Parquet file (it lacks the Parquet signature): pass the right --format (csv, tsv, jsonl)"
+            f"{name!r} is not a Parquet file (it lacks the Parquet signature): set the right {{format}} (csv, tsv, jsonl)",
+            fields=("format",)
         )
     try:
         frame = pd.read_parquet(io.BytesIO(raw))
@@ -231,14 +224,14 @@ def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
 
 def _decode(raw: bytes, encoding: str, name: str, fmt: str) -> str:
     if raw.startswith(PARQUET_MAGIC):
-        raise ImportDataError(f"{name!r} is a Parquet file, not {fmt.upper()}: pass --format parquet")
+        raise ImportDataError(f"{name!r} is a Parquet file, not {fmt.upper()}: set {{format}} to parquet", fields=("format",))
     wide_encoding = codecs.lookup(encoding).name.startswith(("utf-16", "utf-32"))
     nul = -1 if wide_encoding else raw.find(b"\x00")
     if nul >= 0:
         line = raw.count(b"\n", 0, nul) + 1
         raise ImportDataError(
             f"{name!r} is not a {fmt.upper()} text file: it holds binary data (a NUL byte on line {line});"
-            " check that it is the right file and pass the right --format"
+            " check that it is the right file and set the right {format}", fields=("format",)
         )
     try:
         text = raw.decode(encoding)
@@ -247,7 +240,7 @@ def _decode(raw: bytes, encoding: str, name: str, fmt: str) -> str:
         other = "utf-8" if codecs.lookup(encoding).name != "utf-8" else "latin-1"
         raise ImportDataError(
             f"{name!r} is not valid {encoding}: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded;"
-            f" pass --encoding {other} (or the file's real encoding, e.g. cp1252)"
+            f" set {{encoding}} to {other} (or the file's real encoding, e.g. cp1252)", fields=("encoding",)
         ) from None
     return text.removeprefix("\ufeff")
 
@@ -269,8 +262,8 @@ def _read_delimited(text: str, spec: ImportSpec, fmt: str, name: str) -> pd.Data
             )
     except pd.errors.ParserWarning:
         raise ImportDataError(
-            f"{name!r} line 2: more fields than the header has; check the separator (--sep {sep!r})"
-            f" and that cells holding {sep!r} are quoted"
+            f"{name!r} line 2: more fields than the header has; check the separator ({{sep}} {sep!r})"
+            f" and that cells holding {sep!r} are quoted", fields=("sep",)
         ) from None
     except pd.errors.EmptyDataError:
         raise ImportDataError(f"{name!r} is empty: there is nothing to import") from None
@@ -280,14 +273,15 @@ def _read_delimited(text: str, spec: ImportSpec, fmt: str, name: str) -> pd.Data
             expected, line, found = match.groups()
             raise ImportDataError(
                 f"{name!r} line {line}: expected {expected} fields, found {found}; check the separator"
-                f" (--sep {sep!r}) and that cells holding {sep!r} are quoted"
+                f" ({{sep}} {sep!r}) and that cells holding {sep!r} are quoted", fields=("sep",)
             ) from None
-        raise ImportDataError(f"{name!r} could not be read as {fmt.upper()} ({_first_line(exc)}): check --sep and --format") from None
+        raise ImportDataError(f"{name!r} could not be read as {fmt.upper()} ({_first_line(exc)}): check {{sep}} and"
+                              " {format}", fields=("sep", "format")) from None
     if spec.no_header:
         if frame.shape[1] != len(spec.columns):
             raise ImportDataError(
-                f"{name!r} has {frame.shape[1]} columns but --columns names {len(spec.columns)}"
-                f" ({', '.join(spec.columns)}): name every column, in order"
+                f"{name!r} has {frame.shape[1]} columns but {{columns}} names {len(spec.columns)}"
+                f" ({', '.join(spec.columns)}): name every column, in order", fields=("columns",)
             )
         frame.columns = list(spec.columns)
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
@@ -397,22 +391,24 @@ def _first_index(codes: np.ndarray, n_groups: int) -> np.ndarray:
 
 def _check_columns(frame: pd.DataFrame, spec: ImportSpec) -> None:
     wanted = [
-        (spec.text_col, "--text-col"), (spec.id_col, "--id-col"), (spec.label_col, "--label-col"),
-        (spec.split_col, "--split-col"), (spec.agreement_col, "--agreement-col"),
-        (spec.annotator_col, "--annotator-col"), (spec.annotation_col, "--annotation-col"),
-        *((column, "--annotator-cols") for column in spec.annotator_cols),
+        (spec.text_col, "text_col"), (spec.id_col, "id_col"), (spec.label_col, "label_col"),
+        (spec.split_col, "split_col"), (spec.agreement_col, "agreement_col"),
+        (spec.annotator_col, "annotator_col"), (spec.annotation_col, "annotation_col"),
+        *((column, "annotator_cols") for column in spec.annotator_cols),
     ]
-    missing = [f"{column!r} ({option})" for column, option in wanted if column is not None and column not in frame]
+    missing = [(column, name) for column, name in wanted if column is not None and column not in frame]
     if not missing:
         return
     available = ", ".join(repr(c) for c in frame.columns[:40])
     hint = ""
     if frame.shape[1] == 1:
-        hint = "; only one column was found: check the separator (--sep) or --format"
+        hint = "; only one column was found: check the separator ({sep}) or {format}"
+    named = [f"{column!r} ({{{name}}})" for column, name in missing]
     raise ImportDataError(
-        f"column {' and '.join(missing)} not in the file; its columns are: {available}{hint}"
+        f"column {' and '.join(named)} not in the file; its columns are: {available}{hint}"
         if len(missing) == 1
-        else f"columns {', '.join(missing)} not in the file; its columns are: {available}{hint}"
+        else f"columns {', '.join(named)} not in the file; its columns are: {available}{hint}",
+        fields=tuple(dict.fromkeys([name for _, name in missing] + (["sep", "format"] if hint else []))),
     )
 
 
@@ -453,7 +449,7 @@ def _splits(values: np.ndarray, rows: np.ndarray, column: str) -> np.ndarray:
         shown = "an empty split" if values[i] == "" else f"split {values[i]!r}"
         raise ImportDataError(
             f"row {rows[i]}: {shown} in column {column!r} is not one of train, dev, test, pool"
-            " (validation/valid/val count as dev): fix the value, or use a fixed --split"
+            " (validation/valid/val count as dev): fix the value, or use a fixed {split}", fields=("split",)
         )
     return pd.Series(values, dtype=object).map(mapping).to_numpy(dtype=object)
 
@@ -489,7 +485,8 @@ def plan_import(
         if (ids == "").any():
             i = int(np.flatnonzero(ids == "")[0])
             raise ImportDataError(
-                f"row {rows[i]}: the id in column {spec.id_col!r} is empty: give every row an id, or drop --id-col"
+                f"row {rows[i]}: the id in column {spec.id_col!r} is empty: give every row an id, or leave out {{id_col}}",
+                fields=("id_col",)
             )
         codes, _ = pd.factorize(ids)
         first = _first_index(codes, int(codes.max()) + 1)
@@ -647,7 +644,7 @@ def plan_import(
             raise ImportDataError(
                 f"row {value_rows[i]}: label {unknown_values[0]!r} in column {value_columns[i]!r} is not a label of project"
                 f" {project.name!r} ({', '.join(project.label_names)}): add it to the project, or import with"
-                " --add-labels"
+                " {add_labels}", fields=("add_labels",)
             )
         labels_to_add.extend(unknown_values)
 

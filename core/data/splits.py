@@ -9,6 +9,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.errors import SynthloopError
+from core.vocab import HELD_OUT_SPLITS
 from db import items as items_db
 from db import transaction
 
@@ -49,10 +50,11 @@ def split_real_items(
     items = items_db.items_frame(db, project_id, source="real")
     if items.empty:
         raise SynthloopError("the project has no real items to split: import real data first")
-    held_out = int(items["split"].isin(["dev", "test"]).sum())
+    held_out = int(items["split"].isin(HELD_OUT_SPLITS).sum())
     if held_out and not redraw:
         raise SynthloopError(
-            f"the project already has {held_out} real dev/test items: pass --redraw to draw the whole split again"
+            f"the project already has {held_out} real dev/test items: set {{redraw}} to draw the whole split again",
+            fields=("redraw",)
         )
     assignment = stratified_split(items.set_index("id")["reference_label"], test=test, dev=dev, seed=seed)
     with transaction(db):

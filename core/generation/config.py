@@ -10,17 +10,11 @@ from __future__ import annotations
 import math
 import re
 import string
-from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
 
+from core.config import Config, check_choice, check_number, check_whole_number, setting
 from core.errors import SynthloopError
-
-BackendName = Literal["embedded", "openai", "transformers"]
-Mode = Literal["zero-shot", "few-shot"]
-PromptForm = Literal["chat", "list"]
-BACKENDS: tuple[str, ...] = get_args(BackendName)
-MODES: tuple[str, ...] = get_args(Mode)
-PROMPT_FORMS: tuple[str, ...] = get_args(PromptForm)
+from core.vocab import BACKENDS, MODES, PROMPT_FORMS, BackendName, Mode, PromptForm
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -62,15 +56,17 @@ def template_placeholders(template: str) -> set[str]:
 
 
 @dataclass(frozen=True)
-class PromptTemplates:
+class PromptTemplates(Config):
     """The editable prompt texts (``str.format`` templates with named placeholders)."""
 
-    context: str = DEFAULT_CONTEXT
-    generation: str = DEFAULT_GENERATION
-    diversity: str = DEFAULT_DIVERSITY
-    few_shot: str = DEFAULT_FEW_SHOT
-    example: str = DEFAULT_EXAMPLE
-    list_form: str = DEFAULT_LIST
+    KIND = "prompt template"
+
+    context: str = setting(DEFAULT_CONTEXT, "the system message: who the model is and what it writes")
+    generation: str = setting(DEFAULT_GENERATION, "the request for one text of a label")
+    diversity: str = setting(DEFAULT_DIVERSITY, "zero-shot: asks for something different, every few turns")
+    few_shot: str = setting(DEFAULT_FEW_SHOT, "few-shot: introduces the seed examples")
+    example: str = setting(DEFAULT_EXAMPLE, "few-shot: how one seed example is written")
+    list_form: str = setting(DEFAULT_LIST, "few-shot list form: the instruction above a numbered list of seeds")
 
     def __post_init__(self) -> None:
         for name, allowed in TEMPLATE_FIELDS.items():
@@ -88,68 +84,30 @@ class PromptTemplates:
         if "{text}" not in self.example:
             raise SynthloopError("the example template must contain {text}")
 
-    def to_dict(self) -> dict[str, str]:
-        return asdict(self)
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any] | None) -> PromptTemplates:
-        data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in fields(cls)})
-        if unknown:
-            raise SynthloopError(f"unknown prompt template {unknown[0]!r}: one of {sorted(TEMPLATE_FIELDS)}")
-        return cls(**data)
+@dataclass(frozen=True, kw_only=True)
+class BackendSettings(Config):
+    """Which LLM answers and how it is called: shared by generation and the LLM annotator."""
 
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    """One generation job's settings. ``labels`` are the labels to generate; ``per_label`` is the target each."""
-
-    labels: tuple[str, ...]
-    backend: BackendName = "embedded"
-    model: str = ""
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    mode: Mode = "zero-shot"
-    prompt_form: PromptForm | None = None
-    per_label: int = 10
-    temperature: float = 1.0
-    max_tokens: int = 160
-    examples_per_prompt: int = 3
-    diversity_period: int = 5
-    conversation_turns: int | None = None
-    word_limit: int = 50
-    style: str = "text"
-    concurrency: int = 4
-    requests_per_minute: float | None = None
-    near_duplicate_threshold: float = 0.8
-    seed_copy_threshold: float = 0.6
-    min_words: int = 3
-    max_words: int = 150
-    price_prompt_per_1k: float = 0.0
-    price_completion_per_1k: float = 0.0
-    seed: int = 0
-    timeout_s: float = 60.0
-    max_retries: int = 4
-    max_calls_per_text: float = 10.0
-    label_descriptions: dict[str, str] = field(default_factory=dict)
-    context_prompt: str = ""
-    task: str = ""
-    templates: PromptTemplates = field(default_factory=PromptTemplates)
+    backend: BackendName = setting("embedded", "where the LLM runs")
+    model: str = setting("", "model name (openai), folder or hub id (transformers); default: the embedded model")
+    base_url: str = setting("", "an OpenAI-compatible server's URL (default: OpenAI's)")
+    api_key_env: str = setting("OPENAI_API_KEY", "the environment variable that holds the API key (never the key)")
+    temperature: float = setting(1.0, "sampling temperature, 0 to 2")
+    max_tokens: int = setting(160, "the longest reply, in tokens")
+    concurrency: int = setting(4, "calls in flight at once")
+    requests_per_minute: float | None = setting(None, "at most this many calls a minute (default: no limit)")
+    timeout_s: float = setting(60.0, "seconds before a call is given up and retried")
+    max_retries: int = setting(4, "retries of a failed call (with back-off, honouring retry-after)")
+    seed: int = setting(0, "seed of sampling and of every random choice")
 
     def __post_init__(self) -> None:
-        labels = tuple(self.labels)
-        object.__setattr__(self, "labels", labels)
-        if not labels or not all(isinstance(label, str) and label for label in labels):
-            raise SynthloopError("no labels to generate: pick at least one of the project's labels")
-        if len(set(labels)) != len(labels):
-            raise SynthloopError(f"labels {list(labels)} name one label twice")
-        _choice("backend", self.backend, BACKENDS)
-        _choice("mode", self.mode, MODES)
+        check_choice("backend", self.backend, BACKENDS)
         model = self.model.strip()
         if not model:
             if self.backend != "embedded":
-                raise SynthloopError(f"the {self.backend} backend needs a model name: pass --model "
-                                     "(e.g. gpt-4o-mini for OpenAI, a folder or hub id for transformers)")
+                raise SynthloopError(f"the {self.backend} backend needs a model name: set {{model}} (e.g. gpt-4o-mini for"
+                                     " OpenAI, a folder or hub id for transformers)", fields=("model",))
             model = EMBEDDED_MODEL
         object.__setattr__(self, "model", model)
         base_url = self.base_url.strip()
@@ -161,43 +119,85 @@ class GenerationConfig:
         if not _ENV_NAME.match(self.api_key_env):
             raise SynthloopError(f"API key variable {self.api_key_env!r} is not an environment variable name: "
                                  "give the variable's name (e.g. OPENAI_API_KEY), never the key itself")
+        check_number("temperature", self.temperature, 0.0, 2.0)
+        check_whole_number("max_tokens", self.max_tokens, 1, 32_768)
+        check_whole_number("concurrency", self.concurrency, 1, 256)
+        if self.requests_per_minute is not None:
+            check_number("requests_per_minute", self.requests_per_minute, 0.1, 1_000_000)
+        check_number("timeout_s", self.timeout_s, 0.05, 3_600.0)
+        check_whole_number("max_retries", self.max_retries, 0, 20)
+        check_whole_number("seed", self.seed, 0, 2**32 - 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class GenerationConfig(BackendSettings):
+    """One generation job's settings. ``labels`` are the labels to generate; ``per_label`` is the target each."""
+
+    KIND = "generation setting"
+
+    labels: tuple[str, ...] = setting(help="the labels to generate")
+    mode: Mode = setting("zero-shot", "zero-shot (label names and descriptions only) or few-shot (with seeds)")
+    prompt_form: PromptForm | None = setting(None, "chat turns, or a numbered list to continue (default: list for "
+                                                   "the embedded model in few-shot, else chat)")
+    per_label: int = setting(10, "accepted texts to generate for each label")
+    examples_per_prompt: int = setting(3, "few-shot: seed examples in each prompt (label-balanced, re-sampled)")
+    diversity_period: int = setting(5, "zero-shot: ask for something different every this many turns (0: never)")
+    conversation_turns: int | None = setting(None, "turns before a conversation starts afresh (default: 10 "
+                                                   "zero-shot, 1 few-shot)")
+    word_limit: int = setting(50, "the longest text asked for, in words")
+    style: str = setting("text", "what to write, e.g. movie review or news headline")
+    near_duplicate_threshold: float = setting(0.8, "reject a text this similar (word n-grams) to one already kept")
+    seed_copy_threshold: float = setting(0.6, "reject a text this similar to a seed example")
+    min_words: int = setting(3, "reject texts shorter than this")
+    max_words: int = setting(150, "reject texts longer than this")
+    price_prompt_per_1k: float = setting(0.0, "price of 1,000 prompt tokens, for the cost estimate")
+    price_completion_per_1k: float = setting(0.0, "price of 1,000 completion tokens, for the cost estimate")
+    max_calls_per_text: float = setting(10.0, "the call budget per missing text, so a model that only produces "
+                                              "rejects cannot loop forever")
+    label_descriptions: dict[str, str] = setting(help="each label's description, written into the prompts",
+                                                 factory=dict)
+    context_prompt: str = setting("", "the project's context prompt, as it was when the job started")
+    task: str = setting("", "the project's task, for prompts without a context prompt")
+    templates: PromptTemplates = setting(help="the prompt templates", factory=PromptTemplates)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        labels = tuple(self.labels)
+        object.__setattr__(self, "labels", labels)
+        if not labels or not all(isinstance(label, str) and label for label in labels):
+            raise SynthloopError("no labels to generate: pick at least one of the project's labels")
+        if len(set(labels)) != len(labels):
+            raise SynthloopError(f"labels {list(labels)} name one label twice")
+        check_choice("mode", self.mode, MODES)
         form = self.prompt_form
         if form is None:
             form = "list" if (self.backend == "embedded" and self.mode == "few-shot") else "chat"
-        _choice("prompt form", form, PROMPT_FORMS)
+        check_choice("prompt form", form, PROMPT_FORMS)
         if form == "list" and self.mode != "few-shot":
-            raise SynthloopError("the list prompt form continues a list of seed texts: use it with --mode few-shot")
+            raise SynthloopError("the list prompt form continues a list of seed texts: use it with {mode} few-shot",
+                                 fields=("mode",))
         object.__setattr__(self, "prompt_form", form)
         turns = self.conversation_turns
         if turns is None:
             turns = 10 if (self.mode == "zero-shot") else 1
         object.__setattr__(self, "conversation_turns", turns)
-        _int_range("per_label", self.per_label, 1, 1_000_000)
-        _number_range("temperature", self.temperature, 0.0, 2.0)
-        _int_range("max_tokens", self.max_tokens, 1, 32_768)
-        _int_range("examples_per_prompt", self.examples_per_prompt, 1, 50)
-        _int_range("diversity_period", self.diversity_period, 0, 10_000)
-        _int_range("conversation_turns", turns, 1, 1_000)
-        _int_range("word_limit", self.word_limit, 1, 5_000)
-        _int_range("concurrency", self.concurrency, 1, 256)
-        if self.requests_per_minute is not None:
-            _number_range("requests_per_minute", self.requests_per_minute, 0.1, 1_000_000)
-        _number_range("near_duplicate_threshold", self.near_duplicate_threshold, 0.05, 1.0)
-        _number_range("seed_copy_threshold", self.seed_copy_threshold, 0.05, 1.0)
-        _int_range("min_words", self.min_words, 0, 10_000)
-        _int_range("max_words", self.max_words, 1, 100_000)
+        check_whole_number("per_label", self.per_label, 1, 1_000_000)
+        check_whole_number("examples_per_prompt", self.examples_per_prompt, 1, 50)
+        check_whole_number("diversity_period", self.diversity_period, 0, 10_000)
+        check_whole_number("conversation_turns", turns, 1, 1_000)
+        check_whole_number("word_limit", self.word_limit, 1, 5_000)
+        check_number("near_duplicate_threshold", self.near_duplicate_threshold, 0.05, 1.0)
+        check_number("seed_copy_threshold", self.seed_copy_threshold, 0.05, 1.0)
+        check_whole_number("min_words", self.min_words, 0, 10_000)
+        check_whole_number("max_words", self.max_words, 1, 100_000)
         if self.min_words > self.max_words:
             raise SynthloopError(f"min_words {self.min_words} is above max_words {self.max_words}: lower it")
-        _number_range("price_prompt_per_1k", self.price_prompt_per_1k, 0.0, 1_000.0)
-        _number_range("price_completion_per_1k", self.price_completion_per_1k, 0.0, 1_000.0)
-        _int_range("seed", self.seed, 0, 2**32 - 1)
-        _number_range("timeout_s", self.timeout_s, 0.05, 3_600.0)
-        _int_range("max_retries", self.max_retries, 0, 20)
-        _number_range("max_calls_per_text", self.max_calls_per_text, 1.0, 1_000.0)
+        check_number("price_prompt_per_1k", self.price_prompt_per_1k, 0.0, 1_000.0)
+        check_number("price_completion_per_1k", self.price_completion_per_1k, 0.0, 1_000.0)
+        check_number("max_calls_per_text", self.max_calls_per_text, 1.0, 1_000.0)
         if not self.style.strip():
             raise SynthloopError("style is empty: say what to write, e.g. 'movie review' or 'news headline'")
-        descriptions = dict(self.label_descriptions or {})
-        object.__setattr__(self, "label_descriptions", descriptions)
+        object.__setattr__(self, "label_descriptions", dict(self.label_descriptions or {}))
         if isinstance(self.templates, dict):
             object.__setattr__(self, "templates", PromptTemplates.from_dict(self.templates))
 
@@ -211,37 +211,3 @@ class GenerationConfig:
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         return (prompt_tokens * self.price_prompt_per_1k + completion_tokens * self.price_completion_per_1k) / 1000
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["labels"] = list(self.labels)
-        data["templates"] = self.templates.to_dict()
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> GenerationConfig:
-        data = dict(data)
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SynthloopError(f"unknown generation setting {unknown[0]!r}: one of {sorted(known)}")
-        if "labels" not in data:
-            raise SynthloopError("generation settings lack 'labels'")
-        data["labels"] = tuple(data["labels"])
-        data["templates"] = PromptTemplates.from_dict(data.get("templates"))
-        return cls(**data)
-
-
-def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise SynthloopError(f"{name} {value!r} is not valid: use one of {', '.join(allowed)}")
-
-
-def _int_range(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise SynthloopError(f"{name} {value!r} is not valid: use a whole number from {low} to {high}")
-
-
-def _number_range(name: str, value: object, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise SynthloopError(f"{name} {value!r} is not valid: use a number from {low} to {high}")

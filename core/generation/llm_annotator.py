@@ -10,27 +10,25 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any
 
 import sqlite_utils
 
 from core import jobs as core_jobs
+from core.config import check_choice, setting
 from core.errors import SynthloopError
 from core.generation.backends import BackendCallError, make_backend
-from core.generation.config import BACKENDS, DEFAULT_OPENAI_BASE_URL, EMBEDDED_MODEL
+from core.generation.config import BackendSettings
 from core.generation.jobs import RateLimiter
 from core.projects import Project, get_project, update_settings
 from core.store import db_file
+from core.vocab import LLM_ANNOTATOR_PREFIX, LLM_SELECTIONS, LLMSelection
 from db import connection, transaction
 from db import items as items_db
 from db import jobs as jobs_db
 
-JOB_KIND = "llm_annotation"
-SETTINGS_KEY = "llm_annotator"  # project.settings: {"enabled": bool, "backend": …, "model": …, "base_url": …}
-ANNOTATOR_PREFIX = "llm:"
-Selection = Literal["pool", "unlabelled", "test", "all", "ids"]
-SELECTIONS: tuple[str, ...] = get_args(Selection)
+SETTINGS_KEY = "llm_annotator"  # project.settings: the saved backend options (SAVABLE)
 WRITE_BATCH = 20
 
 DEFAULT_INSTRUCTION = (
@@ -39,71 +37,42 @@ DEFAULT_INSTRUCTION = (
 )
 
 
-@dataclass(frozen=True)
-class LLMAnnotatorConfig:
-    labels: tuple[str, ...]
-    backend: str = "embedded"
-    model: str = ""
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
-    temperature: float = 0.0
-    max_tokens: int = 16
-    concurrency: int = 4
-    requests_per_minute: float | None = None
-    timeout_s: float = 60.0
-    max_retries: int = 4
-    seed: int = 0
-    selection: Selection = "pool"
-    item_ids: tuple[int, ...] = ()
-    overwrite: bool = False
-    label_descriptions: dict[str, str] | None = None
-    context_prompt: str = ""
-    task: str = ""
+@dataclass(frozen=True, kw_only=True)
+class LLMAnnotatorConfig(BackendSettings):
+    """An LLM that labels items as annotator ``llm:<model>``: the generation backend settings, with defaults for
+    short, deterministic answers, plus which items to label."""
+
+    KIND = "LLM annotator setting"
+
+    temperature: float = setting(0.0, "sampling temperature, 0 to 2 (0: the most likely label)")
+    max_tokens: int = setting(16, "the longest reply, in tokens (a label name is short)")
+    labels: tuple[str, ...] = setting(help="the project's labels, the only answers accepted")
+    selection: LLMSelection = setting("pool", "which items to label")
+    item_ids: tuple[int, ...] = setting((), "selection ids: the items to label")
+    overwrite: bool = setting(False, "label again items this annotator already labelled")
+    label_descriptions: dict[str, str] = setting(help="each label's description, written into the prompt",
+                                                 factory=dict)
+    context_prompt: str = setting("", "the system message (default: the project's task)")
+    task: str = setting("", "the project's task")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         object.__setattr__(self, "labels", tuple(self.labels))
         object.__setattr__(self, "item_ids", tuple(int(i) for i in self.item_ids))
         object.__setattr__(self, "label_descriptions", dict(self.label_descriptions or {}))
         if not self.labels:
             raise SynthloopError("the LLM annotator needs the project's labels")
-        if self.backend not in BACKENDS:
-            raise SynthloopError(f"backend {self.backend!r} is not valid: use one of {', '.join(BACKENDS)}")
-        if not self.model.strip():
-            if self.backend != "embedded":
-                raise SynthloopError(f"the {self.backend} backend needs a model name: pass --model")
-            object.__setattr__(self, "model", EMBEDDED_MODEL)
-        if self.backend == "openai" and not self.base_url:
-            object.__setattr__(self, "base_url", DEFAULT_OPENAI_BASE_URL)
-        if self.selection not in SELECTIONS:
-            raise SynthloopError(f"selection {self.selection!r} is not valid: use one of {', '.join(SELECTIONS)}")
+        check_choice("selection", self.selection, LLM_SELECTIONS)
         if self.selection == "ids" and not self.item_ids:
             raise SynthloopError("selection 'ids' needs item ids")
-        if not isinstance(self.concurrency, int) or not 1 <= self.concurrency <= 256:
-            raise SynthloopError(f"concurrency {self.concurrency!r} is not valid: use 1 to 256")
-        if not 0.0 <= float(self.temperature) <= 2.0:
-            raise SynthloopError(f"temperature {self.temperature!r} is not valid: use 0 to 2")
 
     @property
     def annotator(self) -> str:
         return annotator_name(self.model)
 
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["labels"] = list(self.labels)
-        data["item_ids"] = list(self.item_ids)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LLMAnnotatorConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SynthloopError(f"unknown LLM annotator setting {unknown[0]!r}")
-        return cls(**data)
-
 
 def annotator_name(model: str) -> str:
-    return f"{ANNOTATOR_PREFIX}{model}"
+    return f"{LLM_ANNOTATOR_PREFIX}{model}"
 
 
 def build_messages(config: LLMAnnotatorConfig, text: str) -> list[dict[str, str]]:
@@ -143,23 +112,22 @@ SAVABLE = ("backend", "model", "base_url", "api_key_env", "temperature", "concur
 
 
 def settings(project: Project) -> dict[str, Any]:
-    """The project's LLM-annotator setting: ``enabled`` plus the saved backend options."""
+    """The project's saved LLM-annotator options (backend, model, …); empty until saved once."""
     saved = dict(project.settings.get(SETTINGS_KEY) or {})
-    return {"enabled": bool(saved.get("enabled", False)), **{k: saved[k] for k in SAVABLE if k in saved}}
+    return {k: saved[k] for k in SAVABLE if k in saved}
 
 
-def save_settings(db: sqlite_utils.Database, project_id: int, *, enabled: bool, **options: Any) -> LLMAnnotatorConfig:
-    """Validate (by building a config) and store the setting; the key itself is never stored, only its variable."""
+def save_settings(db: sqlite_utils.Database, project_id: int, **options: Any) -> LLMAnnotatorConfig:
+    """Validate (by building a config) and store the options; the key itself is never stored, only its variable."""
     project = get_project(db, project_id)
     config = build_config(project, **options)
     data = config.to_dict()
-    update_settings(db, project_id, **{SETTINGS_KEY: {"enabled": bool(enabled),
-                                                       **{k: data[k] for k in SAVABLE}}})
+    update_settings(db, project_id, **{SETTINGS_KEY: {k: data[k] for k in SAVABLE}})
     return config
 
 
 def list_jobs(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
-    return core_jobs.list_jobs(db, project_id=project_id, kind=JOB_KIND)
+    return core_jobs.list_jobs(db, project_id=project_id, kind="llm_annotation")
 
 
 def build_config(project: Project, **options: Any) -> LLMAnnotatorConfig:
@@ -185,7 +153,7 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: LLMAnnotato
         annotations = items_db.annotations_frame(db, project_id)
         done = set(annotations.loc[annotations["annotator"] == config.annotator, "item_id"])
         if config.selection == "unlabelled":
-            done |= set(annotations.loc[~annotations["annotator"].str.startswith(ANNOTATOR_PREFIX), "item_id"])
+            done |= set(annotations.loc[~annotations["annotator"].str.startswith(LLM_ANNOTATOR_PREFIX), "item_id"])
         items = items[~items["id"].isin(done)]
     return [(int(i), str(t)) for i, t in zip(items["id"], items["text"], strict=True)]
 
@@ -196,7 +164,7 @@ def start_llm_annotation(db: sqlite_utils.Database, project_id: int, *, launch: 
     if not todo:
         raise SynthloopError(f"no items to label for selection {config.selection!r}: "
                              "send items to annotation first or pick another selection")
-    job_id = core_jobs.create(db, kind=JOB_KIND, project_id=project_id, config=config.to_dict(), total=len(todo))
+    job_id = core_jobs.create(db, kind="llm_annotation", project_id=project_id, config=config.to_dict(), total=len(todo))
     if launch:
         core_jobs.launch(db_file(db), job_id)
     return job_id

@@ -159,7 +159,8 @@ def sample_seeds(
     unknown agreement in seeded random order. Labels with too few candidates get what there is and a warning.
     """
     if not isinstance(per_label, int) or per_label < 1:
-        raise SynthloopError(f"--per-label {per_label!r} is not valid: use a whole number of seeds per label ≥ 1")
+        raise SynthloopError(f"{{per_label}} {per_label!r} is not valid: use a whole number of seeds per label ≥ 1",
+                             fields=("per_label",))
     rng = np.random.default_rng(seed)
     table = browse(db, project_id)
     table = table[table["label"].notna()]

@@ -19,6 +19,7 @@ from core.generation.config import GenerationConfig, PromptTemplates
 from core.generation.seeds import seed_counts, seed_examples, seed_warnings
 from core.projects import Project, get_project, update_settings
 from core.store import db_file
+from core.vocab import ACTIVE_STATUSES
 from db import generation as gen_db
 from db import jobs as jobs_db
 from db import transaction
@@ -210,7 +211,7 @@ def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = 
     generation_job = _generation_job(db, job_id)
     core_jobs.fail_orphaned_jobs(db)
     job = core_jobs.get(db, job_id)
-    if job["status"] in ("queued", "running"):
+    if job["status"] in ACTIVE_STATUSES:
         raise SynthloopError(f"job {job_id} is still {job['status']}: cancel it first or wait for it to finish")
     config = GenerationConfig.from_dict(generation_job["config"])
     done = gen_db.accepted_per_label(db, int(generation_job["id"]))
@@ -218,7 +219,9 @@ def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = 
         raise SynthloopError(f"job {job_id} already reached its target of {config.per_label} per label: "
                              "start a new job to generate more")
     with transaction(db):
-        jobs_db.reset_for_resume(db, job_id)
+        if not jobs_db.reset_for_resume(db, job_id):  # another resume queued it since the check above
+            status = core_jobs.get(db, job_id)["status"]
+            raise SynthloopError(f"job {job_id} is still {status}: cancel it first or wait for it to finish")
         gen_db.set_status(db, int(generation_job["id"]), "queued")
     if launch:
         core_jobs.launch(db_file(db), job_id)
@@ -241,7 +244,7 @@ def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
 def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
     """Status, per-label progress (accepted/target), rejections by reason, tokens, cost and ETA of one job."""
     generation_job = _generation_job(db, job_id)
-    job = core_jobs.get(db, job_id)
+    job = core_jobs.watch(db, job_id)  # the Generate page polls this: a dead job shows as failed
     gid = int(generation_job["id"])
     config = GenerationConfig.from_dict(generation_job["config"])
     accepted = gen_db.accepted_per_label(db, gid)
@@ -276,6 +279,7 @@ def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
 
 
 def list_generation_jobs(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    core_jobs.fail_orphaned_jobs(db)
     rows = gen_db.list_generation_jobs(db, project_id)
     return pd.DataFrame([
         {"job_id": r["job_id"], "status": r["job_status"], "mode": r["config"].get("mode"),

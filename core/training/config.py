@@ -5,19 +5,13 @@ Every number a run reports can be traced back to ``TrainConfig.to_dict()`` store
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal, get_args
+from dataclasses import dataclass
+from typing import Any
 
+from core.config import Config, is_finite_number, is_whole_number, setting
 from core.errors import SynthloopError
+from core.vocab import DATA_SOURCES, HELD_OUT_SPLITS, LABEL_SOURCES, HeldOutSplit, LabelSource
 
-DataSource = Literal["real", "zero-shot", "few-shot", "seeds"]
-LabelSource = Literal["reference", "majority", "aggregate", "adjudicated"]
-EvalSplit = Literal["test", "dev"]
-
-DATA_SOURCES: tuple[str, ...] = get_args(DataSource)
-LABEL_SOURCES: tuple[str, ...] = get_args(LabelSource)
-EVAL_SPLITS: tuple[str, ...] = get_args(EvalSplit)
 EMBEDDED_MODEL = "embedded"
 PAPER_MODELS = ("bert-base-uncased", "roberta-base")
 
@@ -34,7 +28,7 @@ def _fail(name: str, value: Any, expected: str) -> SynthloopError:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """What to train on, with which labels, which model and which hyper-parameters.
 
     ``sources`` picks training items: ``real`` (the real training split), ``zero-shot`` / ``few-shot``
@@ -46,20 +40,22 @@ class TrainConfig:
     2e-5 to 5e-5.
     """
 
-    sources: tuple[str, ...] = ("real",)
-    generation_job_ids: tuple[int, ...] = ()
-    label_source: LabelSource = "reference"
-    min_agreement: float = 0.0
-    cap_per_label: int | None = None
-    model: str = EMBEDDED_MODEL
-    epochs: int = 3
-    learning_rate: float = 1e-4
-    batch_size: int = 32
-    max_length: int = 128
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    seed: int = 42
-    eval_split: EvalSplit = "test"
+    KIND = "training setting"
+
+    sources: tuple[str, ...] = setting(("real",), "training data: one or more of the training sources")
+    generation_job_ids: tuple[int, ...] = setting((), "also train on the accepted items of these generation jobs")
+    label_source: LabelSource = setting("reference", "which label an item trains and tests with")
+    min_agreement: float = setting(0.0, "γ: keep training items whose instance agreement is at least this")
+    cap_per_label: int | None = setting(None, "keep at most this many training items per label (seeded sample)")
+    model: str = setting(EMBEDDED_MODEL, "the embedded MiniLM, a local model folder or a hub id")
+    epochs: int = setting(3, "passes over the training data")
+    learning_rate: float = setting(1e-4, "AdamW learning rate (peak, after warm-up)")
+    batch_size: int = setting(32, "examples per optimiser step")
+    max_length: int = setting(128, "tokens per text; longer texts are truncated")
+    warmup_ratio: float = setting(0.1, "share of the steps with a linearly rising learning rate")
+    weight_decay: float = setting(0.01, "AdamW weight decay")
+    seed: int = setting(42, "seed of the data order, the weight initialisation and any sampling")
+    eval_split: HeldOutSplit = setting("test", "the real held-out split the model is scored on")
 
     def __post_init__(self) -> None:
         # Accept lists and comma strings from forms and JSON, but store tuples so the config stays hashable.
@@ -79,28 +75,28 @@ class TrainConfig:
                                  " seeds) or a generation job")
         if self.label_source not in LABEL_SOURCES:
             raise _fail("label_source", self.label_source, f"use one of {', '.join(LABEL_SOURCES)}")
-        if self.eval_split not in EVAL_SPLITS:
-            raise _fail("eval_split", self.eval_split, f"use one of {', '.join(EVAL_SPLITS)}")
+        if self.eval_split not in HELD_OUT_SPLITS:
+            raise _fail("eval_split", self.eval_split, f"use one of {', '.join(HELD_OUT_SPLITS)}")
         if isinstance(self.min_agreement, bool) or not isinstance(self.min_agreement, int | float) \
                 or not 0.0 <= float(self.min_agreement) <= 1.0:
             raise _fail("min_agreement", self.min_agreement, "use a number from 0 to 1 (0 keeps every item)")
         object.__setattr__(self, "min_agreement", float(self.min_agreement))
-        if self.cap_per_label is not None and (not _is_int(self.cap_per_label) or self.cap_per_label < 1):
+        if self.cap_per_label is not None and (not is_whole_number(self.cap_per_label) or self.cap_per_label < 1):
             raise _fail("cap_per_label", self.cap_per_label, "use a whole number ≥ 1, or none for no cap")
         if not isinstance(self.model, str) or not self.model.strip():
             raise _fail("model", self.model, f"use {EMBEDDED_MODEL!r}, a local model folder or a hub id")
         object.__setattr__(self, "model", self.model.strip())
         for name, low, high in (("epochs", 1, 1000), ("batch_size", 1, 4096), ("max_length", 8, 8192)):
             value = getattr(self, name)
-            if not _is_int(value) or not low <= value <= high:
+            if not is_whole_number(value) or not low <= value <= high:
                 raise _fail(name, value, f"use a whole number from {low} to {high}")
-        if not _is_number(self.learning_rate) or not 0 < self.learning_rate < 1:
+        if not is_finite_number(self.learning_rate) or not 0 < self.learning_rate < 1:
             raise _fail("learning_rate", self.learning_rate, "use a positive number below 1, e.g. 5e-5")
-        if not _is_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
+        if not is_finite_number(self.warmup_ratio) or not 0 <= self.warmup_ratio < 1:
             raise _fail("warmup_ratio", self.warmup_ratio, "use a fraction of the steps from 0 to below 1")
-        if not _is_number(self.weight_decay) or not 0 <= self.weight_decay < 1:
+        if not is_finite_number(self.weight_decay) or not 0 <= self.weight_decay < 1:
             raise _fail("weight_decay", self.weight_decay, "use a number from 0 to below 1")
-        if not _is_int(self.seed) or not 0 <= self.seed < 2**32:
+        if not is_whole_number(self.seed) or not 0 <= self.seed < 2**32:
             raise _fail("seed", self.seed, "use a whole number from 0 to 2**32 - 1")
 
     @property
@@ -108,32 +104,3 @@ class TrainConfig:
         """A short name for the training data, the column of the paper's Table 1 (e.g. ``few-shot``)."""
         parts = list(self.sources) + [f"job {j}" for j in self.generation_job_ids]
         return "+".join(parts)
-
-    def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["sources"] = list(self.sources)
-        data["generation_job_ids"] = list(self.generation_job_ids)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise SynthloopError(f"unknown training setting {unknown[0]!r}: known settings are {sorted(known)}")
-        values = dict(data)
-        for name in ("sources", "generation_job_ids"):
-            if name in values and not isinstance(values[name], str):
-                values[name] = tuple(values[name])
-        return cls(**values)
-
-    def replace(self, **changes: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **changes})
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

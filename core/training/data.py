@@ -191,7 +191,7 @@ def _require_eval_items(test_rows: pd.DataFrame, project_name: str, config: Trai
     if test_rows.empty:
         raise SynthloopError(
             f"project {project_name!r} has no labelled real {config.eval_split} items to evaluate on: import real"
-            f" items with --split {config.eval_split} and a label column, or have them annotated"
+            f" items into split {config.eval_split!r} with a label column, or have them annotated"
         )
 
 

@@ -5,7 +5,8 @@ launches the job in a detached process (a crash or out-of-memory there cannot ta
 process calls :func:`run_job`, which calls :func:`run_training` — the blocking function the CLI and the study
 also call. A run stores its frozen config, seed, training item ids, per-step losses, per-epoch dev metrics, final
 metrics with the agreement sweep, the predictions per test item, and the model under
-``<db folder>/artifacts/run-<id>/`` with a zip (config, metrics, model) for download.
+``<db file>.files/artifacts/run-<id>/`` (the database's own folder, ``db.connection.files_dir``) with a zip
+(config, metrics, model) for download. A run reads its files from the ``artifact_path`` it recorded.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.errors import NotFoundError, SynthloopError
 from core.training.config import TrainConfig
 from core.training.data import LabelledItems, Selection, select_eval_items, select_items
 from core.training.metrics import agreement_sweep, classification_metrics
+from core.vocab import ACTIVE_STATUSES, FINISHED_STATUSES
 from db import connection
 from db import jobs as jobs_db
 from db import runs as runs_db
@@ -35,7 +37,7 @@ from db import runs as runs_db
 JOB_KIND = "training"
 ARTIFACTS_DIR = "artifacts"
 PROGRESS_INTERVAL_S = 1.0
-ACTIVE = ("queued", "running")
+
 RESULT_KEYS = ("run_id", "status", "project", "data_source", "accuracy", "macro_f1", "n_train", "n_test", "labels",
                "per_class", "confusion_matrix", "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_spearman_p",
                "sweep_slope", "sweep_intercept", "config", "seconds", "device", "artifact_path", "zip_path")
@@ -61,11 +63,21 @@ class RunCancelled(Exception):
 
 
 def artifact_dir(db_path: str | os.PathLike[str], run_id: int) -> Path:
-    return Path(db_path).resolve().parent / ARTIFACTS_DIR / f"run-{run_id}"
+    """Where a new run saves its model and bundle: ``<db file>.files/artifacts/run-<id>/`` (its database's own)."""
+    return connection.files_dir(db_path, ARTIFACTS_DIR, f"run-{run_id}")
 
 
-def zip_path(db_path: str | os.PathLike[str], run_id: int) -> Path:
-    return Path(db_path).resolve().parent / ARTIFACTS_DIR / f"run-{run_id}.zip"
+def run_dir(db_path: str | os.PathLike[str], run: dict[str, Any]) -> Path:
+    """The folder of a run's files: the one it recorded, as recorded (runs of older versions kept theirs beside
+    the database), else where it saves them."""
+    recorded = run.get("artifact_path")
+    return Path(recorded) if recorded else artifact_dir(db_path, run["id"])
+
+
+def zip_path(db_path: str | os.PathLike[str], run: dict[str, Any]) -> Path:
+    """The run's download bundle, beside its folder (``run-<id>.zip``)."""
+    folder = run_dir(db_path, run)
+    return folder.with_name(f"{folder.name}.zip")
 
 
 def _as_config(config: TrainConfig | dict[str, Any]) -> TrainConfig:
@@ -110,7 +122,7 @@ def run_job(db_path: str, job_id: int) -> dict[str, Any]:
 def reconcile(db: sqlite_utils.Database, run: dict[str, Any]) -> dict[str, Any]:
     """A run whose job ended (killed, orphaned, cancelled before it started) without the run noticing takes
     the job's status and error; the fix is written back so every reader sees it."""
-    if run["status"] in ACTIVE and run.get("job_status") in ("failed", "cancelled", "done"):
+    if run["status"] in ACTIVE_STATUSES and run.get("job_status") in FINISHED_STATUSES:
         status = run["job_status"] if run["job_status"] != "done" else "failed"
         error = run.get("job_error") or ("cancelled before it finished" if status == "cancelled"
                                          else "the training process stopped without finishing")
@@ -120,6 +132,8 @@ def reconcile(db: sqlite_utils.Database, run: dict[str, Any]) -> dict[str, Any]:
 
 
 def get_run(db: sqlite_utils.Database, run_id: int) -> dict[str, Any]:
+    """The run as it is: a run whose job's process died reads as failed (so it can be deleted)."""
+    jobs.fail_orphaned_jobs(db)
     run = runs_db.get_run(db, run_id)
     if run is None:
         raise NotFoundError(f"no run {run_id}: see `python -m core runs list`")
@@ -127,12 +141,14 @@ def get_run(db: sqlite_utils.Database, run_id: int) -> dict[str, Any]:
 
 
 def list_runs(db: sqlite_utils.Database, *, project_id: int | None = None) -> list[dict[str, Any]]:
+    """Runs, newest first, as ``get_run`` sees them (the Train and Runs pages poll this)."""
+    jobs.fail_orphaned_jobs(db)
     return [reconcile(db, run) for run in runs_db.list_runs(db, project_id=project_id)]
 
 
 def cancel_run(db: sqlite_utils.Database, run_id: int) -> None:
     run = get_run(db, run_id)
-    if run["status"] not in ACTIVE:
+    if run["status"] not in ACTIVE_STATUSES:
         raise SynthloopError(f"run {run_id} is already {run['status']}: only a queued or running run can be cancelled")
     if run["job_id"] is None:
         raise SynthloopError(f"run {run_id} runs in the foreground of another program: stop it there (Ctrl-C)")
@@ -144,11 +160,11 @@ def cancel_run(db: sqlite_utils.Database, run_id: int) -> None:
 def delete_run(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> None:
     """Delete a finished run, its predictions and its artifacts (model folder and zip)."""
     run = get_run(db, run_id)
-    if run["status"] in ACTIVE:
+    if run["status"] in ACTIVE_STATUSES:
         raise SynthloopError(f"run {run_id} is {run['status']}: cancel it first, then delete it")
     runs_db.delete_run(db, run_id)
-    shutil.rmtree(artifact_dir(db_path, run_id), ignore_errors=True)
-    zip_path(db_path, run_id).unlink(missing_ok=True)
+    shutil.rmtree(run_dir(db_path, run), ignore_errors=True)
+    zip_path(db_path, run).unlink(missing_ok=True)
 
 
 # -- the blocking run ---------------------------------------------------------------------------------------
@@ -340,12 +356,12 @@ def _prediction_rows(classes: list[str], test: LabelledItems, proba: Any) -> lis
 
 def _write_bundle(db_path: str, run: dict[str, Any]) -> Path:
     """``config.json`` and ``metrics.json`` beside the model, and one zip of all of it for download."""
-    folder = artifact_dir(db_path, run["id"])
+    folder = run_dir(db_path, run)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "config.json").write_text(json.dumps(run["config"], indent=2))
     (folder / "metrics.json").write_text(json.dumps(result_dict(run, db_path), indent=2, default=str))
     (folder / "history.json").write_text(json.dumps(run["history"]))
-    target = zip_path(db_path, run["id"])
+    target = zip_path(db_path, run)
     partial = target.with_suffix(".zip.partial")
     with zipfile.ZipFile(partial, "w") as bundle:
         for file in sorted(folder.rglob("*")):
@@ -360,7 +376,7 @@ def _write_bundle(db_path: str, run: dict[str, Any]) -> Path:
 def result_dict(run: dict[str, Any], db_path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """The run as the CLI's JSON and the study see it (keys ``RESULT_KEYS``)."""
     metrics = run.get("metrics") or {}
-    bundle = zip_path(db_path, run["id"]) if db_path is not None else None
+    bundle = zip_path(db_path, run) if db_path is not None else None
     return {
         "run_id": run["id"],
         "status": run["status"],
@@ -402,7 +418,7 @@ def evaluate_run(db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]
             raise SynthloopError(f"run {run_id} is {run['status']}: only a finished run can be evaluated")
         config = TrainConfig.from_dict(run["config"])
         labels, test = select_eval_items(db, run["project_id"], config)
-    model_folder = artifact_dir(db_path, run_id) / "model"
+    model_folder = run_dir(db_path, run) / "model"
     if not model_folder.is_dir():
         raise SynthloopError(f"the model files of run {run_id} are gone ({model_folder}): train the run again")
     clf = TransformerClassifier.load(model_folder)

@@ -19,12 +19,13 @@ from core import jobs
 from core.data.items import item_table
 from core.errors import SynthloopError
 from core.training import run as runs
-from core.training.config import DATA_SOURCES, TrainConfig
+from core.training.config import TrainConfig
+from core.vocab import ACTIVE_STATUSES, DATA_SOURCES, HELD_OUT_SPLITS
 from db import connection
 from db import runs as runs_db
 from db import seeds as seeds_db
 
-SOURCE_ORDER = ("real", "zero-shot", "few-shot", "seeds")
+SOURCE_ORDER = DATA_SOURCES
 METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
 
 
@@ -45,7 +46,7 @@ def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, An
     labelled_eval = {
         split: int(((real["split"] == split) & (real["reference_label"].notna() | real["majority_label"].notna()))
                    .sum())
-        for split in ("test", "dev")
+        for split in HELD_OUT_SPLITS
     }
     return {
         "counts": {"real": int((real["split"] == "train").sum()), "zero-shot": int((modes == "zero-shot").sum()),
@@ -91,7 +92,7 @@ def delete(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: i
 def progress(run: dict[str, Any]) -> dict[str, Any]:
     """A run's live state for the progress panel: status, phase, step, epoch, loss, ETA, message, error."""
     live = json.loads(run.get("job_result") or "{}") if isinstance(run.get("job_result"), str) else {}
-    if run["status"] not in runs.ACTIVE:
+    if run["status"] not in ACTIVE_STATUSES:
         live = {}
     total = live.get("total_steps") or run.get("job_total") or 0
     step = live.get("step") or 0
@@ -109,8 +110,8 @@ def progress(run: dict[str, Any]) -> dict[str, Any]:
 def recent_progress(db: sqlite_utils.Database, project_id: int, *, finished: int = 3) -> list[dict[str, Any]]:
     """Progress of the project's active runs, then of its ``finished`` latest ended runs."""
     rows = runs.list_runs(db, project_id=project_id)
-    active = [r for r in rows if r["status"] in runs.ACTIVE]
-    ended = [r for r in rows if r["status"] not in runs.ACTIVE][:finished]
+    active = [r for r in rows if r["status"] in ACTIVE_STATUSES]
+    ended = [r for r in rows if r["status"] not in ACTIVE_STATUSES][:finished]
     return [progress(r) for r in active + ended]
 
 
@@ -209,7 +210,8 @@ def sweep_table(results: list[dict[str, Any]]) -> pd.DataFrame:
 
 def zip_file(db_path: str | os.PathLike[str], run_id: int) -> Path | None:
     """The run's download bundle (config, metrics, model) when it exists."""
-    path = runs.zip_path(db_path, run_id)
+    with connection.open_db(db_path) as db:
+        path = runs.zip_path(db_path, runs.get_run(db, run_id))
     return path if path.is_file() else None
 
 

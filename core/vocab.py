@@ -1,0 +1,74 @@
+"""Every closed vocabulary of the product, defined once: a ``Literal`` type for type checkers and the tuple of
+its values for validation, CLI choices and page widgets. Nothing else spells these lists out.
+
+The database stores these values as plain strings; ``db/`` takes them as ``str`` (it may not import ``core``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+# --- items
+Source = Literal["real", "synthetic"]
+SOURCES: tuple[Source, ...] = get_args(Source)
+
+Split = Literal["train", "dev", "test", "pool"]
+SPLITS: tuple[Split, ...] = get_args(Split)
+DEFAULT_SPLIT: Split = "train"
+HeldOutSplit = Literal["test", "dev"]  # splits a model is evaluated on
+HELD_OUT_SPLITS: tuple[HeldOutSplit, ...] = get_args(HeldOutSplit)
+
+# --- generation
+Mode = Literal["zero-shot", "few-shot"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+
+PromptForm = Literal["chat", "list"]
+PROMPT_FORMS: tuple[PromptForm, ...] = get_args(PromptForm)
+
+BackendName = Literal["embedded", "openai", "transformers"]
+BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
+
+LLMSelection = Literal["pool", "unlabelled", "test", "all", "ids"]  # which items an LLM annotator labels
+LLM_SELECTIONS: tuple[LLMSelection, ...] = get_args(LLMSelection)
+
+# --- training
+DataSource = Literal["real", "zero-shot", "few-shot", "seeds"]  # the paper's training sources
+DATA_SOURCES: tuple[DataSource, ...] = get_args(DataSource)
+
+LabelSource = Literal["reference", "majority", "aggregate", "adjudicated"]
+LABEL_SOURCES: tuple[LabelSource, ...] = get_args(LabelSource)
+
+# --- annotation
+Strategy = Literal["closest", "least", "random", "disagreement"]
+STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)
+
+Role = Literal["admin", "researcher", "annotator"]
+ROLES: tuple[Role, ...] = get_args(Role)
+
+# Annotator names with these prefixes are not people: an LLM annotator (``llm:<model>``) and the annotators of
+# raw labels that came in with an imported file (``import:<name>``).
+LLM_ANNOTATOR_PREFIX = "llm:"
+IMPORTED_ANNOTATOR_PREFIX = "import:"
+
+# --- background jobs
+JobKind = Literal["generation", "llm_annotation", "training", "analysis", "study"]
+JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+JOB_STATUSES: tuple[JobStatus, ...] = get_args(JobStatus)
+ACTIVE_STATUSES: tuple[JobStatus, ...] = ("queued", "running")
+FINISHED_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
+
+# --- files
+ImportFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
+IMPORT_FORMATS: tuple[ImportFormat, ...] = get_args(ImportFormat)
+
+ExportFormat = Literal["csv", "jsonl", "parquet"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
+
+ExportView = Literal["aggregated", "raw"]
+EXPORT_VIEWS: tuple[ExportView, ...] = get_args(ExportView)
+
+# --- analysis
+Projection = Literal["pca", "tsne"]
+PROJECTIONS: tuple[Projection, ...] = get_args(Projection)
