@@ -28,6 +28,14 @@ PROMPT_FORMS: tuple[PromptForm, ...] = get_args(PromptForm)
 BackendName = Literal["embedded", "openai", "transformers"]
 BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 
+# Why a generated text was not kept (core.generation.parsing.screen; the first failing check wins, in this order).
+# "echo": the text only repeats a label name, a label description or a sentence of the prompt's instruction.
+RejectReason = Literal[
+    "empty", "truncated", "refusal", "echo", "too_short", "too_long", "repetitive", "seed_copy", "duplicate",
+    "near_duplicate", "target_reached",
+]
+REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
+
 LLMSelection = Literal["pool", "unlabelled", "test", "all", "ids"]  # which items an LLM annotator labels
 LLM_SELECTIONS: tuple[LLMSelection, ...] = get_args(LLMSelection)
 

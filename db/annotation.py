@@ -57,7 +57,7 @@ def set_pool(
         clauses.append("split = ?")
         params.append(split)
     if generation_job_id is not None:
-        clauses.append("json_extract(meta, '$.generation_job_id') = ?")
+        clauses.append("generation_job_id = ?")
         params.append(int(generation_job_id))
     if item_ids is not None:
         ids = list(item_ids)
@@ -94,7 +94,7 @@ def generation_jobs_with_items(db: sqlite_utils.Database, project_id: int) -> li
     return [
         {"generation_job_id": job_id, "n_items": n, "n_in_pool": n_pool}
         for job_id, n, n_pool in db.execute(
-            "SELECT json_extract(meta, '$.generation_job_id') AS job, COUNT(*), SUM(in_pool) FROM item"
+            "SELECT generation_job_id AS job, COUNT(*), SUM(in_pool) FROM item"
             " WHERE project_id = ? AND job IS NOT NULL GROUP BY job ORDER BY job",
             [project_id],
         ).fetchall()

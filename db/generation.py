@@ -182,7 +182,7 @@ def synthetic_items(
     """Synthetic items with their provenance columns (generation job, call, model, mode, temperature)."""
     clauses, params = ["i.project_id = ?", "i.source = 'synthetic'"], [project_id]
     if generation_job_id is not None:
-        clauses.append("c.generation_job_id = ?")
+        clauses.append("i.generation_job_id = ?")
         params.append(generation_job_id)
     if label is not None:
         clauses.append("i.reference_label = ?")
@@ -196,9 +196,9 @@ def synthetic_items(
     params.append(limit)
     return pd.read_sql_query(
         "SELECT i.id, i.text, i.reference_label, i.review_status, i.in_pool, i.generation_call_id,"
-        " c.generation_job_id, json_extract(i.meta, '$.mode') AS mode, json_extract(i.meta, '$.model') AS model,"
+        " i.generation_job_id, i.generation_mode AS mode, json_extract(i.meta, '$.model') AS model,"
         " json_extract(i.meta, '$.temperature') AS temperature, i.meta, i.created_at"
-        f" FROM item i LEFT JOIN generation_call c ON c.id = i.generation_call_id WHERE {' AND '.join(clauses)}"
+        f" FROM item i WHERE {' AND '.join(clauses)}"
         " ORDER BY i.id LIMIT ?",
         db.conn,
         params=params,

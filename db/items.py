@@ -13,7 +13,8 @@ from db.connection import now
 
 ITEM_INSERT_COLUMNS = (
     "project_id", "external_id", "text", "source", "split", "reference_label", "imported_agreement",
-    "generation_call_id", "review_status", "in_pool", "text_hash", "meta", "created_at",
+    "generation_call_id", "generation_mode", "generation_job_id", "review_status", "in_pool", "text_hash", "meta",
+    "created_at",
 )
 
 
@@ -24,7 +25,8 @@ def insert_items(db: sqlite_utils.Database, project_id: int, items: Sequence[dic
     """
     stamp = now()
     defaults = {"external_id": None, "reference_label": None, "imported_agreement": None,
-                "generation_call_id": None, "review_status": "accepted", "in_pool": 0, "meta": "{}"}
+                "generation_call_id": None, "generation_mode": None, "generation_job_id": None,
+                "review_status": "accepted", "in_pool": 0, "meta": "{}"}
     first = db.execute("SELECT COALESCE(MAX(id), 0) FROM item").fetchone()[0] + 1
     rows = [
         tuple({**defaults, **item, "project_id": project_id, "created_at": stamp}[c] for c in ITEM_INSERT_COLUMNS)

@@ -383,3 +383,17 @@ def _annotation_assignment(db: sqlite_utils.Database) -> None:
         " WHEN (SELECT in_pool FROM item WHERE id = OLD.item_id) = 1 BEGIN"
         + recount.format(item="OLD.item_id") + "END"
     )
+
+
+@migration("0500_item_generation_provenance")
+def _item_generation_provenance(db: sqlite_utils.Database) -> None:
+    """A synthetic item's generation mode and job as columns (they were read from ``item.meta`` JSON in several
+    places, each with its own fallback); existing rows are back-filled from that JSON."""
+    db.execute("ALTER TABLE item ADD COLUMN generation_mode TEXT")
+    db.execute("ALTER TABLE item ADD COLUMN generation_job_id INTEGER")
+    db.execute(
+        "UPDATE item SET generation_mode = json_extract(meta, '$.mode'),"
+        " generation_job_id = json_extract(meta, '$.generation_job_id')"
+        " WHERE source = 'synthetic' AND json_valid(meta)"
+    )
+    db.execute("CREATE INDEX item_project_generation_job ON item (project_id, generation_job_id)")

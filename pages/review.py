@@ -3,6 +3,8 @@ edit them, and choose which go to annotation. LLM text is shown only in datafram
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 import streamlit as st
 
@@ -77,24 +79,24 @@ with database() as db:
 left, right = st.columns([2, 1])
 with left:
     st.caption("Text")
-    st.code(info["text"], language=None, wrap_lines=True)
-    if info["original_text"]:
+    st.code(info.text, language=None, wrap_lines=True)
+    if info.original_text:
         st.caption("Original text (before editing)")
-        st.code(info["original_text"], language=None, wrap_lines=True)
+        st.code(info.original_text, language=None, wrap_lines=True)
 with right:
     st.dataframe(pd.DataFrame([
-        {"field": "intended label", "value": info["intended_label"]},
-        {"field": "review status", "value": info["review_status"]},
-        {"field": "in annotation pool", "value": "yes" if info["in_pool"] else "no"},
-        {"field": "job", "value": info["job_id"]},
-        {"field": "mode", "value": info["mode"]},
-        {"field": "backend / model", "value": f"{info['backend']} / {info['model']}"},
-        {"field": "temperature", "value": info["temperature"]},
-        {"field": "latency (s)", "value": None if info["latency_s"] is None else round(info["latency_s"], 3)},
+        {"field": "intended label", "value": info.intended_label},
+        {"field": "review status", "value": info.review_status},
+        {"field": "in annotation pool", "value": "yes" if info.in_pool else "no"},
+        {"field": "job", "value": info.job_id},
+        {"field": "mode", "value": info.mode},
+        {"field": "backend / model", "value": f"{info.backend} / {info.model}"},
+        {"field": "temperature", "value": info.temperature},
+        {"field": "latency (s)", "value": None if info.latency_s is None else round(info.latency_s, 3)},
     ]).astype({"value": str}), hide_index=True)
 
 with st.form("review_edit"):
-    new_text = st.text_area("Edit the text", value=info["text"], height=120, key=f"review_edit_{item_id}")
+    new_text = st.text_area("Edit the text", value=info.text, height=120, key=f"review_edit_{item_id}")
     save = st.form_submit_button("Save text", icon=":material/save:")
 if save:
     try:
@@ -107,15 +109,15 @@ if save:
         st.rerun()
 
 with st.expander("Prompt sent to the model"):
-    for message in info["messages"]:
+    for message in info.messages:
         st.caption(message.get("role", ""))
         st.code(message.get("content", ""), language=None, wrap_lines=True)
-with st.expander(f"Seeds shown ({len(info['seeds'])})"):
-    if info["seeds"]:
-        st.dataframe(pd.DataFrame(info["seeds"]), hide_index=True)
+with st.expander(f"Seeds shown ({len(info.seeds)})"):
+    if info.seeds:
+        st.dataframe(pd.DataFrame([asdict(seed) for seed in info.seeds]), hide_index=True)
     else:
         st.caption("none (zero-shot)")
 with st.expander("Raw reply and the verdict on each text in it"):
-    st.code(info["raw_output"] or "", language=None, wrap_lines=True)
-    if info["outcomes"]:
-        st.dataframe(pd.DataFrame(info["outcomes"]), hide_index=True)
+    st.code(info.raw_output or "", language=None, wrap_lines=True)
+    if info.outcomes:
+        st.dataframe(pd.DataFrame(list(info.outcomes)), hide_index=True)

@@ -9,7 +9,8 @@ It speaks ``POST /v1/chat/completions`` and ``GET /v1/models`` and is programmab
         server.fault_when = lambda request, n: ServerError() if n % 7 == 3 else None
         server.requests                      # every request: RecordedRequest(path, headers, body, ...)
 
-Behaviour, in order, for a completion: bad key (when ``api_key`` is set) → 401; unknown ``model`` → 404;
+Behaviour, in order, for a completion: bad key (when ``api_key`` is set) → 401 (with ``echo_key_in_errors`` its
+body repeats the key it was sent, as some servers do); unknown ``model`` → 404;
 a queued fault (``inject``), else ``fault_when``'s fault; else wait ``latency_s`` and answer ``reply``.
 ``reply`` may return a string (the message content), a ``Choice(content, finish_reason)``, a list of those
 (one choice each) or a Fault.
@@ -134,9 +135,11 @@ class FakeLLMServer:
         reply: Reply | None = None,
         fault_when: Callable[[dict[str, Any], int], Fault | None] | None = None,
         record_bodies: bool = True,
+        echo_key_in_errors: bool = False,
     ) -> None:
         self.models = tuple(models)
         self.api_key = api_key
+        self.echo_key_in_errors = echo_key_in_errors
         self.latency_s = latency_s
         self.reply: Reply = reply or default_reply
         self.fault_when = fault_when
@@ -231,9 +234,12 @@ class FakeLLMServer:
             def _authorised(self) -> bool:
                 if server.api_key is None:
                     return True
-                if self.headers.get("Authorization", "") == f"Bearer {server.api_key}":
+                sent = self.headers.get("Authorization", "")
+                if sent == f"Bearer {server.api_key}":
                     return True
-                self._error(401, "Incorrect API key provided.", "invalid_api_key")
+                presented = sent.removeprefix("Bearer ")
+                self._error(401, f"Incorrect API key provided: {presented}. Your key starts with {presented[:10]}."
+                            if server.echo_key_in_errors else "Incorrect API key provided.", "invalid_api_key")
                 return False
 
             def _record(self, body: dict[str, Any] | None, index: int | None) -> None:

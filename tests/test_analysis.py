@@ -58,13 +58,13 @@ def fill_project(fresh_db, project):
          "reference_label": labels[i % 3]} for i in range(6)])
     add_items(fresh_db, project.id, [
         {"text": f"zero-shot text {i}", "source": "synthetic", "split": "train", "reference_label": labels[i % 3],
-         "meta": {"generation_job_id": 11, "mode": "zero-shot"}} for i in range(4)])
+         "generation_job_id": 11, "generation_mode": "zero-shot"} for i in range(4)])
     add_items(fresh_db, project.id, [
         {"text": f"few-shot text {i}", "source": "synthetic", "split": "train", "reference_label": labels[i % 3],
-         "meta": {"generation_job_id": 12, "mode": "few-shot"}} for i in range(3)])
+         "generation_job_id": 12, "generation_mode": "few-shot"} for i in range(3)])
     add_items(fresh_db, project.id, [
         {"text": "rejected text", "source": "synthetic", "split": "train", "reference_label": "pos",
-         "review_status": "rejected", "meta": {"generation_job_id": 12, "mode": "few-shot"}}])
+         "review_status": "rejected", "generation_job_id": 12, "generation_mode": "few-shot"}])
     return project
 
 

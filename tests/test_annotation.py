@@ -3,7 +3,6 @@ back/edit, progress, the pool, adjudication, the label-count triggers, and 20 an
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -28,11 +27,11 @@ T0 = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
 
 def _add_items(db, project_id: int, n: int, *, source: str = "real", split: str = "test",
-               meta: dict | None = None, prefix: str = "text") -> list[int]:
+               generation_job_id: int | None = None, prefix: str = "text") -> list[int]:
     with transaction(db):
         return items_db.insert_items(db, project_id, [
             {"text": f"{prefix} {i}", "text_hash": text_hash(f"{prefix} {i}"), "source": source, "split": split,
-             "meta": json.dumps(meta or {})}
+             "generation_job_id": generation_job_id}
             for i in range(n)
         ])
 
@@ -220,9 +219,9 @@ def test_assigned_item_is_blind(pooled) -> None:
 def test_pool_by_source_split_and_generation_job(fresh_db, project) -> None:
     _add_items(fresh_db, project.id, 3, source="real", split="test")
     _add_items(fresh_db, project.id, 2, source="real", split="train", prefix="train")
-    _add_items(fresh_db, project.id, 4, source="synthetic", split="train", meta={"generation_job_id": 7},
+    _add_items(fresh_db, project.id, 4, source="synthetic", split="train", generation_job_id=7,
                prefix="syn7")
-    _add_items(fresh_db, project.id, 1, source="synthetic", split="train", meta={"generation_job_id": 8},
+    _add_items(fresh_db, project.id, 1, source="synthetic", split="train", generation_job_id=8,
                prefix="syn8")
     assert set_pool(fresh_db, project.id, source="real", split="test") == 3
     assert set_pool(fresh_db, project.id, generation_job_id=7) == 4

@@ -28,7 +28,7 @@ def labelled(fresh_db, project):
     [synthetic_id] = items_db.insert_items(fresh_db, project.id, [{
         "text": "-generated text", "text_hash": text_hash("-generated text"), "source": "synthetic",
         "split": "train", "reference_label": "neg", "generation_call_id": 42,
-        "meta": json.dumps({"generation_job_id": 7, "mode": "few-shot", "model": "SmolLM2"}),
+        "generation_job_id": 7, "generation_mode": "few-shot", "meta": json.dumps({"model": "SmolLM2"}),
     }])
     items_db.insert_annotations(fresh_db, [{"item_id": synthetic_id, "annotator": "alice", "label": "neg",
                                             "seconds": 2.5, "unsure": True, "comment": "@check"}])

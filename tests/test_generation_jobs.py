@@ -49,7 +49,7 @@ def test_job_reaches_exactly_the_target_and_stores_every_call(fresh_db, db_path)
     assert items["text_hash"].is_unique
     for row in items.itertuples():
         meta = json.loads(row.meta)
-        assert meta["generation_job_id"] == job_id and meta["mode"] == "few-shot" and meta["model"] == "fake-model"
+        assert row.generation_job_id == job_id and row.generation_mode == "few-shot" and meta["model"] == "fake-model"
         assert meta["temperature"] == 0.9
         call = gen_db.get_call(fresh_db, row.generation_call_id)
         assert call["label"] == row.reference_label and row.text.startswith(row.reference_label)

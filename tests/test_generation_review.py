@@ -36,11 +36,11 @@ def test_synthetic_items_carry_provenance(fresh_db, generated) -> None:
     assert set(table["temperature"]) == {0.5} and set(table["generation_job_id"]) == {job_id}
     assert list(review.synthetic_items(fresh_db, project.id, label="neg")["reference_label"]) == ["neg", "neg"]
     info = review.provenance(fresh_db, project.id, int(table["id"][0]))
-    assert info["text"] == table["text"][0] and info["job_id"] == job_id
-    assert info["raw_output"] == info["text"]
-    assert [m["role"] for m in info["messages"]] == ["system", "user"]
-    assert len(info["seeds"]) == 3 and all(s["text"] in info["messages"][1]["content"] for s in info["seeds"])
-    assert info["config"]["temperature"] == 0.5 and "api_key" not in json.dumps(info["config"]).replace(
+    assert info.text == table["text"][0] and info.job_id == job_id and info.mode == "few-shot"
+    assert info.raw_output == info.text
+    assert [m["role"] for m in info.messages] == ["system", "user"]
+    assert len(info.seeds) == 3 and all(s.text in info.messages[1]["content"] for s in info.seeds)
+    assert info.config["temperature"] == 0.5 and "api_key" not in json.dumps(info.config).replace(
         "api_key_env", "")
     with pytest.raises(NotFoundError, match="no synthetic item"):
         review.provenance(fresh_db, project.id, 1)  # a real item

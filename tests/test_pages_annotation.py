@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ def app_db(db_path, monkeypatch):
         with transaction(db):
             ids = items_db.insert_items(db, project.id, [
                 {"text": t, "text_hash": text_hash(t), "source": s, "split": sp, "reference_label": ref,
-                 "meta": json.dumps({"generation_job_id": 1, "mode": "few-shot"} if s == "synthetic" else {})}
+                 **({"generation_job_id": 1, "generation_mode": "few-shot"} if s == "synthetic" else {})}
                 for t, s, sp, ref in texts
             ])
             items_db.insert_annotations(db, [{"item_id": ids[2], "annotator": "bob", "label": "pos"}])

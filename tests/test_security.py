@@ -325,6 +325,7 @@ def test_a_planted_api_key_is_found_nowhere(tmp_path: Path, monkeypatch: pytest.
     planted = "sk-planted-4f9a1c7e2b8d4e6f"
     wrong = "sk-planted-wrong-0c3e5a7b9d"
     folder = tmp_path / "data"
+    folder.mkdir()  # a database is only created in an existing folder
     db_path = folder / "keys.db"
     try:
         exports = _run_two_jobs_with_keys(db_path, planted, wrong, monkeypatch)

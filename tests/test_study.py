@@ -39,11 +39,11 @@ NO_TEST = ("no test split: project 'demo' has no labelled real items with split 
 
 def add(db, project_id: int, texts: list[str], label: str, *, split: str, source: str = "real",
         mode: str | None = None) -> list[int]:
-    meta = {"generation_job_id": 1 if mode == "zero-shot" else 2, "mode": mode} if mode else {}
+    generation = {"generation_job_id": 1 if mode == "zero-shot" else 2, "generation_mode": mode} if mode else {}
     with transaction(db):
         return items_db.insert_items(db, project_id, [
             {"text": t, "text_hash": text_hash(t), "source": source, "split": split, "reference_label": label,
-             "meta": json.dumps(meta)} for t in texts])
+             **generation} for t in texts])
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from db import annotation as annotation_db
 from db import seeds as seeds_db
 from tests.training_helpers import add_items
 
-ZERO = {"mode": "zero-shot", "generation_job_id": 1}
-FEW = {"mode": "few-shot", "generation_job_id": 2}
+ZERO = {"generation_mode": "zero-shot", "generation_job_id": 1}
+FEW = {"generation_mode": "few-shot", "generation_job_id": 2}
 
 
 @pytest.fixture
@@ -29,11 +29,11 @@ def items(fresh_db, project):
         {"text": "e2", "split": "test", "votes": ["neu", "neu", "pos"]},  # labelled by its majority
         {"text": "e3", "split": "test", "votes": ["pos", "neg"]},         # a tie and no reference: left out
         {"text": "d1", "split": "dev", "label": "neg"},
-        {"text": "s1", "source": "synthetic", "label": "pos", "meta": ZERO},
-        {"text": "s2", "source": "synthetic", "label": "neg", "meta": ZERO},
-        {"text": "f1", "source": "synthetic", "label": "pos", "meta": FEW},
-        {"text": "f2", "source": "synthetic", "label": "neg", "meta": FEW},
-        {"text": "f3", "source": "synthetic", "label": "neg", "meta": FEW, "review_status": "rejected"},
+        {"text": "s1", "source": "synthetic", "label": "pos", "generation": ZERO},
+        {"text": "s2", "source": "synthetic", "label": "neg", "generation": ZERO},
+        {"text": "f1", "source": "synthetic", "label": "pos", "generation": FEW},
+        {"text": "f2", "source": "synthetic", "label": "neg", "generation": FEW},
+        {"text": "f3", "source": "synthetic", "label": "neg", "generation": FEW, "review_status": "rejected"},
     ]
     ids = dict(zip([r["text"] for r in rows], add_items(fresh_db, project.id, rows), strict=True))
     seeds_db.insert_seeds(fresh_db, project.id, [ids["r1"], ids["e1"]])

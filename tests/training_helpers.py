@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,13 +11,14 @@ from db import transaction
 
 
 def add_items(db: Any, project_id: int, rows: Sequence[dict[str, Any]]) -> list[int]:
-    """Insert items (``text``, ``source``, ``split``, optional ``label``, ``meta``, ``review_status``,
-    ``agreement``) and their ``votes`` (a list of labels, one annotator each); returns the ids."""
+    """Insert items (``text``, ``source``, ``split``, optional ``label``, ``generation`` (a dict with the
+    ``generation_mode`` and ``generation_job_id`` of a synthetic item), ``review_status``, ``agreement``) and their
+    ``votes`` (a list of labels, one annotator each); returns the ids."""
     items = []
     for row in rows:
         item = {"text": row["text"], "text_hash": text_hash(row["text"]), "source": row.get("source", "real"),
                 "split": row.get("split", "train"), "reference_label": row.get("label"),
-                "imported_agreement": row.get("agreement"), "meta": json.dumps(row.get("meta", {}))}
+                "imported_agreement": row.get("agreement"), **row.get("generation", {})}
         if "review_status" in row:
             item["review_status"] = row["review_status"]
         items.append(item)

@@ -5,7 +5,6 @@ adjudication queue as the Agreement page shows them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 import pandas as pd
@@ -25,7 +24,7 @@ def _report_items(items: pd.DataFrame) -> pd.DataFrame:
     out = items[["id", "source", "reference_label", "imported_agreement"]].copy()
     synthetic = items["source"] == "synthetic"
     out["group"] = None
-    out.loc[synthetic, "group"] = items.loc[synthetic, "meta"].map(lambda text: json.loads(text or "{}").get("mode"))
+    out.loc[synthetic, "group"] = items.loc[synthetic, "generation_mode"]
     return out
 
 

@@ -1,7 +1,7 @@
 """The per-project analysis: how diverse real and synthetic data are, and how close synthetic data come to real.
 
-Sources are the real items, all synthetic items, the zero-shot and few-shot synthetic items (``item.meta.mode``)
-and each generation job (``item.meta.generation_job_id``); only accepted items count. Every source gets
+Sources are the real items, all synthetic items, the zero-shot and few-shot synthetic items (``item.generation_mode``)
+and each generation job (``item.generation_job_id``); only accepted items count. Every source gets
 Remote-Clique and Chamfer distance at one common set size (seeded subsamples, mean ± std), every synthetic
 source the paper's mean top-5 similarity of real items to it, and a 2-D map of a capped sample of the items.
 
@@ -11,7 +11,6 @@ the foreground); its result, stored with the job, is what the page and ``analyse
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from core import jobs as core_jobs
 from core.analysis import diversity
 from core.analysis.embeddings import DEFAULT_BATCH_SIZE, DEFAULT_EMBEDDING_MODEL, Embedder, embed_texts, load_embedder
 from core.config import Config, is_whole_number, setting
-from core.data.items import item_table
+from core.data.items import generation_group, item_table
 from core.errors import SynthloopError
 from core.projects import get_project
 from core.vocab import MODES, PROJECTIONS, SOURCES, Projection
@@ -81,16 +80,6 @@ class AnalysisConfig(Config):
 
 
 
-def _meta(raw: Any) -> dict[str, Any]:
-    if isinstance(raw, dict):
-        return raw
-    try:
-        value = json.loads(raw or "{}")
-    except (TypeError, json.JSONDecodeError):
-        return {}
-    return value if isinstance(value, dict) else {}
-
-
 def source_table(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
     """Accepted items with ``item_id``, ``text``, ``group`` (real | zero-shot | few-shot | synthetic for
     synthetic items of unknown mode), ``generation_job_id`` (or None) and ``label`` (real: adjudicated, else
@@ -98,20 +87,13 @@ def source_table(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
     table = item_table(db, project_id)
     if table.empty:
         return pd.DataFrame(columns=["item_id", "text", "source", "group", "generation_job_id", "label", "split"])
-    metas = [_meta(raw) for raw in table["meta"]]
-    modes = [m.get("mode") for m in metas]
-    group = [
-        "real" if source == "real" else (mode if mode in MODES else "synthetic")
-        for source, mode in zip(table["source"], modes, strict=True)
-    ]
-    job_ids = [int(m["generation_job_id"]) if str(m.get("generation_job_id", "")).isdigit() else None
-               for m in metas]
+    job_ids = [int(j) if pd.notna(j) else None for j in table["generation_job_id"]]
     real_label = table["adjudicated_label"].where(table["adjudicated_label"].notna(), table["reference_label"])
     real_label = real_label.where(real_label.notna(), table["majority_label"])
     label = np.where(table["source"] == "real", real_label, table["reference_label"])
     return pd.DataFrame({
         "item_id": table["id"].astype(int), "text": table["text"].astype(str), "source": table["source"],
-        "group": group, "generation_job_id": pd.array(job_ids, dtype=object),
+        "group": generation_group(table), "generation_job_id": pd.array(job_ids, dtype=object),
         "label": [lb if isinstance(lb, str) else None for lb in label], "split": table["split"],
     })
 

@@ -46,15 +46,16 @@ def public_item_ids(items: pd.DataFrame) -> pd.Series:
     return items["external_id"].astype(object).where(items["external_id"].notna(), items["id"]).astype(str)
 
 
-def _provenance(meta: pd.Series) -> pd.DataFrame:
-    parsed = [json.loads(value) if isinstance(value, str) and value not in ("", "{}") else {} for value in meta]
+def _provenance(items: pd.DataFrame) -> pd.DataFrame:
+    models = [json.loads(value).get("model") if isinstance(value, str) and value not in ("", "{}") else None
+              for value in items["meta"]]
     return pd.DataFrame(
         {
-            "generation_job_id": [m.get("generation_job_id") for m in parsed],
-            "generation_mode": [m.get("mode") for m in parsed],
-            "generation_model": [m.get("model") for m in parsed],
+            "generation_job_id": [int(j) if pd.notna(j) else None for j in items["generation_job_id"]],
+            "generation_mode": items["generation_mode"].astype(object).where(items["generation_mode"].notna(), None),
+            "generation_model": models,
         },
-        index=meta.index,
+        index=items.index,
         dtype=object,
     )
 
@@ -97,7 +98,7 @@ def item_view(
             "agreement_source": table["agreement_source"],
         }
     )
-    view = pd.concat([view, _provenance(table["meta"])], axis=1)
+    view = pd.concat([view, _provenance(table)], axis=1)
     view["generation_call_id"] = table["generation_call_id"].astype("Int64")
     return view.reset_index(drop=True)[list(AGGREGATED_COLUMNS)]
 

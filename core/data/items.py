@@ -10,6 +10,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.agreement.metrics import instance_agreement
+from core.vocab import MODES
 from db import items as items_db
 
 
@@ -43,3 +44,10 @@ def item_table(
     table.loc[from_labels, "agreement_source"] = "labels"
     table.loc[from_import, "agreement_source"] = "imported"
     return table.reset_index(drop=True)
+
+
+def generation_group(items: pd.DataFrame) -> pd.Series:
+    """Each item's data group: ``real``, the generation mode of a synthetic item (``zero-shot``/``few-shot``,
+    from its ``generation_mode`` column), or ``synthetic`` for a synthetic item of unknown mode (imported)."""
+    mode = items["generation_mode"].where(items["generation_mode"].isin(MODES), "synthetic")
+    return mode.where(items["source"] == "synthetic", "real").astype(object)

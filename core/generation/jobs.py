@@ -126,8 +126,7 @@ class GenerationRun:
         self.consecutive_errors = 0
         self.last_error: BackendCallError | None = None
         self.unsaved: list[Finished] = []
-        self.meta = json.dumps({"generation_job_id": self.generation_job_id, "job_id": job_id,
-                                "mode": self.config.mode, "model": self.config.model,
+        self.meta = json.dumps({"job_id": job_id, "model": self.config.model,
                                 "backend": self.config.backend, "temperature": self.config.temperature,
                                 "prompt_form": self.config.prompt_form})
 
@@ -267,6 +266,7 @@ class GenerationRun:
                 accepted = [o for o in done.outcomes if o.accepted]
                 rows.extend({"text": o.text, "text_hash": cached_hash(o.text), "source": "synthetic", "split": "train",
                              "reference_label": done.slot.prompt.label, "generation_call_id": call_id,
+                             "generation_mode": self.config.mode, "generation_job_id": self.generation_job_id,
                              "meta": self.meta} for o in accepted)
                 positions.extend(done.positions)
             item_ids = items_db.insert_items(self.db, self.project_id, rows) if rows else []

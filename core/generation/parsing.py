@@ -1,6 +1,7 @@
 """Turning a raw LLM reply into candidate texts and deciding, for each, accepted or rejected with a reason.
 
-Pure and total: nothing here raises on odd input; a bad output becomes a rejected outcome with a reason code.
+Pure and total: nothing here raises on odd input; a bad output becomes a rejected outcome with a reason code
+(``core.vocab.RejectReason``).
 Near-duplicates are found by character 4-gram Jaccard similarity on normalised text; a MinHash/LSH index keeps
 the lookup fast against a whole project, and every candidate it proposes is verified with the exact Jaccard.
 """
@@ -12,17 +13,13 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Literal, get_args
+from typing import Literal
 
 import numpy as np
 
 from core.data.text import normalise_text, text_hash
+from core.vocab import RejectReason
 
-RejectReason = Literal[
-    "empty", "truncated", "refusal", "too_short", "too_long", "repetitive", "seed_copy", "duplicate",
-    "near_duplicate", "target_reached",
-]
-REJECT_REASONS: tuple[str, ...] = get_args(RejectReason)
 SHINGLE_SIZE = 4
 
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
@@ -75,7 +72,7 @@ class Outcome:
 
     text: str
     accepted: bool
-    reason: str | None = None
+    reason: RejectReason | None = None
     match_id: int | None = None
     similarity: float | None = None
 
@@ -180,6 +177,38 @@ def extract_texts(raw: str | None, label_names: Sequence[str] = (), *, multi: bo
 def cached_hash(text: str) -> str:
     """``core.text.text_hash``, cached: a job hashes each text several times."""
     return text_hash(text)
+
+
+@lru_cache(maxsize=8192)
+def normalised(text: str) -> str:
+    """``core.data.text.normalise_text``, cached like :func:`cached_hash`."""
+    return normalise_text(text)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@lru_cache(maxsize=1024)
+def _instruction_pieces(instruction: str) -> frozenset[str]:
+    """An instruction whole, each of its lines and each sentence of each line, normalised (cached: a
+    conversation sends the same messages call after call)."""
+    lines = [line for line in instruction.splitlines() if line.strip()]
+    pieces = [instruction, *lines, *(sentence for line in lines for sentence in _SENTENCE_END.split(line))]
+    return frozenset(piece for piece in map(normalised, pieces) if piece)
+
+
+def echo_phrases(label_texts: Iterable[str], instructions: Iterable[str] = (), *,
+                 examples: Iterable[str] = ()) -> frozenset[str]:
+    """What a reply must not merely repeat, normalised: each label name and description, and each instruction
+    (the prompt's system and user messages) whole, line by line and sentence by sentence.
+
+    Pieces of the ``examples`` the prompt shows (seed texts) are left out: repeating a seed is judged as a seed
+    copy, and a sentence that happens to occur in a seed is no instruction.
+    """
+    shown = [normalised(example) for example in examples]
+    pieces = frozenset().union(*map(_instruction_pieces, instructions))
+    return frozenset(piece for piece in map(normalised, label_texts) if piece) | {
+        piece for piece in pieces if not any(piece in example for example in shown)}
 
 
 def is_refusal(text: str) -> bool:
@@ -343,13 +372,16 @@ def screen(
     seed_copy_threshold: float = 0.6,
     remaining: int | None = None,
     truncated: bool = False,
+    echoes: frozenset[str] = frozenset(),
 ) -> list[Outcome]:
     """Verdicts for the candidate texts of one reply, in order.
 
-    Checks, first failing wins: empty, cut off by the token cap (the last text of a ``truncated`` reply), refusal, too short / too long (words), a copy of a seed shown in the
-    prompt (exact or Jaccard ≥ ``seed_copy_threshold``), a duplicate or near-duplicate of an indexed text or of
-    an earlier candidate of the same reply, and — when ``remaining`` is given — the label's target already met.
-    The index is not changed: the caller adds accepted texts once they are stored.
+    Checks, first failing wins: empty, cut off by the token cap (the last text of a ``truncated`` reply), refusal,
+    an echo (the normalised text is one of ``echoes``, see :func:`echo_phrases`), too short / too long (words), a
+    copy of a seed shown in the prompt (exact or Jaccard ≥ ``seed_copy_threshold``), a duplicate or
+    near-duplicate of an indexed text or of an earlier candidate of the same reply, and — when ``remaining`` is
+    given — the label's target already met. The index is not changed: the caller adds accepted texts once they
+    are stored.
     """
     seed_shingles = [(seed_id, cached_hash(seed_text), shingles(seed_text)) for seed_id, seed_text in seeds]
     accepted_here: list[str] = []
@@ -359,7 +391,7 @@ def screen(
             outcomes.append(Outcome((text or "").strip(), False, "truncated"))
             continue
         outcome = _verdict(text, min_words=min_words, max_words=max_words, index=index, local=accepted_here,
-                           seed_shingles=seed_shingles, seed_copy_threshold=seed_copy_threshold)
+                           seed_shingles=seed_shingles, seed_copy_threshold=seed_copy_threshold, echoes=echoes)
         if outcome.accepted and remaining is not None and remaining <= 0:
             outcome = Outcome(text, False, "target_reached")
         if outcome.accepted:
@@ -379,12 +411,15 @@ def _verdict(
     local: Sequence[str],
     seed_shingles: list[tuple[int, str, frozenset[int]]],
     seed_copy_threshold: float,
+    echoes: frozenset[str],
 ) -> Outcome:
     text = (text or "").strip()
     if not shingles(text):  # nothing left after normalising (cached: the lookups below need it anyway)
         return Outcome(text, False, "empty")
     if is_refusal(text):
         return Outcome(text, False, "refusal")
+    if echoes and normalised(text) in echoes:
+        return Outcome(text, False, "echo")
     words = word_count(text)
     if words < min_words:
         return Outcome(text, False, "too_short")

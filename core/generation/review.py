@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import pandas as pd
@@ -47,8 +48,40 @@ def synthetic_items(
     return frame[REVIEW_COLUMNS]
 
 
-def provenance(db: sqlite_utils.Database, project_id: int, item_id: int) -> dict[str, Any]:
-    """Where a synthetic item came from: the call's messages, the seeds shown, the raw reply, model settings."""
+@dataclass(frozen=True)
+class SeedShown:
+    item_id: int
+    external_id: str | None
+    text: str
+    label: str | None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a synthetic item came from: the call that produced it (messages, seeds shown, raw reply, screening
+    outcomes) and the settings of its generation job. ``job_id`` is the job-table id shown on the Generate page."""
+
+    item_id: int
+    text: str
+    intended_label: str | None
+    review_status: str
+    in_pool: bool
+    original_text: str | None  # the generated text, when a reviewer edited it
+    mode: str | None
+    model: str | None
+    backend: str | None
+    temperature: float | None
+    job_id: int | None
+    call_id: int | None
+    messages: tuple[dict[str, str], ...]
+    raw_output: str | None
+    outcomes: tuple[dict[str, Any], ...]
+    seeds: tuple[SeedShown, ...]
+    latency_s: float | None
+    config: dict[str, Any]
+
+
+def provenance(db: sqlite_utils.Database, project_id: int, item_id: int) -> Provenance:
     item = items_db.get_item(db, item_id)
     if item is None or item["project_id"] != project_id or item["source"] != "synthetic":
         raise NotFoundError(f"no synthetic item {item_id} in this project")
@@ -56,28 +89,18 @@ def provenance(db: sqlite_utils.Database, project_id: int, item_id: int) -> dict
     call = gen_db.get_call(db, item["generation_call_id"]) if item["generation_call_id"] else None
     seeds = items_db.get_items(db, call["seed_item_ids"]) if call else []
     generation_job = gen_db.get_generation_job(db, call["generation_job_id"]) if call else None
-    config = generation_job["config"] if generation_job else {}
-    return {
-        "item_id": item_id,
-        "text": item["text"],
-        "intended_label": item["reference_label"],
-        "review_status": item["review_status"],
-        "in_pool": bool(item["in_pool"]),
-        "original_text": meta.get("original_text"),
-        "model": meta.get("model"),
-        "backend": meta.get("backend"),
-        "mode": meta.get("mode"),
-        "temperature": meta.get("temperature"),
-        "job_id": generation_job["job_id"] if generation_job else None,
-        "call_id": item["generation_call_id"],
-        "messages": call["messages"] if call else [],
-        "raw_output": call["raw_output"] if call else None,
-        "outcomes": call["outcomes"] if call else [],
-        "seeds": [{"item_id": s["id"], "external_id": s["external_id"], "text": s["text"],
-                   "label": s["adjudicated_label"] or s["reference_label"]} for s in seeds],
-        "latency_s": call["latency_s"] if call else None,
-        "config": config,
-    }
+    return Provenance(
+        item_id=item_id, text=item["text"], intended_label=item["reference_label"],
+        review_status=item["review_status"], in_pool=bool(item["in_pool"]), original_text=meta.get("original_text"),
+        mode=item["generation_mode"], model=meta.get("model"), backend=meta.get("backend"),
+        temperature=meta.get("temperature"), job_id=generation_job["job_id"] if generation_job else None,
+        call_id=item["generation_call_id"], messages=tuple(call["messages"]) if call else (),
+        raw_output=call["raw_output"] if call else None, outcomes=tuple(call["outcomes"]) if call else (),
+        seeds=tuple(SeedShown(item_id=s["id"], external_id=s["external_id"], text=s["text"],
+                              label=s["adjudicated_label"] or s["reference_label"]) for s in seeds),
+        latency_s=call["latency_s"] if call else None,
+        config=generation_job["config"] if generation_job else {},
+    )
 
 
 def set_review_status(db: sqlite_utils.Database, project_id: int, item_ids: Sequence[int],

@@ -9,7 +9,6 @@ Everything goes through :func:`core.items.item_table`, the one place that decide
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,16 +49,6 @@ class Selection:
     test: LabelledItems
     dev: LabelledItems
     report: dict[str, Any]
-
-
-def _meta(value: Any) -> dict[str, Any]:
-    if isinstance(value, dict):
-        return value
-    try:
-        parsed = json.loads(value or "{}")
-    except (TypeError, ValueError):
-        return {}
-    return parsed if isinstance(parsed, dict) else {}
 
 
 def _agreement(value: Any) -> float | None:
@@ -119,7 +108,6 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
         dev_rows, _ = _eval_items(table, "dev")
     held_out = set(test_rows["id"]) | set(dev_rows["id"])
 
-    meta = table["meta"].map(_meta)
     synthetic = table["source"] == "synthetic"
     chosen = pd.Series(False, index=table.index)
     per_source: dict[str, int] = {}
@@ -129,11 +117,11 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
         elif source == "seeds":
             mask = table["id"].isin(seeds_db.seed_item_ids(db, project_id))
         else:
-            mask = synthetic & meta.map(lambda m, mode=source: m.get("mode") == mode)
+            mask = synthetic & (table["generation_mode"] == source)
         per_source[source] = int(mask.sum())
         chosen |= mask
     for job_id in config.generation_job_ids:
-        mask = synthetic & meta.map(lambda m, job=job_id: str(m.get("generation_job_id")) == str(job))
+        mask = synthetic & (table["generation_job_id"] == job_id)
         per_source[f"job {job_id}"] = int(mask.sum())
         chosen |= mask
     report["candidates_per_source"] = per_source

@@ -4,12 +4,14 @@ The sweep (DESIGN.md, the paper's Figure 2): for every threshold γ that changes
 that is, every distinct instance agreement ``a_i`` among them — score the predictions on the items with
 ``a_i ≥ γ``; then fit a least-squares line of accuracy on γ (with its R²) and Spearman's ρ between γ and
 accuracy. Items with unknown agreement (fewer than two labels and nothing imported) take no part in the sweep.
+A sweep of fewer than 5 thresholds, or with fewer than 30 items at some threshold, is flagged: its R² and ρ are
+still given, but they say nothing (a line through 3 points, an accuracy over 2 items).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -87,9 +89,31 @@ class Sweep:
     spearman_p: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"sweep": [asdict(p) for p in self.points], "sweep_slope": self.slope,
+        points = [asdict(p) for p in self.points]
+        note = sweep_fit_note(points)
+        return {"sweep": points, "sweep_slope": self.slope,
                 "sweep_intercept": self.intercept, "sweep_r2": self.r2, "sweep_spearman_rho": self.spearman_rho,
-                "sweep_spearman_p": self.spearman_p}
+                "sweep_spearman_p": self.spearman_p, "sweep_fit_meaningful": note is None, "sweep_fit_note": note}
+
+
+# Below these, a fitted line and a rank correlation describe noise (the paper's panels have many γ levels and
+# hundreds of items); the numbers are still shown, flagged with :func:`sweep_fit_note`.
+MIN_SWEEP_THRESHOLDS = 5
+MIN_SWEEP_ITEMS = 30
+
+
+def sweep_fit_note(points: Sequence[Mapping[str, Any]]) -> str | None:
+    """Why the R² and ρ of a sweep (its points as dicts: ``gamma``, ``n_items``) are not meaningful — fewer than
+    ``MIN_SWEEP_THRESHOLDS`` thresholds, or fewer than ``MIN_SWEEP_ITEMS`` items at some γ — or None when they are."""
+    reasons = []
+    if len(points) < MIN_SWEEP_THRESHOLDS:
+        reasons.append(f"only {len(points)} thresholds (at least {MIN_SWEEP_THRESHOLDS} are needed)")
+    if points:
+        smallest = min(points, key=lambda p: (int(p["n_items"]), -float(p["gamma"])))
+        if int(smallest["n_items"]) < MIN_SWEEP_ITEMS:
+            reasons.append(f"only {int(smallest['n_items'])} items at γ = {float(smallest['gamma']):.2f} (at least"
+                           f" {MIN_SWEEP_ITEMS} are needed at every γ)")
+    return f"R² and ρ are not meaningful: {' and '.join(reasons)}" if reasons else None
 
 
 def _finite_or_none(value: float) -> float | None:

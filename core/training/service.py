@@ -38,11 +38,8 @@ def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, An
     table = item_table(db, project_id)
     real = table[table["source"] == "real"]
     synthetic = table[table["source"] == "synthetic"]
-    meta = synthetic["meta"].map(lambda m: json.loads(m or "{}") if isinstance(m, str) else (m or {}))
-    modes = meta.map(lambda m: m.get("mode"))
-    job_ids = meta.map(lambda m: m.get("generation_job_id"))
-    per_job = {int(j): int(n) for j, n in job_ids.dropna().value_counts().sort_index().items()
-               if str(j).isdigit()}
+    modes = synthetic["generation_mode"]
+    per_job = {int(j): int(n) for j, n in synthetic["generation_job_id"].dropna().value_counts().sort_index().items()}
     labelled_eval = {
         split: int(((real["split"] == split) & (real["reference_label"].notna() | real["majority_label"].notna()))
                    .sum())

@@ -110,6 +110,7 @@ def _label_one(page, done: int, total: int, annotator: int) -> tuple[str, str]:
 def test_the_whole_loop_in_a_real_browser(tmp_path: Path, start_app, new_page, shots) -> None:
     started = time.monotonic()
     data_dir = tmp_path / "data"
+    data_dir.mkdir()  # a database is only created in an existing folder
     db_path = data_dir / "loop.db"
     csv_path = tmp_path / "tweets.csv"
     real = _write_csv(csv_path)
