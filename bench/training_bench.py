@@ -73,11 +73,11 @@ def run_trainer(args: argparse.Namespace, *, padded: bool) -> dict:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer, Trainer, TrainingArguments
     from transformers.utils import logging as hf_logging
 
-    from core.training.classifier import embedded_model_path
+    from core.models import embedded_minilm_path
 
     hf_logging.set_verbosity_error()
     texts, labels, test_texts, _ = load_data(args.n_train, args.n_test)
-    path = embedded_model_path()
+    path = str(embedded_minilm_path())
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(path)
     model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)

@@ -78,6 +78,23 @@ def launch(db_path: str | os.PathLike[str], job_id: int) -> subprocess.Popen:
     return process
 
 
+
+def start(db: sqlite_utils.Database, *, kind: str, project_id: int, config: dict[str, Any], total: int = 0,
+          one_at_a_time: bool = False, launch_now: bool = True) -> int:
+    """Record a job and start its detached process (``launch_now=False``: the caller runs it in the foreground).
+    ``one_at_a_time`` refuses while another job of this kind is queued or running in the project."""
+    if one_at_a_time:
+        fail_orphaned_jobs(db)
+        active = [j for j in jobs_db.list_jobs(db, project_id=project_id, kind=kind, limit=5)
+                  if j["status"] in ACTIVE_STATUSES]
+        if active:
+            raise SynthloopError(f"a {kind} job of this project is already {active[0]['status']} (job"
+                                 f" {active[0]['id']}): wait for it or cancel it")
+    job_id = create(db, kind=kind, project_id=project_id, config=config, total=total)
+    if launch_now:
+        launch(connection.db_file(db), job_id)
+    return job_id
+
 def run(db_path: str | os.PathLike[str], job_id: int) -> dict[str, Any]:
     """Run a queued job in this process to its end; marks it done, cancelled or failed. Returns the job row.
 

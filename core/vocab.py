@@ -71,6 +71,10 @@ FINISHED_STATUSES: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
 ImportFormat = Literal["auto", "csv", "tsv", "jsonl", "parquet"]
 IMPORT_FORMATS: tuple[ImportFormat, ...] = get_args(ImportFormat)
 
+# Which rating an import keeps when a file has the same annotator rate the same item more than once.
+RepeatedRatings = Literal["last", "first", "error"]
+REPEATED_RATINGS: tuple[RepeatedRatings, ...] = get_args(RepeatedRatings)
+
 ExportFormat = Literal["csv", "jsonl", "parquet"]
 EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 

@@ -145,3 +145,29 @@ def count_annotations(db: sqlite_utils.Database, project_id: int) -> int:
 def set_splits(db: sqlite_utils.Database, splits: dict[int, str]) -> None:
     """Set ``item.split`` for the given ``item id → split``."""
     db.conn.executemany("UPDATE item SET split = ? WHERE id = ?", [(split, item_id) for item_id, split in splits.items()])
+
+
+def set_reference_labels(db: sqlite_utils.Database, labels: dict[int, str]) -> None:
+    """Set ``item.reference_label`` for the given ``item id → label``."""
+    db.conn.executemany("UPDATE item SET reference_label = ? WHERE id = ?", [(v, k) for k, v in labels.items()])
+
+
+def insert_repeat_pairs(
+    db: sqlite_utils.Database, item_ids: Sequence[int], annotators: Sequence[str], first_labels: Sequence[str],
+    second_labels: Sequence[str],
+) -> None:
+    """Store repeat pairs (two consecutive ratings of an item by one annotator); four equal-length columns."""
+    db.conn.executemany(
+        "INSERT INTO repeat_pair (item_id, annotator, first_label, second_label, created_at) VALUES (?, ?, ?, ?, ?)",
+        zip(item_ids, annotators, first_labels, second_labels, itertools.repeat(now()), strict=False),
+    )
+
+
+def repeat_pairs_frame(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    """The repeat pairs of the project's accepted items: ``item_id, annotator, first_label, second_label``."""
+    return pd.read_sql_query(
+        "SELECT r.item_id, r.annotator, r.first_label, r.second_label FROM repeat_pair r JOIN item i"
+        " ON i.id = r.item_id WHERE i.project_id = ? AND i.review_status = 'accepted' ORDER BY r.id",
+        db.conn,
+        params=[project_id],
+    )

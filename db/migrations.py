@@ -397,3 +397,95 @@ def _item_generation_provenance(db: sqlite_utils.Database) -> None:
         " WHERE source = 'synthetic' AND json_valid(meta)"
     )
     db.execute("CREATE INDEX item_project_generation_job ON item (project_id, generation_job_id)")
+
+
+@migration("0540_llm_annotation_call")
+def _llm_annotation_call(db: sqlite_utils.Database) -> None:
+    # Every request of an LLM-annotation job, kept as generation keeps its calls: which item, the exact prompt,
+    # the raw reply and the label parsed from it (NULL when the reply named none), so a job that labelled
+    # little can be read back and explained.
+    run_script(
+        db,
+        """
+        CREATE TABLE llm_annotation_call (
+            id INTEGER PRIMARY KEY,
+            job_id INTEGER NOT NULL REFERENCES job(id) ON DELETE CASCADE,
+            item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,
+            messages TEXT NOT NULL DEFAULT '[]',
+            raw_output TEXT,
+            label TEXT,
+            latency_s REAL,
+            error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX llm_annotation_call_job ON llm_annotation_call (job_id, item_id)
+        """,
+    )
+
+
+@migration("0520_data_version")
+def _data_version(db: sqlite_utils.Database) -> None:
+    # Counters that every write to what the research pages derive from bumps, so that a page can cache its
+    # tables per (database file, project, version) and know, from one indexed read, whether they are still
+    # true. Triggers, not code, bump them: every writer (other processes, the CLI, future code paths) is
+    # counted and none can forget. project_data_version has no foreign key on purpose: a deleted project's
+    # count stays, so a new project that reuses its id goes on counting from there and never meets an old
+    # cache entry. run_data_version counts every change to runs and predictions (the Train and Runs pages;
+    # project renames too, since the runs list shows project names). A table added later whose rows change
+    # agreement, browse, export or training counts needs the same three triggers.
+    run_script(
+        db,
+        """
+        CREATE TABLE project_data_version (project_id INTEGER PRIMARY KEY, version INTEGER NOT NULL);
+        INSERT INTO project_data_version (project_id, version) SELECT id, 1 FROM project;
+        CREATE TABLE run_data_version (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
+        INSERT INTO run_data_version (id, version) VALUES (1, 1)
+        """,
+    )
+    upsert = " ON CONFLICT (project_id) DO UPDATE SET version = version + 1;"
+    bump_runs = "UPDATE run_data_version SET version = version + 1;"
+    project_of = {"project": "{row}.id", "label": "{row}.project_id", "item": "{row}.project_id",
+                  "seed": "{row}.project_id"}
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        row = "OLD" if event == "DELETE" else "NEW"
+        bodies = {table: f"INSERT INTO project_data_version (project_id, version) VALUES ({column.format(row=row)}, 1)"
+                         + upsert for table, column in project_of.items()}
+        # The SELECT form inserts nothing when the item is already gone (an annotation deleted by the cascade
+        # of its item's deletion, which bumped the count itself).
+        bodies["annotation"] = (f"INSERT INTO project_data_version (project_id, version) SELECT project_id, 1"
+                                f" FROM item WHERE id = {row}.item_id" + upsert)
+        if event == "UPDATE":
+            bodies["project"] += bump_runs
+        bodies["run"] = bodies["prediction"] = bump_runs
+        for table, body in bodies.items():
+            db.execute(f"CREATE TRIGGER {table}_data_version_{event.lower()} AFTER {event} ON {table}"
+                       f" BEGIN {body} END")
+
+
+@migration("0510_repeat_pair")
+def _repeat_pair(db: sqlite_utils.Database) -> None:
+    # A repeated rating (the same annotator rating the same item again, e.g. for test-retest reliability) is
+    # kept apart from ``annotation``, which holds one label per (item, annotator): each row is one pair of
+    # consecutive ratings, in the order the file gave them, for intra-annotator consistency.
+    run_script(
+        db,
+        """
+        CREATE TABLE repeat_pair (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            item_id INTEGER NOT NULL REFERENCES item(id) ON DELETE CASCADE,
+            annotator TEXT NOT NULL,
+            first_label TEXT NOT NULL,
+            second_label TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX repeat_pair_item ON repeat_pair (item_id, annotator)
+        """,
+    )
+    # Agreement figures derive from these rows: bump the project's data version like annotations do (0520).
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        row = "OLD" if event == "DELETE" else "NEW"
+        db.execute(
+            f"CREATE TRIGGER repeat_pair_data_version_{event.lower()} AFTER {event} ON repeat_pair BEGIN"
+            f" INSERT INTO project_data_version (project_id, version) SELECT project_id, 1 FROM item"
+            f" WHERE id = {row}.item_id ON CONFLICT (project_id) DO UPDATE SET version = version + 1; END"
+        )

@@ -30,6 +30,7 @@ ANNOTATE_BACK = "annotate_back"  # 0: my next item; n ≥ 1: my n-th most recent
 ANNOTATE_SHOWN = "annotate_shown"  # (item id, time shown) to record the seconds spent on an item
 GENERATE_JOB = "generate_job_id"  # the generation job watched on pages/generate.py
 REVIEW_ITEM = "review_item_id"  # the synthetic item whose provenance is open (pages/review.py)
+REVIEW_SELECTED = "review_selected_ids"  # the table rows selected at the last run, to open a row just selected
 
 RESEARCH = frozenset({"admin", "researcher"})
 EVERYONE = frozenset({"admin", "researcher", "annotator"})

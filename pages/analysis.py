@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs
 from core.analysis import report
 from core.analysis import service as analysis
 from core.errors import SynthloopError
@@ -14,7 +13,6 @@ from pages._common import (
     ANALYSIS_MAP,
     current_project,
     database,
-    db_path,
     job_progress,
     page_guard,
     show_error,
@@ -41,7 +39,6 @@ if submitted:
         config = analysis.AnalysisConfig(subsample=int(subsample) or None, seed=int(seed), projection=projection)
         with database() as db:
             job_id = analysis.start_analysis(db, project.id, config)
-        jobs.launch(db_path(), job_id)
         st.toast(f"Analysis started (job {job_id}).")
     except SynthloopError as exc:
         show_error(exc)

@@ -7,9 +7,9 @@ import streamlit as st
 
 from core import vocab
 from core.data import export as exporter
-from core.data import importer
+from core.data import importer, server_files
 from core.errors import SynthloopError
-from pages._common import current_project, database, page_guard, show_error
+from pages._common import current_project, database, db_path, escape_markdown, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -35,8 +35,14 @@ def _read_preview(source: str | bytes, name: str | None, spec: dict):
 
 
 def _import_section() -> None:
-    origin = st.radio("File", ["Upload", "Path on the server"], horizontal=True, key="data_origin",
-                      help="A path on the server suits large files (uploads are limited to 200 MB).")
+    # A server path is offered only when SYNTHLOOP_DATA_DIR names the folder it may read from.
+    data_dir = server_files.configured_data_dir()
+    max_upload_mb = st.get_option("server.maxUploadSize")
+    origin = "Upload"
+    if data_dir:
+        origin = st.radio("File", ["Upload", "Path on the server"], horizontal=True, key="data_origin",
+                          help=f"a file already in the server's data folder (SYNTHLOOP_DATA_DIR); at most "
+                               f"{max_upload_mb} MB, like an upload")
     source = None
     name = None
     if origin == "Upload":
@@ -44,9 +50,16 @@ def _import_section() -> None:
         if uploaded is not None:
             source, name = uploaded.getvalue(), uploaded.name
     else:
-        path = st.text_input("Path of the file on the server", key="data_path").strip()
+        path = st.text_input(f"Path of the file inside {escape_markdown(data_dir)}", key="data_path").strip()
         if path:
-            source, name = path, None
+            try:
+                found = server_files.read_server_file(
+                    path, data_dir=data_dir, max_upload_mb=max_upload_mb, database=db_path(),
+                    secrets_files=st.get_option("secrets.files"))
+            except SynthloopError as exc:
+                show_error(exc)
+                return
+            source, name = found.content, found.name
 
     left, middle, right = st.columns(3)
     file_format = left.selectbox("Format", vocab.IMPORT_FORMATS, key="data_format",

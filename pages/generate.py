@@ -9,18 +9,21 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.generation import llm_annotator, service
-from core.generation.config import TEMPLATE_FIELDS
-from core.vocab import BACKENDS, LLM_SELECTIONS, MODES, PROMPT_FORMS
-from pages._common import GENERATE_JOB, current_project, database, page_guard, show_error
+from core.generation.config import DEFAULT_OPENAI_BASE_URL, EMBEDDED_MODEL, TEMPLATE_FIELDS
+from core.vocab import ACTIVE_STATUSES, BACKENDS, LLM_SELECTIONS, MODES, PROMPT_FORMS
+from pages._common import GENERATE_JOB, current_project, database, escape_markdown, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
-values = service.form_values(project)
 
 BACKEND_TEXT = {"embedded": "embedded SmolLM2-135M (CPU, offline)", "openai": "OpenAI-compatible URL",
                 "transformers": "transformers (local folder or hub id)"}
-ACTIVE = ("queued", "running")
+MODEL_HINT = {"embedded": EMBEDDED_MODEL, "openai": "the served model name, e.g. gpt-4o-mini",
+              "transformers": "a local folder or hub id"}
+JOB_PICK = "generate_job_pick"  # the Jobs tab's job picker (its widget key)
+POLL_S = 2  # seconds between redraws of the Jobs tab while a job is queued or running
+FIELD_LABELS = {"api_key_env": "API key variable"}  # how errors that name a setting name its field here
 
 st.title(f"Generate · {project.name}")
 settings_tab, templates_tab, jobs_tab, annotator_tab = st.tabs(
@@ -32,16 +35,21 @@ def _index(options: tuple[str, ...] | list[str], value: object) -> int:
 
 
 with settings_tab:
+    st.subheader("Backend")
+    # Outside the form, so that switching backend redraws the form with that backend's own model and base URL.
+    backend = st.selectbox("Backend", BACKENDS, index=_index(BACKENDS, service.form_values(project)["backend"]),
+                           format_func=BACKEND_TEXT.__getitem__, key="generate_backend")
+    values = service.form_values(project, backend)
     with st.form("generate_settings"):
-        st.subheader("Backend")
-        left, middle, right = st.columns(3)
-        backend = left.selectbox("Backend", BACKENDS, index=_index(BACKENDS, values["backend"]),
-                                 format_func=BACKEND_TEXT.__getitem__)
-        model = middle.text_input("Model", value=values["model"],
-                                  help="embedded: leave as is; OpenAI-compatible: the served model name; "
-                                       "transformers: a local folder or hub id")
-        base_url = right.text_input("Base URL", value=values["base_url"], placeholder="http://localhost:8000/v1",
-                                    help="OpenAI-compatible backend only")
+        left, right = st.columns(2)
+        model = left.text_input("Model", value=values["model"], key=f"generate_model_{backend}",
+                                placeholder=MODEL_HINT[backend],
+                                help="embedded: blank for the embedded model; OpenAI-compatible: the served model "
+                                     "name; transformers: a local folder or hub id")
+        base_url = right.text_input("Base URL", value=values["base_url"], key=f"generate_base_url_{backend}",
+                                    placeholder=DEFAULT_OPENAI_BASE_URL, disabled=backend != "openai",
+                                    help="OpenAI-compatible backend only; blank: OpenAI's API "
+                                         "(a local server: e.g. http://localhost:8000/v1)")
         left, middle, right = st.columns(3)
         api_key_env = left.text_input("API key variable", value=values["api_key_env"],
                                       help="the NAME of the environment variable (or .streamlit/secrets.toml entry) "
@@ -54,7 +62,7 @@ with settings_tab:
         mode = left.radio("Setting", MODES, index=_index(MODES, values["mode"]), horizontal=True)
         form_options = ["auto", *PROMPT_FORMS]
         prompt_form = middle.selectbox("Few-shot prompt form", form_options,
-                                       index=_index(form_options, values["prompt_form"]),
+                                       index=_index(form_options, values["prompt_form"] or "auto"),
                                        help="chat: examples with labels and an instruction; list: the label's "
                                             "seed texts as a numbered list to continue (for small local models); "
                                             "auto: list for the embedded model, chat otherwise")
@@ -70,7 +78,8 @@ with settings_tab:
                                                 int(values["examples_per_prompt"]))
         diversity_period = middle.number_input("Zero-shot: diversity prompt every n outputs (0 = never)", 0, 10_000,
                                                int(values["diversity_period"]))
-        conversation_turns = right.number_input("Turns per conversation (0 = auto)", 0, 1000, 0,
+        conversation_turns = right.number_input("Turns per conversation (0 = auto)", 0, 1000,
+                                                int(values["conversation_turns"] or 0),
                                                 help="auto: 10 for zero-shot, 1 for few-shot")
 
         st.subheader("Throughput, filters and price")
@@ -98,6 +107,7 @@ with settings_tab:
         start = buttons[3].form_submit_button("Start generation", type="primary", icon=":material/play_arrow:")
 
     options = {
+        "saved_defaults": False,  # the form started from them: its "auto" and blank values are meant as sent
         "backend": backend, "model": model, "base_url": base_url, "api_key_env": api_key_env,
         "timeout_s": float(timeout_s), "max_retries": int(max_retries), "mode": mode,
         "prompt_form": None if prompt_form == "auto" else prompt_form, "per_label": int(per_label),
@@ -111,7 +121,7 @@ with settings_tab:
     }
     if backend == "openai":
         st.caption("API key: " + ("found" if service.api_key_present(api_key_env) else
-                                  f"not found — set {api_key_env} in the server's environment or in "
+                                  f"not found — set {escape_markdown(api_key_env)} in the server's environment or in "
                                   ".streamlit/secrets.toml (local servers usually need none)"))
     try:
         with database() as db:
@@ -124,9 +134,10 @@ with settings_tab:
             if start:
                 job_id = service.start_generation(db, project.id, **options)
                 st.session_state[GENERATE_JOB] = job_id
+                st.session_state.pop(JOB_PICK, None)  # the Jobs tab's picker starts on the new job
                 st.success(f"Generation job {job_id} started: follow it in the Jobs tab.", icon=":material/rocket:")
     except SynthloopError as exc:
-        show_error(exc)
+        show_error(exc, FIELD_LABELS)
     try:
         with database() as db:
             config = service.build_config(project, **options)
@@ -188,57 +199,53 @@ with templates_tab:
 
 with jobs_tab:
     with database() as db:  # read after the settings form, so a job started in this run is listed
-        jobs = service.list_generation_jobs(db, project.id)
-    if jobs.empty:
-        st.info("No generation jobs yet: start one in *Settings and preview* "
-                "(or `python -m core generate PROJECT …`).")
-    else:
+        polling = bool(service.list_generation_jobs(db, project.id)["status"].isin(ACTIVE_STATUSES).any())
+
+    @st.fragment(run_every=POLL_S if polling else None)
+    def _jobs_panel(polling: bool) -> None:
+        """The jobs table and the watched job's progress, re-read at every redraw (every few seconds while a job
+        is queued or running): a redraw of this fragment alone must show the jobs as they are now."""
+        with database() as db:
+            jobs = service.list_generation_jobs(db, project.id)
+        if jobs.empty:
+            st.info("No generation jobs yet: start one in *Settings and preview* "
+                    "(or `python -m core generate PROJECT …`).")
+            return
         st.dataframe(jobs, hide_index=True)
         job_ids = [int(j) for j in jobs["job_id"]]
-        current = st.session_state.get(GENERATE_JOB)
-        job_id = st.selectbox("Job", job_ids, index=job_ids.index(current) if current in job_ids else 0,
-                              format_func=lambda j: f"job {j}", key="generate_job_pick")
+        watched = st.session_state.get(GENERATE_JOB)
+        job_id = st.selectbox("Job", job_ids, index=job_ids.index(watched) if watched in job_ids else 0,
+                              format_func=lambda j: f"job {j}", key=JOB_PICK)
         st.session_state[GENERATE_JOB] = job_id
         with database() as db:
-            first = service.job_summary(db, job_id)
-        watching = first["status"] in ACTIVE
+            summary = service.job_summary(db, job_id)
+            rejected = service.rejected_outputs(db, job_id)
+        st.markdown(f"**Status:** {summary['status']} · {summary['mode']} · {summary['backend']} · "
+                    f"{escape_markdown(summary['model'])}")
+        if summary["error"]:
+            st.error(escape_markdown(summary["error"].splitlines()[0]))
+        for label, n in summary["accepted_per_label"].items():
+            target = summary["target_per_label"]
+            st.progress(min(1.0, n / target), text=f"{escape_markdown(label)}: {n} / {target}")
+        cols = st.columns(6)
+        cols[0].metric("Accepted", summary["accepted"])
+        cols[1].metric("Rejected", sum(summary["rejected"].values()))
+        cols[2].metric("Calls", f"{summary['calls']} ({summary['failed_calls']} failed)")
+        cols[3].metric("Tokens", f"{summary['prompt_tokens']:,} + {summary['completion_tokens']:,}")
+        cols[4].metric("Cost", f"{summary['cost']:.4f}")
+        eta = summary["eta_s"]
+        cols[5].metric("ETA", "—" if eta is None else f"{eta:.0f} s")
+        if summary["rejected"]:
+            st.caption("Rejected texts by reason")
+            st.dataframe(pd.DataFrame({"reason": list(summary["rejected"]),
+                                       "texts": list(summary["rejected"].values())}), hide_index=True)
+        if not rejected.empty:
+            with st.expander("Recent rejected outputs and failed calls"):
+                st.dataframe(rejected, hide_index=True)
 
-        @st.fragment(run_every=2 if watching else None)
-        def _progress(job_id: int, watching: bool) -> None:
-            with database() as db:
-                summary = service.job_summary(db, job_id)
-                rejected = service.rejected_outputs(db, job_id, limit=100)
-            st.markdown(f"**Status:** {summary['status']} · {summary['mode']} · {summary['backend']} "
-                        f"`{summary['model']}`")
-            if summary["error"]:
-                st.error(summary["error"].splitlines()[0])
-            for label, n in summary["accepted_per_label"].items():
-                target = summary["target_per_label"]
-                st.progress(min(1.0, n / target), text=f"{label}: {n} / {target}")
-            cols = st.columns(6)
-            cols[0].metric("Accepted", summary["accepted"])
-            cols[1].metric("Rejected", sum(summary["rejected"].values()))
-            cols[2].metric("Calls", f"{summary['calls']} ({summary['failed_calls']} failed)")
-            cols[3].metric("Tokens", f"{summary['prompt_tokens']:,} + {summary['completion_tokens']:,}")
-            cols[4].metric("Cost", f"{summary['cost']:.4f}")
-            eta = summary["eta_s"]
-            cols[5].metric("ETA", "—" if eta is None else f"{eta:.0f} s")
-            if summary["rejected"]:
-                st.caption("Rejected texts by reason")
-                st.dataframe(pd.DataFrame({"reason": list(summary["rejected"]),
-                                           "texts": list(summary["rejected"].values())}), hide_index=True)
-            if not rejected.empty:
-                with st.expander("Recent rejected outputs and failed calls"):
-                    st.dataframe(rejected, hide_index=True)
-            if watching and summary["status"] not in ACTIVE:
-                st.rerun(scope="app")  # finished: redraw the page once and stop polling
-
-        _progress(job_id, watching)
         left, right = st.columns(2)
-        cancel = left.button("Cancel job", disabled=not watching, icon=":material/stop:")
-        resumable = first["status"] in ("failed", "cancelled") or (
-            first["status"] == "done" and first["accepted"] < first["target"])
-        resume = right.button("Resume job", disabled=not resumable, icon=":material/replay:",
+        cancel = left.button("Cancel job", disabled=not summary["active"], icon=":material/stop:")
+        resume = right.button("Resume job", disabled=not summary["resumable"], icon=":material/replay:",
                               help="generates only what is still missing per label")
         if cancel or resume:
             try:
@@ -251,7 +258,11 @@ with jobs_tab:
                 show_error(exc)
             else:
                 st.toast("Cancel requested." if cancel else f"Job {job_id} resumed.")
-                st.rerun()
+                st.rerun(scope="app")
+        if polling and not jobs["status"].isin(ACTIVE_STATUSES).any():
+            st.rerun(scope="app")  # every job has ended: redraw the page once, which stops the polling
+
+    _jobs_panel(polling)
 
 with annotator_tab:
     st.caption("The LLM labels chosen items as annotator `llm:<model>`, so its agreement with people is measured "
@@ -284,11 +295,24 @@ with annotator_tab:
                 else:
                     st.toast("Saved.")
         except SynthloopError as exc:
-            show_error(exc)
+            show_error(exc, FIELD_LABELS)
     with database() as db:
         ann_jobs = llm_annotator.list_jobs(db, project.id)
+        latest = ann_jobs[0] if ann_jobs else None
+        unlabelled = llm_annotator.job_calls(db, latest["id"], unlabelled_only=True) if latest else None
     if ann_jobs:
         st.dataframe(pd.DataFrame([{"job": j["id"], "status": j["status"], "done": j["progress_done"],
-                                    "total": j["progress_total"], "message": j["message"],
-                                    "error": (j["error"] or "").split("\n")[0]} for j in ann_jobs]),
-                     hide_index=True)
+                                    "total": j["progress_total"], "labelled": j["result"].get("labelled"),
+                                    "unparsed": j["result"].get("unparsed"), "failed calls": j["result"].get("errors"),
+                                    "problem": (j["error"] or j["result"].get("warning") or "").split("\n")[0]}
+                                   for j in ann_jobs]), hide_index=True)
+        # The latest job's problem, with the model's own words: escaped, never rendered (LLM output is untrusted).
+        if latest["status"] == "failed":
+            first_line = (latest["error"] or "").split("\n")[0]
+            st.error(escape_markdown(f"LLM annotation job {latest['id']} failed: {first_line}"))
+        elif latest["result"].get("warning"):
+            st.warning(escape_markdown(f"LLM annotation job {latest['id']}: {latest['result']['warning']}"))
+        if unlabelled is not None and not unlabelled.empty:
+            with st.expander(f"Replies of job {latest['id']} that named no label, and failed calls "
+                             f"({len(unlabelled)})"):
+                st.dataframe(unlabelled[["item_id", "raw_output", "error"]], hide_index=True)

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.generation import review, service
-from pages._common import REVIEW_ITEM, current_project, database, page_guard, show_error
+from pages._common import REVIEW_ITEM, REVIEW_SELECTED, current_project, database, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -18,6 +18,7 @@ with database() as db:
     jobs = service.list_generation_jobs(db, project.id)
 
 ANY = "(any)"
+ITEM_PICK = "review_item_pick"  # the item picker's widget key
 st.title(f"Review · {project.name}")
 
 left, middle, right, far = st.columns(4)
@@ -70,8 +71,15 @@ if accept or reject or to_pool or from_pool:
 
 st.subheader("Provenance and editing")
 ids = [int(i) for i in table["id"]]
-default = selected[0] if selected else st.session_state.get(REVIEW_ITEM)
-item_id = st.selectbox("Item", ids, index=ids.index(default) if default in ids else 0, key="review_item_pick")
+# A row just selected in the table opens; otherwise the open item stays (picked below, or selected earlier).
+just_selected = [i for i in selected if i not in st.session_state.get(REVIEW_SELECTED, ())]
+st.session_state[REVIEW_SELECTED] = selected
+if just_selected:
+    st.session_state[ITEM_PICK] = just_selected[-1]
+elif st.session_state.get(ITEM_PICK) not in ids:  # first visit, or the open item was filtered out
+    remembered = st.session_state.get(REVIEW_ITEM)
+    st.session_state[ITEM_PICK] = remembered if remembered in ids else ids[0]
+item_id = st.selectbox("Item", ids, key=ITEM_PICK)
 st.session_state[REVIEW_ITEM] = item_id
 with database() as db:
     info = review.provenance(db, project.id, item_id)

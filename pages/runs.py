@@ -8,7 +8,7 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.training import charts, service
-from pages._common import current_project, database, db_path, page_guard, show_error
+from pages._common import current_project, database, db_path, escape_markdown, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -34,14 +34,16 @@ with database() as db:
                               label_sources=chosen_labels or None, statuses=chosen_status or None)
 
 st.subheader("Table 1: macro-F1 and accuracy by training data")
-st.caption("Rows: projects; columns: training data source × metric, averaged over the finished runs shown "
-           "(use the filter to compare one model and label source at a time).")
+st.caption("Rows: projects and label sources; columns: training data source × metric, averaged over the "
+           "finished runs shown (use the filter to compare one model at a time).")
 summary = service.table1(runs)
 if summary.empty:
     st.caption("No finished runs match the filter.")
 else:
-    st.dataframe(summary, column_config={c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns
-                                         if c != "runs"})
+    if note := service.table1_note(summary):
+        st.warning(escape_markdown(note), icon=":material/warning:")
+    st.dataframe(summary, hide_index=True, column_config={
+        c: st.column_config.NumberColumn(format="%.3f") for c in summary.columns if " · " in c})
 
 st.subheader("All runs")
 st.dataframe(runs, hide_index=True, column_config={
@@ -49,6 +51,7 @@ st.dataframe(runs, hide_index=True, column_config={
     "accuracy": st.column_config.NumberColumn(format="%.3f"),
     "sweep_r2": st.column_config.NumberColumn("sweep R²", format="%.2f"),
     "sweep_spearman_rho": st.column_config.NumberColumn("sweep ρ", format="%.2f"),
+    "sweep_note": st.column_config.TextColumn("sweep R² and ρ"),
     "seconds": st.column_config.NumberColumn(format="%.0f"),
 })
 if runs.empty:
@@ -103,6 +106,10 @@ if details["status"] == "done":
         with database() as db:
             overlays = service.sweep_results(db, db_path(), overlay)
         if any(o["sweep"] for o in overlays):
+            for overlaid in overlays:
+                if overlaid["sweep"] and overlaid["sweep_fit_note"]:
+                    st.warning(f"Run {overlaid['run_id']} ({overlaid['data_source']}): {overlaid['sweep_fit_note']}.",
+                               icon=":material/warning:")
             st.altair_chart(charts.sweep_chart(overlays, metric=metric), width="stretch")
             st.dataframe(service.sweep_table(overlays), hide_index=True)
         else:

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core import jobs
 from core.analysis import study
 from core.errors import SynthloopError
-from pages._common import current_project, database, db_path, job_progress, page_guard, show_error
+from pages._common import current_project, database, job_progress, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -43,9 +42,9 @@ with st.form("study_settings"):
 if submitted:
     try:
         with database() as db:
-            job_id = study.start_study(db, db_path(), project.id, epochs=int(epochs), model=model, seed=int(seed),
+            config = study.StudyConfig(out_dir=study.AUTO_OUT_DIR, epochs=int(epochs), model=model, seed=int(seed),
                                        arms=tuple(arms))
-        jobs.launch(db_path(), job_id)
+            job_id = study.start_study(db, project.id, config)
         st.toast(f"Study started (job {job_id}).")
     except SynthloopError as exc:
         show_error(exc)

@@ -9,6 +9,7 @@ import streamlit as st
 from core.errors import SynthloopError
 from core.training import service
 from core.training.config import LABEL_SOURCE_HELP, PAPER_MODELS, TrainConfig
+from core.training.run import start_training
 from core.vocab import HELD_OUT_SPLITS, LABEL_SOURCES
 from pages._common import current_project, database, db_path, page_guard, show_error
 
@@ -17,7 +18,7 @@ with database() as db:
     project = current_project(db)
     options = service.training_options(db, project.id)
 
-defaults = service.default_config()
+defaults = TrainConfig()
 counts = options["counts"]
 SOURCE_TITLES = {"real": "Real training split", "zero-shot": "Zero-shot synthetic", "few-shot": "Few-shot synthetic",
                  "seeds": "Seed examples"}
@@ -80,7 +81,7 @@ if submitted:
             seed=int(seed), cap_per_label=int(cap) or None, eval_split=eval_split,
         )
         with database() as db:
-            started = service.start_run(db, db_path(), project.id, config)
+            started = start_training(db, db_path(), project.id, config)
     except SynthloopError as exc:
         show_error(exc)
     else:

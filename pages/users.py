@@ -30,13 +30,7 @@ def show_invite(username: str, token: str) -> None:
     st.code(invite_url(token), language=None)
 
 
-with database() as db:
-    rows = users.list_users(db)
-st.dataframe(
-    pd.DataFrame(rows, columns=["username", "display_name", "role", "has_password", "invite_expires_at",
-                                "created_at"]),
-    hide_index=True, width="stretch",
-)
+user_table = st.empty()  # filled after the add form, so a user added in this run is listed
 
 with st.expander("Add a user", icon=":material/person_add:"):
     with st.form("add_user", clear_on_submit=True):
@@ -59,6 +53,14 @@ with st.expander("Add a user", icon=":material/person_add:"):
                 show_invite(added.username, token)
             else:
                 st.success(f"Added {added.role} {added.username!r}.")
+
+with database() as db:
+    rows = users.list_users(db)
+user_table.dataframe(
+    pd.DataFrame(rows, columns=["username", "display_name", "role", "has_password", "invite_expires_at",
+                                "created_at"]),
+    hide_index=True, width="stretch",
+)
 
 if not rows:
     st.stop()

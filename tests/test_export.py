@@ -3,9 +3,14 @@ import, and that no secret leaves the database."""
 
 from __future__ import annotations
 
+import csv
 import io
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -16,7 +21,9 @@ from core.data.importer import ImportSpec, import_file
 from core.data.items import item_table
 from core.data.text import text_hash
 from core.errors import SynthloopError
+from db import connection
 from db import items as items_db
+from db import seeds as seeds_db
 
 
 @pytest.fixture
@@ -169,3 +176,91 @@ def test_rejected_synthetic_items_are_left_out_of_both_views(fresh_db, labelled)
     assert str(rejected) not in exporter.item_view(fresh_db, project.id)["item_id"].tolist()
     raw = exporter.raw_view(fresh_db, project.id)
     assert len(raw) == 6 and str(rejected) not in raw["item_id"].tolist()
+
+
+# ------------------------------------------------------------------------------- one CSV writer for all CSVs
+
+
+def test_the_csv_writer_neutralises_formulas_and_never_alters_plain_numbers(tmp_path):
+    from core.data import tables
+
+    cells = ["-7", "-1.5", "+3", "1e-5", "-2E+3", ".5", "-.5", "=x", "+x", "-x", "@x", "\tx", "\rx", "-7 ", "--7",
+             "-", "+", "'=x", "plain", "", None]
+    frame = pd.DataFrame({"cell": cells, "number": range(-10, len(cells) - 10)})
+    text = tables.csv_bytes(frame).decode("utf-8")
+    back = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+    assert back["cell"].tolist() == ["-7", "-1.5", "+3", "1e-5", "-2E+3", ".5", "-.5", "'=x", "'+x", "'-x", "'@x",
+                                     "'\tx", "'\rx", "'-7 ", "'--7", "'-", "'+", "'=x", "plain", "", ""]
+    assert back["number"].tolist()[:2] == ["-10", "-9"]
+    assert text.endswith("\r\n")  # CRLF rows: a cell holding a bare CR is quoted, never split
+    path = tables.write_csv(frame, tmp_path / "t.csv")
+    assert path.read_bytes() == text.encode("utf-8")
+    # What a neutralised cell stood for is read back (ids given to commands, labels in an import).
+    assert [tables.restore_cell(c) for c in ["'=x", "'-7", "'-x", "'plain", "-7", "=x"]] == [
+        "=x", "-7", "-x", "'plain", "-7", "=x"]
+
+
+def test_study_csv_tables_use_the_same_writer(tmp_path):
+    from core.analysis.report import write_report
+
+    scores = {"precision": 0.5, "recall": 1.0, "f1": 0.6, "support": 3}
+    write_report(tmp_path, {"runs": {"real": {"per_class": {"-1": scores, "=HYPERLINK(1)": scores}}}})
+    with (tmp_path / "per_class.csv").open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert [row[1] for row in rows] == ["label", "-1", "'=HYPERLINK(1)"]
+
+
+def test_no_module_writes_csv_or_neutralises_cells_outside_the_one_writer():
+    root = Path(__file__).resolve().parent.parent
+    offenders = []
+    for path in [*(root / "core").rglob("*.py"), *(root / "pages").rglob("*.py"), root / "streamlit_app.py"]:
+        if path == root / "core" / "data" / "tables.py":
+            continue
+        source = path.read_text(encoding="utf-8")
+        for needle in (".to_csv(", "csv.writer(", "csv.DictWriter(", "def neutralise", "FORMULA_PREFIXES"):
+            if needle in source:
+                offenders.append(f"{path.relative_to(root)}: {needle}")
+    assert offenders == []
+
+
+ODD_IDS = ["-7", "=x", "+3", "-x", "@home", "-1.5"]
+
+
+def test_every_id_a_csv_prints_is_accepted_back_by_the_commands_that_take_ids(tmp_path, capsys):
+    from core.cli import main
+
+    root = Path(__file__).resolve().parent.parent
+    db = tmp_path / "ids.db"
+    data = tmp_path / "ids.csv"
+    with data.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "text", "label"])
+        writer.writerows([(item_id, f"text number {n}", "pos") for n, item_id in enumerate(ODD_IDS)])
+
+    def run(*args: str) -> None:
+        code = main([*args, "--db", str(db)])
+        assert code == 0, capsys.readouterr().err
+
+    run("project", "create", "demo", "--labels", "pos,neg")
+    run("import", "demo", str(data), "--id-col", "id", "--label-col", "label")
+    items_out, export_out = tmp_path / "items.csv", tmp_path / "export.csv"
+    result = subprocess.run([sys.executable, "-m", "core", "agreement", "demo", "--no-model", "--items-out",
+                             str(items_out), "--db", str(db)], cwd=root, text=True, capture_output=True,
+                            env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+    assert result.returncode == 0, result.stderr
+    run("export", "demo", "--out", str(export_out))
+    printed = []
+    for path in (items_out, export_out):
+        with path.open(newline="", encoding="utf-8") as handle:
+            printed.append([row[0] for row in list(csv.reader(handle))[1:]])
+    # Plain numbers stay as they are; the other risky ids carry the apostrophe.
+    assert printed[0] == printed[1] == ["-7", "'=x", "+3", "'-x", "'@home", "-1.5"]
+    for item_id in [*printed[0], "'-7"]:  # "'-7": what earlier versions printed for -7
+        run("adjudicate", "demo", item_id, "neg")
+    run("seeds", "add", "demo", *printed[0])
+    with connection.open_db(db) as handle:
+        project = projects.get_project(handle, "demo")
+        items = items_db.items_frame(handle, project.id)
+        seeded = {row["external_id"] for row in seeds_db.list_seeds(handle, project.id)}
+    assert items["adjudicated_label"].tolist() == ["neg"] * len(ODD_IDS)
+    assert seeded == set(ODD_IDS)

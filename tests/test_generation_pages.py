@@ -70,7 +70,7 @@ def test_generate_page_previews_tests_the_connection_and_starts_a_job(db_path, f
     assert any(c.startswith("Here are some real examples with their labels:") for c in code)
     assert server.completions == 0
 
-    _by_label(at.selectbox, "Backend").set_value("openai")
+    _by_label(at.selectbox, "Backend").set_value("openai").run()  # outside the form: the form redraws for it
     _by_label(at.text_input, "Model").set_value("fake-model")
     _by_label(at.text_input, "Base URL").set_value(server.base_url)
     _by_label(at.number_input, "Texts per label (target)").set_value(2)
@@ -132,3 +132,28 @@ def test_review_page_sends_to_annotation_and_edits(db_path, fresh_db, monkeypatc
     assert items_db.get_item(fresh_db, 7)["text"] == "A rewritten review about a harbour at dawn."
     at.selectbox(key="review_status").set_value("rejected").run()
     assert "No synthetic items match" in at.info[0].value
+
+
+def test_review_page_opens_the_row_that_is_selected(db_path, fresh_db, monkeypatch, server) -> None:
+    project = make_project(fresh_db)
+    jobs.run(str(db_path), queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=2))
+    at = _app("review.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    ids = at.dataframe[0].value["id"].tolist()
+    assert len(ids) == 4 and at.selectbox(key="review_item_pick").value == ids[0]
+
+    def opened() -> tuple[int, str]:
+        return at.selectbox(key="review_item_pick").value, at.code[0].value
+
+    at.session_state["review_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()
+    assert not at.exception
+    assert opened() == (ids[2], items_db.get_item(fresh_db, ids[2])["text"])
+    at.session_state["review_table"] = {"selection": {"rows": [2, 3], "columns": [], "cells": []}}
+    at.run()
+    assert opened() == (ids[3], items_db.get_item(fresh_db, ids[3])["text"])  # the row just selected
+    at.selectbox(key="review_item_pick").set_value(ids[0]).run()  # the picker still opens any row shown
+    assert opened() == (ids[0], items_db.get_item(fresh_db, ids[0])["text"])
+    at.session_state["review_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
+    at.run()  # row 3 unselected: the open row stays open
+    assert opened() == (ids[0], items_db.get_item(fresh_db, ids[0])["text"])

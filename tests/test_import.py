@@ -3,12 +3,15 @@ nothing written) and the three shared datasets with counts checked by an indepen
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from core import projects
@@ -51,7 +54,18 @@ def values(series: pd.Series) -> list:
          "give either a fixed split ('split') or a split column ('split_col'), not both"),
         ({"split": "holdout"}, "split 'holdout' is not one of train, dev, test, pool"),
         ({"source": "fake"}, "source 'fake' is not one of real, synthetic"),
-        ({"encoding": "klingon"}, "unknown encoding 'klingon': use e.g. utf-8, latin-1 or cp1252"),
+        ({"encoding": "klingon"}, "unknown encoding 'klingon': set 'encoding' to e.g. utf-8, latin-1 or cp1252"),
+        # Known to Python but not a text encoding: refused here, never a LookupError traceback while reading.
+        ({"encoding": "rot13"}, "unknown encoding 'rot13': set 'encoding' to e.g. utf-8, latin-1 or cp1252"),
+        ({"encoding": ""}, "unknown encoding '': set 'encoding' to e.g. utf-8, latin-1 or cp1252"),
+        ({"repeated_ratings": "latest"},
+         "repeated ratings policy 'latest' is not one of last, first, error: set 'repeated_ratings' to one of them"),
+        ({"label_map": "0=neg,1"},
+         "label map entry '1' has no '=': write 'label_map' as VALUE=LABEL,VALUE=LABEL (e.g. 0=neg,1=pos)"),
+        ({"label_map": "=neg"},
+         "label map entry '=neg' has an empty value or label: write 'label_map' as VALUE=LABEL,VALUE=LABEL"
+         " (e.g. 0=neg,1=pos)"),
+        ({"label_map": "0=neg,0=pos"}, "file value '0' is mapped twice in 'label_map': map each value once"),
         ({"sep": ";;"}, "separator ';;' is not usable: give one character, e.g. ',' ';' or '\\t'"),
         ({"no_header": True}, "a file without a header row needs its column names: set 'columns' to NAME,NAME,..."),
         ({"columns": ("a", "b")}, "'columns' names the columns of a headerless file: set 'no_header' too"),
@@ -258,6 +272,13 @@ def test_labels_neutralised_by_a_csv_export_are_recognised(fresh_db):
 
 # --------------------------------------------------------------------------------------------- bad input
 
+
+def _parquet(table: pa.Table) -> bytes:
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
 BAD_INPUT = [
     ("missing column", "txt,label\nhello,pos\n", "d.csv", {},
      "column 'text' ('text_col') not in the file; its columns are: 'txt', 'label'"),
@@ -286,9 +307,34 @@ BAD_INPUT = [
      " values equal"),
     ("empty id", "id,text\n1,a\n,b\n", "d.csv", {"id_col": "id"},
      "row 2: the id in column 'id' is empty: give every row an id, or leave out 'id_col'"),
-    ("same annotator twice", "id,text,annotator,label\n1,a,x,pos\n1,a,y,pos\n1,a,x,neg\n", "d.csv", LONG,
-     "row 3: annotator 'import:x' labels item '1' a second time (first on row 1): keep one label per annotator"
-     " and item"),
+    ("same annotator twice, policy error", "id,text,annotator,label\n1,a,x,pos\n1,a,y,pos\n1,a,x,neg\n", "d.csv",
+     {**LONG, "repeated_ratings": "error"},
+     "row 3: annotator 'import:x' rates item '1' a second time (first on row 1): set 'repeated_ratings' to last or"
+     " first to keep one rating and count the repeats, or keep one row per annotator and item"),
+    ("short row", "text,label\nhello,pos\nbye\n", "d.csv", {"label_col": "label"},
+     "'d.csv' line 3 (row 2): expected 2 fields, found 1; a short row would lose its last cells: add the missing"
+     " fields (an empty cell still needs its ','), or check the separator ('sep' ',')"),
+    ("short row in tsv", "text\tlabel\tgold\nhello\tpos\tpos\n\nbye\tneg\n", "d.tsv", {"label_col": "label"},
+     "'d.tsv' line 4 (row 2): expected 3 fields, found 2; a short row would lose its last cells: add the missing"
+     " fields (an empty cell still needs its '\\t'), or check the separator ('sep' '\\t')"),
+    ("bare CR in an unquoted field", "id,text,label\n1,first half\rsecond half,pos\n2,b,neg\n", "d.csv",
+     {"id_col": "id", "label_col": "label"},
+     "'d.csv' line 2: a carriage return (CR) inside an unquoted field would split its row in two: quote that field,"
+     " or remove the CR (CRLF line endings are fine)"),
+    ("bare CR in tsv", "text\tlabel\r\nfine\tpos\r\nab\rc\tneg\r\n", "d.tsv", {"label_col": "label"},
+     "'d.tsv' line 3: a carriage return (CR) inside an unquoted field would split its row in two: quote that field,"
+     " or remove the CR (CRLF line endings are fine)"),
+    ("duplicate header", "text,label,text\na,pos,b\n", "d.csv", {},
+     "'d.csv' has two columns named 'text' (columns 1 and 3): rename one of them in the header"),
+    ("duplicate parquet columns", _parquet(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])],
+                                                                names=["text", "text"])), "d.parquet", {},
+     "'d.parquet' has two columns named 'text' (columns 1 and 2): rename one of them in the header"),
+    ("bytes column in parquet", _parquet(pa.table({"text": [b"hello"], "label": ["pos"]})), "d.parquet",
+     {"label_col": "label"},
+     "column 'text' ('text_col') holds bytes (binary data), not text: convert it to text (e.g. decode it as"
+     " UTF-8) and save the file again"),
+    ("undecodable by the chosen codec", b"text\nhello\n", "d.csv", {"encoding": "punycode"},
+     "'d.csv' cannot be decoded as punycode ("),
     ("annotator missing", "id,text,annotator,label\n1,a,,pos\n", "d.csv", LONG,
      "row 1: label 'pos' has no annotator in column 'annotator': fill in who gave it, or remove the row"),
     ("undecodable bytes", "text\nfine\ncafé\n".encode("latin-1"), "d.csv", {},
@@ -485,3 +531,236 @@ def test_convabuse_long_and_wide_give_the_same_agreement(fresh_db, shared_data, 
     assert long_table.loc[pairs["item"], "instance_agreement"].to_numpy() == pytest.approx(
         wide_table.loc[pairs["example_id"], "instance_agreement"].to_numpy())
     assert wide_table["split"].value_counts().to_dict() == {"train": 2501, "test": 853, "dev": 831}
+
+
+# ------------------------------------------------------------------ malformed rows that must still import
+
+
+def test_crlf_line_endings_and_a_quoted_carriage_return_import(fresh_db, project, tmp_path):
+    path = write(tmp_path, "crlf.csv", 'id,text,label\r\n1,plain,pos\r\n2,"two\rlines",neg\r\n3,"x, y",\r\n')
+    report = import_file(fresh_db, project.id, path, ImportSpec(id_col="id", label_col="label"))
+    assert (report.rows_read, report.items_added) == (3, 3)
+    rows = items_of(fresh_db, project.id)
+    assert rows["text"].tolist() == ["plain", "two\rlines", "x, y"]
+    assert values(rows["reference_label"]) == ["pos", "neg", None]
+
+
+def test_rows_whose_last_cells_are_empty_are_not_short(fresh_db, project, tmp_path):
+    path = write(tmp_path, "w.csv", 'text,a1,a2\none,pos,\n"two, quoted",,\nthree,,neg\n')
+    report = import_file(fresh_db, project.id, path, ImportSpec(annotator_cols=("a1", "a2")))
+    assert (report.items_added, report.annotations_added) == (3, 2)
+
+
+# ---------------------------------------------------------- repeated ratings and intra-annotator consistency
+
+# x rates a twice (pos, then neg) and b twice (neu, neu); y rates b twice (pos, pos): three repeat pairs.
+REPEATS = (
+    "id,text,annotator,label\n"
+    "a,Text A,x,pos\n"   # row 1
+    "a,Text A,y,pos\n"   # row 2
+    "a,Text A,x,neg\n"   # row 3: x again on a
+    "b,Text B,x,neu\n"   # row 4
+    "b,Text B,y,pos\n"   # row 5
+    "b,Text B,x,neu\n"   # row 6: x again on b
+    "b,Text B,y,pos\n"   # row 7: y again on b
+)
+
+
+def _labels_by_annotator(db, project_id: int) -> dict[tuple[str, str], str]:
+    table = items_db.annotations_frame(db, project_id).merge(
+        items_of(db, project_id)[["id", "external_id"]], left_on="item_id", right_on="id")
+    return {(row.external_id, row.annotator.removeprefix("import:")): row.label for row in table.itertuples()}
+
+
+def test_repeated_ratings_keep_the_last_by_default_and_every_pair_is_kept(fresh_db, project, tmp_path):
+    from core.agreement.project import project_agreement
+
+    report = import_file(fresh_db, project.id, write(tmp_path, "r.csv", REPEATS), ImportSpec(**LONG))
+    assert ImportSpec().repeated_ratings == "last"
+    assert (report.rows_read, report.items_added, report.annotations_added) == (7, 2, 4)
+    assert (report.repeated_ratings, report.repeated_rating_rows) == (3, (3, 6, 7))
+    assert ("3 repeated ratings (an annotator rating an item again, rows 3, 6, 7): the last of each was kept as"
+            " the annotation, every repeat is kept as a pair for intra-annotator consistency") in report.message
+    assert _labels_by_annotator(fresh_db, project.id) == {
+        ("a", "x"): "neg", ("a", "y"): "pos", ("b", "x"): "neu", ("b", "y"): "pos"}
+    pairs = items_db.repeat_pairs_frame(fresh_db, project.id)
+    assert pairs[["annotator", "first_label", "second_label"]].values.tolist() == [
+        ["import:x", "pos", "neg"], ["import:x", "neu", "neu"], ["import:y", "pos", "pos"]]
+    # Hand computation: 2 of 3 pairs agree. Alpha over 3 units of 2 values (pos,neg | neu,neu | pos,pos):
+    # n = 6, n_pos = 3, n_neg = 1, n_neu = 2, coincidences on the diagonal 4;
+    # alpha = 1 - (n-1)(n - 4) / (n^2 - sum n_c^2) = 1 - 5*2 / (36 - 14) = 6/11.
+    intra = project_agreement(fresh_db, project).to_dict()["intra_annotator"]
+    assert intra == {"n_pairs": 3, "n_annotators": 2, "same_label_share": pytest.approx(2 / 3),
+                     "alpha": pytest.approx(6 / 11)}
+
+    # Importing the same file again adds nothing: no annotation, no second copy of the pairs.
+    again = import_file(fresh_db, project.id, write(tmp_path, "r.csv", REPEATS), ImportSpec(**LONG))
+    assert (again.items_added, again.items_matched, again.annotations_added, again.conflicts) == (0, 2, 0, 0)
+    assert len(items_db.repeat_pairs_frame(fresh_db, project.id)) == 3
+
+
+def test_repeated_ratings_policy_first_keeps_the_first_and_pairs_follow_the_file_order(fresh_db, project, tmp_path):
+    content = REPEATS + "c,Text C,x,pos\nc,Text C,x,neg\nc,Text C,x,pos\n"  # three ratings: two pairs
+    report = import_file(fresh_db, project.id, write(tmp_path, "r.csv", content),
+                         ImportSpec(**LONG, repeated_ratings="first"))
+    assert (report.annotations_added, report.repeated_ratings, report.repeated_rating_rows) == (5, 5, (3, 6, 7, 9, 10))
+    labels = _labels_by_annotator(fresh_db, project.id)
+    assert (labels[("a", "x")], labels[("c", "x")]) == ("pos", "pos")
+    pairs = items_db.repeat_pairs_frame(fresh_db, project.id)
+    assert pairs[["first_label", "second_label"]].values.tolist()[-2:] == [["pos", "neg"], ["neg", "pos"]]
+
+
+def test_repeated_ratings_in_wide_form_rows_that_share_an_id(fresh_db, project, tmp_path):
+    path = write(tmp_path, "w.csv", "id,text,x,y\na,Text A,pos,neg\na,Text A,neu,\n")
+    report = import_file(fresh_db, project.id, path, ImportSpec(id_col="id", annotator_cols=("x", "y")))
+    assert (report.annotations_added, report.repeated_ratings, report.repeated_rating_rows) == (2, 1, (2,))
+    assert _labels_by_annotator(fresh_db, project.id) == {("a", "x"): "neu", ("a", "y"): "neg"}
+
+
+def test_intra_annotator_consistency_from_pairs():
+    from core.agreement.metrics import intra_annotator_consistency
+
+    assert intra_annotator_consistency(pd.DataFrame(columns=["annotator", "first_label", "second_label"])) is None
+    pairs = pd.DataFrame({"annotator": ["u1", "u1", "u2", "u3"], "first_label": ["a", "a", "b", "a"],
+                          "second_label": ["a", "b", "b", "a"]})
+    result = intra_annotator_consistency(pairs).to_dict()
+    # n = 8 values: a 5, b 3; diagonal coincidences 6 (3 agreeing units); alpha = 1 - 7*2 / (64 - 34) = 8/15.
+    assert result == {"n_pairs": 4, "n_annotators": 3, "same_label_share": 0.75, "alpha": pytest.approx(8 / 15)}
+    same = pd.DataFrame({"annotator": ["u1"], "first_label": ["a"], "second_label": ["a"]})
+    assert intra_annotator_consistency(same).to_dict() == {
+        "n_pairs": 1, "n_annotators": 1, "same_label_share": 1.0, "alpha": None}  # one value in use: undefined
+
+
+def test_agreement_json_has_intra_annotator_null_without_repeats(fresh_db, project, tmp_path):
+    from core.agreement.project import project_agreement
+
+    import_file(fresh_db, project.id, write(tmp_path, "l.csv", "id,text,annotator,label\na,A,x,pos\na,A,y,neg\n"),
+                ImportSpec(**LONG))
+    data = project_agreement(fresh_db, project).to_dict()
+    assert "intra_annotator" in data and data["intra_annotator"] is None
+
+
+# ------------------------------------------------------------------ conflicts with the project's labels
+
+
+def test_reimporting_a_known_id_with_another_label_is_a_conflict(fresh_db, project, tmp_path):
+    import_file(fresh_db, project.id, write(tmp_path, "a.csv", "id,text,label\n1,One,pos\n2,Two,\n"),
+                ImportSpec(id_col="id", label_col="label"))
+    report = import_file(fresh_db, project.id, write(tmp_path, "b.csv", "id,text,label\n1,One,neg\n2,Two,pos\n3,Three,neu\n"),
+                         ImportSpec(id_col="id", label_col="label"))
+    assert (report.items_added, report.items_matched, report.reference_labels_set) == (1, 2, 1)
+    assert (report.conflicts, report.conflict_ids) == (1, ("1",))
+    assert ("1 known id has another label in the file (conflicts, ids 1): the project's labels were kept;"
+            " fix the file, or relabel the item in the app") in report.message
+    assert "labels were added" not in report.message
+    rows = items_of(fresh_db, project.id)
+    assert values(rows["reference_label"]) == ["pos", "pos", "neu"]  # 1 kept, 2 had none and got the file's
+
+
+def test_reimporting_a_known_annotation_with_another_label_is_a_conflict(fresh_db, project, tmp_path):
+    import_file(fresh_db, project.id, write(tmp_path, "a.csv", "id,text,annotator,label\n1,One,x,pos\n"),
+                ImportSpec(**LONG))
+    report = import_file(fresh_db, project.id, write(
+        tmp_path, "b.csv", "id,text,annotator,label\n1,One,x,neg\n1,One,y,pos\n2,Two,x,pos\n2,Two,x,pos\n"),
+        ImportSpec(**LONG))
+    assert (report.items_added, report.items_matched, report.annotations_added) == (1, 1, 2)
+    assert (report.conflicts, report.conflict_ids, report.repeated_ratings) == (1, ("1",), 1)
+    assert _labels_by_annotator(fresh_db, project.id) == {("1", "x"): "pos", ("1", "y"): "pos", ("2", "x"): "pos"}
+
+
+# ------------------------------------------------------------------------------------------ label map
+
+
+def test_label_map_is_parsed_and_round_trips():
+    spec = ImportSpec(label_map=" 0 = not_offensive, 1=offensive ")
+    assert spec.label_map == {"0": "not_offensive", "1": "offensive"}
+    assert ImportSpec.from_dict(spec.to_dict()) == spec
+    assert ImportSpec(label_map={"pos": "positive"}).label_map == {"pos": "positive"}
+    assert ImportSpec().label_map == {}
+
+
+def test_label_map_maps_reference_and_raw_labels_to_project_labels(fresh_db, tmp_path):
+    project = projects.create_project(fresh_db, "abuse", projects.parse_labels("not_offensive,offensive"))
+    path = write(tmp_path, "m.csv", "text,label,a1,a2\nhello,0,0,1\nyou idiot,1,1,offensive\nmaybe,,,0\n")
+    report = import_file(fresh_db, project.id, path, ImportSpec(
+        label_col="label", annotator_cols=("a1", "a2"), label_map="0=not_offensive,1=offensive"))
+    assert (report.items_added, report.annotations_added) == (3, 5)
+    assert values(items_of(fresh_db, project.id)["reference_label"]) == ["not_offensive", "offensive", None]
+    assert sorted(set(items_db.annotations_frame(fresh_db, project.id)["label"])) == ["not_offensive", "offensive"]
+
+
+def test_label_map_applies_to_numbers_in_jsonl(fresh_db, tmp_path):
+    project = projects.create_project(fresh_db, "abuse", projects.parse_labels("not_offensive,offensive"))
+    path = write(tmp_path, "m.jsonl", '{"text": "a", "label": 0}\n{"text": "b", "label": 1}\n')
+    import_file(fresh_db, project.id, path, ImportSpec(label_col="label", label_map={"0": "not_offensive",
+                                                                                    "1": "offensive"}))
+    assert items_of(fresh_db, project.id)["reference_label"].tolist() == ["not_offensive", "offensive"]
+
+
+def test_an_unmapped_value_follows_the_unknown_label_rule(fresh_db, tmp_path):
+    project = projects.create_project(fresh_db, "abuse", projects.parse_labels("not_offensive,offensive"))
+    path = write(tmp_path, "m.csv", "text,label\nhello,0\nbye,2\n")
+    spec = ImportSpec(label_col="label", label_map="0=not_offensive,1=offensive")
+    with pytest.raises(ImportDataError, match=re.escape(
+            "row 2: label '2' in column 'label' is not a label of project 'abuse' (not_offensive, offensive): add it"
+            " to the project, or import with 'add_labels'")):
+        import_file(fresh_db, project.id, path, spec)
+    assert len(items_of(fresh_db, project.id)) == 0
+    # A value mapped to a label the project lacks is refused the same way (or added on request).
+    with pytest.raises(ImportDataError, match=re.escape("row 1: label 'harmless' in column 'label'")):
+        import_file(fresh_db, project.id, path, ImportSpec(label_col="label", label_map="0=harmless,2=offensive"))
+    report = import_file(fresh_db, project.id, path, ImportSpec(label_col="label", label_map="0=harmless,2=offensive"),
+                         add_missing_labels=True)
+    assert report.labels_added == ("harmless",)
+
+
+def test_label_values_lists_the_distinct_file_values_of_the_label_columns():
+    frame = pd.DataFrame({"text": ["a", "b", "c"], "gold": ["1", "0", ""], "a1": ["0", "", "2"]})
+    assert importer.label_values(frame, ["gold", "a1", None]) == ["0", "1", "2"]
+    assert importer.label_values(frame, []) == []
+
+
+def test_long_form_is_suggested_when_ids_repeat_and_a_column_names_annotators():
+    frame = pd.DataFrame({"id": ["1", "1", "2"], "text": ["a", "a", "b"], "prev_user": ["p", "p", "q"],
+                          "worker_id": ["w1", "w2", "w1"], "label": ["x", "y", "x"]})
+    assert importer.suggest_long_form(frame, id_col="id", text_col="text") == "worker_id"
+    # ids that do not repeat, no id column, or an annotator-like column constant within each item: no suggestion
+    assert importer.suggest_long_form(frame.iloc[1:], id_col="id", text_col="text") is None
+    assert importer.suggest_long_form(frame, id_col=None, text_col="text") is None
+    assert importer.suggest_long_form(frame.drop(columns="worker_id"), id_col="id", text_col="text") is None
+
+
+# --------------------------------------------------------------------------------------------- the CLI
+
+
+def test_cli_import_with_repeats_and_a_label_map_then_agreement_json(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    db = tmp_path / "cli.db"
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", *args, "--db", str(db)], cwd=root, text=True,
+                              capture_output=True, env={**os.environ, "PYTHONPATH": str(root)}, timeout=300)
+
+    data = write(tmp_path, "r.csv", REPEATS.replace(",pos", ",1").replace(",neg", ",0").replace(",neu", ",2"))
+    assert cli("project", "create", "demo", "--labels", "pos,neg,neu").returncode == 0
+    refused = cli("import", "demo", str(data), "--id-col", "id", "--annotator-col", "annotator", "--annotation-col",
+                  "label", "--label-map", "1=pos,0=neg,2=neu", "--repeated-ratings", "error")
+    assert refused.returncode == 2
+    assert refused.stderr == ("error: row 3: annotator 'import:x' rates item 'a' a second time (first on row 1): set"
+                              " --repeated-ratings to last or first to keep one rating and count the repeats, or keep"
+                              " one row per annotator and item\n")
+    done = cli("import", "demo", str(data), "--id-col", "id", "--annotator-col", "annotator", "--annotation-col",
+               "label", "--label-map", "1=pos,0=neg,2=neu", "--repeated-ratings", "first", "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert (result["annotations_added"], result["repeated_ratings"], result["repeated_rating_rows"]) == (4, 3, [3, 6, 7])
+    assert result["spec"]["label_map"] == {"1": "pos", "0": "neg", "2": "neu"}
+    agreement = json.loads(cli("agreement", "demo", "--json", "--no-model", "--n-boot", "100").stdout)
+    assert agreement["intra_annotator"] == {"n_pairs": 3, "n_annotators": 2, "same_label_share": pytest.approx(2 / 3),
+                                            "alpha": pytest.approx(6 / 11)}
+    assert "intra-annotator consistency: 3 repeat pairs by 2 annotators, same label 0.667, alpha 0.545" in cli(
+        "agreement", "demo", "--no-model", "--n-boot", "100").stdout

@@ -72,7 +72,7 @@ def test_analysis_page_shows_figures_and_the_map(db_path, fresh_db, analysed_pro
 
 
 def test_analysis_page_reports_a_failed_job(db_path, fresh_db, analysed_project, monkeypatch) -> None:
-    job_id = analysis.start_analysis(fresh_db, analysed_project.id)
+    job_id = analysis.start_analysis(fresh_db, analysed_project.id, analysis.AnalysisConfig(), launch_now=False)
     jobs_db.mark_failed(fresh_db, job_id, "embedding model 'x' could not be loaded")
     at = _app("analysis.py", db_path, fresh_db, analysed_project.id, monkeypatch)
     at.run()

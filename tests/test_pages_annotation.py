@@ -137,3 +137,20 @@ def test_pool_page_removes_and_adds_items(app_db) -> None:
     at.button(key=next(b.key for b in at.button if b.label == "Remove from pool")).click().run()
     assert not at.exception
     assert {m.label: m.value for m in at.metric}["Items in the pool"] == "2"
+
+
+def test_agreement_page_shows_intra_annotator_consistency_of_repeated_ratings(app_db) -> None:
+    from core.data.importer import ImportSpec, import_file
+
+    at = _page("agreement", app_db["researcher"].id, app_db["project"].id)
+    assert "No repeated ratings" in _visible_text(at)
+    with connection.open_db(app_db["path"]) as db:
+        # x rates a twice (pos, neg) and b twice (neu, neu); y rates b twice (pos, pos): alpha 6/11.
+        import_file(db, app_db["project"].id, b"id,text,annotator,label\na,A,x,pos\na,A,y,pos\na,A,x,neg\n"
+                    b"b,B,x,neu\nb,B,y,pos\nb,B,x,neu\nb,B,y,pos\n",
+                    ImportSpec(id_col="id", annotator_col="annotator", annotation_col="label"), filename="r.csv")
+    at = _page("agreement", app_db["researcher"].id, app_db["project"].id)
+    assert not at.exception
+    metrics = {m.label: m.value for m in at.metric}
+    assert [metrics[k] for k in ("Repeat pairs", "Annotators with repeats", "Same label", "Intra-annotator alpha")
+            ] == ["3", "2", "66.7%", "0.545"]

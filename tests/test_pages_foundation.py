@@ -91,8 +91,9 @@ def test_projects_duplicate_name_shows_the_error(app_db):
     assert shown(at.error[0].value) == "project 'taken' already exists: choose another name"
 
 
-def test_data_page_imports_a_file_and_browses_items(app_db, tmp_path):
+def test_data_page_imports_a_file_and_browses_items(app_db, tmp_path, monkeypatch):
     db_path, _, researcher = app_db
+    monkeypatch.setenv("SYNTHLOOP_DATA_DIR", str(tmp_path))
     with connection.open_db(db_path) as db:
         project = projects.create_project(db, "sms", projects.parse_labels("ham,spam"))
     data = tmp_path / "sms.csv"
@@ -109,7 +110,7 @@ def test_data_page_imports_a_file_and_browses_items(app_db, tmp_path):
     at.selectbox(key="data_split").set_value("test")
     at.button(key="data_import").click().run()
     assert not at.exception and not at.error
-    assert at.success[0].value.startswith("imported 3 items and 0 annotations from 3 rows of 'sms.csv'")
+    assert shown(at.success[0].value).startswith("imported 3 items and 0 annotations from 3 rows of 'sms.csv'")
     with connection.open_db(db_path) as db:
         items = items_db.items_frame(db, project.id)
     assert items["external_id"].tolist() == ["1", "2", "3"] and set(items["split"]) == {"test"}
@@ -124,8 +125,9 @@ def test_data_page_imports_a_file_and_browses_items(app_db, tmp_path):
     assert at.dataframe[-1].value["item_id"].tolist() == ["1"]
 
 
-def test_data_page_shows_import_errors_and_writes_nothing(app_db, tmp_path):
+def test_data_page_shows_import_errors_and_writes_nothing(app_db, tmp_path, monkeypatch):
     db_path, _, researcher = app_db
+    monkeypatch.setenv("SYNTHLOOP_DATA_DIR", str(tmp_path))
     with connection.open_db(db_path) as db:
         project = projects.create_project(db, "sms", projects.parse_labels("ham,spam"))
     data = tmp_path / "bad.csv"
@@ -138,7 +140,8 @@ def test_data_page_shows_import_errors_and_writes_nothing(app_db, tmp_path):
     with connection.open_db(db_path) as db:
         assert items_db.count_items(db, project.id) == {}
     at.text_input(key="data_path").input(str(tmp_path / "nothing.csv")).run()
-    assert "not found: check the path" in shown(at.error[0].value)
+    assert shown(at.error[0].value) == (f"file {str(tmp_path / 'nothing.csv')!r} not found in the data folder "
+                                        f"{str(tmp_path)!r}: check the path")
 
 
 def test_export_page_previews_and_offers_the_download(app_db):
@@ -188,6 +191,22 @@ def test_users_page_adds_an_invited_user_and_changes_roles(app_db):
         assert [u["username"] for u in users.list_users(db)] == ["rita", "root"]
 
 
+def test_users_page_lists_a_user_in_the_run_that_adds_them(app_db):
+    _, admin, _ = app_db
+    at = page("users", admin.id).run()
+    at.text_input(key="users_new_name").input("bea")
+    at.selectbox(key="users_new_role").set_value("researcher")
+    at.radio(key="users_new_access").set_value("Password")
+    at.text_input(key="users_new_password").input("a long enough password")
+    at.button(key="users_add").click().run()
+    assert not at.exception and not at.error
+    assert at.success[0].value == "Added researcher 'bea'."
+    table = at.dataframe[0].value
+    assert table["username"].tolist() == ["bea", "rita", "root"]
+    assert table.set_index("username").loc["bea", "role"] == "researcher"
+    assert at.selectbox(key="users_manage").options == ["bea", "rita", "root"]
+
+
 @pytest.mark.parametrize("name", ["users"])
 def test_a_researcher_opening_an_admin_page_is_refused(app_db, name):
     _, _, researcher = app_db
@@ -210,3 +229,90 @@ def test_an_annotator_cannot_open_the_data_page(app_db):
         annotator = users.add_user(db, "ann", role="annotator")
     at = page("data", annotator.id).run()
     assert at.error[0].value == "Data is not available to the annotator role."
+
+
+def test_data_page_draws_a_stratified_split_and_shows_counts_per_split_and_label(app_db):
+    db_path, _, researcher = app_db
+    with connection.open_db(db_path) as db:
+        project = projects.create_project(db, "sms", projects.parse_labels("ham,spam"))
+        rows = "".join(f"{n},text {n},{'ham' if n < 6 else 'spam'}\n" for n in range(10))
+        import_file(db, project.id, ("id,text,label\n" + rows).encode(), ImportSpec(id_col="id", label_col="label"),
+                    filename="d.csv")
+    at = page("data", researcher.id, project.id).run()
+    assert not at.exception
+
+    def counts_table():
+        [table] = [d.value for d in at.dataframe if "test" in d.value.columns]
+        return table
+
+    assert counts_table().loc["ham"].tolist() == [6, 0, 0, 0] and counts_table().loc["all"].tolist() == [10, 0, 0, 0]
+    at.number_input(key="split_test").set_value(0.5)
+    at.number_input(key="split_dev").set_value(0.0)
+    at.number_input(key="split_seed").set_value(3)
+    at.button(key="split_draw").click().run()
+    assert not at.exception and not at.error
+    assert at.success[0].value == "split real items: train 5, dev 0, test 5"
+    table = counts_table()
+    assert list(table.columns) == ["train", "dev", "test", "pool"]
+    assert table.loc["ham"].tolist() == [3, 0, 3, 0] and table.loc["spam"].tolist() == [2, 0, 2, 0]
+    with connection.open_db(db_path) as db:
+        items = items_db.items_frame(db, project.id)
+    assert items.groupby("reference_label")["split"].apply(lambda s: int((s == "test").sum())).to_dict() == {
+        "ham": 3, "spam": 2}
+    first_test = set(items.loc[items["split"] == "test", "external_id"])
+
+    # A second draw needs the redraw box; with it, a new seed gives a new split of the same shape.
+    at.number_input(key="split_dev").set_value(0.25)
+    at.button(key="split_draw").click().run()
+    assert shown(at.error[0].value) == (
+        "the project already has 5 real dev/test items: set “Redraw the whole split” to draw the whole split again")
+    at.checkbox(key="split_redraw").check()
+    at.number_input(key="split_seed").set_value(4)
+    at.button(key="split_draw").click().run()
+    assert not at.error
+    assert at.success[0].value == "split real items: train 4, dev 2, test 4"
+    assert counts_table().loc["all"].tolist() == [4, 2, 4, 0]
+    with connection.open_db(db_path) as db:
+        items = items_db.items_frame(db, project.id)
+    assert set(items.loc[items["split"] == "test", "external_id"]) != first_test
+
+
+def test_data_page_maps_label_codes_proposes_long_form_and_reports_conflicts(app_db, tmp_path, monkeypatch):
+    db_path, _, researcher = app_db
+    monkeypatch.setenv("SYNTHLOOP_DATA_DIR", str(tmp_path))
+    with connection.open_db(db_path) as db:
+        project = projects.create_project(db, "films", projects.parse_labels("pos,neg"))
+    data = tmp_path / "long.csv"
+    data.write_text("id,text,annotator,label\n1,good film,ann1,1\n1,good film,ann2,1\n2,bad film,ann1,0\n"
+                    "2,bad film,ann2,1\n2,bad film,ann2,0\n")
+    at = page("data", researcher.id, project.id).run()
+    at.radio(key="data_origin").set_value("Path on the server").run()
+    at.text_input(key="data_path").input(str(data)).run()
+    assert not at.exception and not at.error
+    # Ids repeat and 'annotator' changes within an id: long form is proposed, and 'label' is the annotators'
+    # label column rather than a reference label.
+    assert at.radio(key="data_raw_form").value == "Long form"
+    assert at.selectbox(key="data_annotator_col").value == "annotator"
+    assert at.selectbox(key="data_annotation_col").value == "label"
+    assert at.selectbox(key="data_label_col").value == "(none)"
+    assert any("looks like long form" in shown(info.value) for info in at.info)
+    # The mapping editor: one select per distinct file value of the label columns.
+    assert at.selectbox(key="data_map_0").options == ["(as in the file)", "pos", "neg"]
+    at.selectbox(key="data_map_0").set_value("neg")
+    at.selectbox(key="data_map_1").set_value("pos")
+    assert at.selectbox(key="data_repeated_ratings").value == "last"
+    at.button(key="data_import").click().run()
+    assert not at.exception and not at.error
+    assert "1 repeated rating" in shown(at.success[0].value)
+    with connection.open_db(db_path) as db:
+        annotations = items_db.annotations_frame(db, project.id)
+    assert sorted(annotations["label"]) == ["neg", "pos", "pos", "pos"]  # ann2 on 2: the last rating (0 → neg)
+
+    data.write_text("id,text,annotator,label\n1,good film,ann1,0\n")
+    at.text_input(key="data_path").input(str(data)).run()
+    at.radio(key="data_raw_form").set_value("Long form").run()
+    at.selectbox(key="data_label_col").set_value("(none)")
+    at.selectbox(key="data_map_0").set_value("neg")
+    at.button(key="data_import").click().run()
+    assert not at.error
+    assert shown(at.warning[0].value).startswith("1 known id has another label in the file (conflicts, ids 1)")

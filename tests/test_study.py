@@ -59,7 +59,7 @@ def test_missing_test_split_blocks_the_study(fresh_db, binary) -> None:
     assert [p.message for p in found.problems] == [NO_TEST, NO_ZERO_SHOT, NO_FEW_SHOT, NO_SEEDS]
     assert found.problems[0].blocking and found.problems[0].skipped == study.ARM_NAMES
     with pytest.raises(SynthloopError, match="no test split: project 'demo'"):
-        study.start_study(fresh_db, "unused.db", binary.id)
+        study.start_study(fresh_db, binary.id, study.StudyConfig(out_dir=study.AUTO_OUT_DIR))
 
 
 def test_missing_seeds_and_synthetic_data_skip_their_runs(fresh_db, binary) -> None:

@@ -400,3 +400,41 @@ def label_fidelity(
     return result
 
 
+
+
+# ----------------------------------------------------------------------------------------- intra-annotator
+
+
+@dataclass(frozen=True)
+class IntraAnnotator:
+    """Intra-annotator consistency over repeat pairs (DESIGN.md): ``same_label_share`` is the share of pairs
+    whose two ratings agree; ``alpha`` is nominal Krippendorff's alpha with each pair as one unit of two values
+    (None when undefined: a single label value in use)."""
+
+    n_pairs: int
+    n_annotators: int
+    same_label_share: float
+    alpha: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"n_pairs": self.n_pairs, "n_annotators": self.n_annotators,
+                "same_label_share": self.same_label_share, "alpha": self.alpha}
+
+
+def intra_annotator_consistency(pairs: pd.DataFrame) -> IntraAnnotator | None:
+    """Consistency of annotators with themselves from ``pairs`` (``annotator``, ``first_label``,
+    ``second_label``: one row per pair of consecutive ratings of one item by one annotator); None without pairs."""
+    if pairs.empty:
+        return None
+    first, second = pairs["first_label"].astype(str).to_numpy(), pairs["second_label"].astype(str).to_numpy()
+    codes, _ = pd.factorize(np.concatenate([first, second]))
+    n_pairs = len(pairs)
+    counts = np.zeros((n_pairs, int(codes.max()) + 1), dtype=np.int64)  # (P, L): each row holds two votes
+    np.add.at(counts, (np.tile(np.arange(n_pairs), 2), codes), 1)
+    alpha = krippendorff_alpha(counts)
+    return IntraAnnotator(
+        n_pairs=n_pairs,
+        n_annotators=int(pairs["annotator"].nunique()),
+        same_label_share=float((first == second).mean()),
+        alpha=None if alpha is None or not math.isfinite(alpha) else alpha,
+    )

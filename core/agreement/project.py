@@ -14,7 +14,6 @@ from core.agreement.dawid_skene import model_aggregate
 from core.agreement.report import AgreementReport, ReportConfig, agreement_report
 from core.annotation.adjudication import adjudication_rows
 from core.data.items import item_table
-from core.data.text import neutralise_formula
 from core.projects import Project
 from db import items as items_db
 
@@ -39,7 +38,8 @@ def project_agreement(
     """The agreement report of a project's accepted items (all annotators, LLM and imported ones included)."""
     items = _report_items(items_db.items_frame(db, project.id))
     annotations = items_db.annotations_frame(db, project.id)
-    return agreement_report(annotations, items, labels=_report_labels(project, annotations), config=config)
+    return agreement_report(annotations, items, labels=_report_labels(project, annotations), config=config,
+                            repeat_pairs=items_db.repeat_pairs_frame(db, project.id))
 
 
 ITEMS_OUT_COLUMNS = ("item_id", "text", "n_labels", "majority_label", "instance_agreement", "tie")
@@ -48,14 +48,14 @@ ITEMS_OUT_COLUMNS = ("item_id", "text", "n_labels", "majority_label", "instance_
 def items_agreement(db: sqlite_utils.Database, project: Project) -> pd.DataFrame:
     """One row per item in DESIGN.md's ``--items-out`` shape: ``item_id`` (the imported id when there is one),
     ``text``, ``n_labels``, ``majority_label``, ``instance_agreement`` (imported where there are < 2 raw labels),
-    ``tie``. Cells that a spreadsheet would run as a formula are neutralised."""
+    ``tie``. The values are exact: the CSV writer (:mod:`core.data.tables`) neutralises formula cells."""
     table = item_table(db, project.id)
     item_id = table["external_id"].astype(object).where(table["external_id"].notna(), table["id"].astype(str))
     out = pd.DataFrame({
-        "item_id": item_id.map(neutralise_formula),
-        "text": table["text"].map(neutralise_formula),
+        "item_id": item_id,
+        "text": table["text"],
         "n_labels": table["n_labels"].astype(int),
-        "majority_label": table["majority_label"].map(neutralise_formula),
+        "majority_label": table["majority_label"],
         "instance_agreement": table["instance_agreement"],
         "tie": table["tie"].astype(bool),
     })
@@ -104,7 +104,7 @@ def agreement_view(
     annotations = items_db.annotations_frame(db, project.id)
     table = item_table(db, project.id, annotations=annotations)
     report = agreement_report(annotations, _report_items(table), labels=_report_labels(project, annotations),
-                                        config=config)
+                              config=config, repeat_pairs=items_db.repeat_pairs_frame(db, project.id))
     return AgreementView(report=report, items=table, queue=adjudication_rows(table, include_done=include_adjudicated))
 
 

@@ -21,6 +21,7 @@ from core.agreement.metrics import (
     bootstrap_alpha_ci,
     encode,
     instance_arrays,
+    intra_annotator_consistency,
     krippendorff_alpha,
     label_fidelity,
     per_annotator_agreement,
@@ -119,6 +120,9 @@ class AgreementReport:
     per_label: tuple[dict[str, Any], ...]
     by_source: dict[str, dict[str, Any]]
     label_fidelity: dict[str, Any] | None
+    # Consistency of annotators with themselves over repeated ratings: ``{n_pairs, n_annotators,
+    # same_label_share, alpha}``; None (JSON null, the key always present) when the project has no repeats.
+    intra_annotator: dict[str, Any] | None = None
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -157,13 +161,16 @@ def agreement_report(
     *,
     labels: list[str] | None = None,
     config: ReportConfig | None = None,
+    repeat_pairs: pd.DataFrame | None = None,
 ) -> AgreementReport:
     """Every agreement figure of a set of annotations.
 
     ``annotations``: long frame (``item_id``, ``annotator``, ``label``). ``items`` (optional): one row per item
     with ``id`` and optionally ``source`` (real|synthetic), ``group`` (e.g. zero-shot / few-shot),
     ``reference_label`` and ``imported_agreement``; annotations of items not in it are ignored, and its items
-    without labels are counted as excluded. ``labels``: the project's label order.
+    without labels are counted as excluded. ``labels``: the project's label order. ``repeat_pairs``
+    (``item_id``, ``annotator``, ``first_label``, ``second_label``): repeated ratings, for intra-annotator
+    consistency (restricted to ``items`` like the annotations).
     """
     config = config or ReportConfig()
     if items is not None:
@@ -236,5 +243,15 @@ def agreement_report(
         per_label=_records(per_label_stats(coded), "label"),
         by_source=by_source,
         label_fidelity=fidelity,
+        intra_annotator=_intra_annotator(repeat_pairs, items),
         config=config.to_dict(),
     )
+
+
+def _intra_annotator(repeat_pairs: pd.DataFrame | None, items: pd.DataFrame | None) -> dict[str, Any] | None:
+    if repeat_pairs is None:
+        return None
+    if items is not None:
+        repeat_pairs = repeat_pairs[repeat_pairs["item_id"].isin(items["id"])]
+    result = intra_annotator_consistency(repeat_pairs)
+    return None if result is None else result.to_dict()

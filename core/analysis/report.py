@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from core.analysis.service import diversity_frame, similarity_frame
-from core.data.text import neutralise_formula
+from core.data.tables import write_csv
 
 FIGURES: dict[str, str] = {
     "table1": "Table 1: accuracy and macro-F1 of each training source on the real test split",
@@ -227,14 +227,6 @@ def study_frames(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
 
 # --- writing -----------------------------------------------------------------------------------------------
 
-def _write_csv(frame: pd.DataFrame, path: Path) -> None:
-    safe = frame.copy()
-    for column in safe.columns:
-        if safe[column].dtype == object:
-            safe[column] = safe[column].map(neutralise_formula)
-    safe.to_csv(path, index=False)
-
-
 def save_chart(chart: alt.TopLevelMixin, folder: Path, stem: str) -> dict[str, Path]:
     """Render a chart offline to ``stem.svg`` and ``stem.png`` (2× scale) with vl-convert."""
     import vl_convert  # lazily: it loads a JavaScript engine
@@ -352,7 +344,7 @@ def write_report(folder: Path, study: dict[str, Any]) -> dict[str, Path]:
     written: dict[str, Path] = {}
     for name, frame in frames.items():
         path = folder / f"{name}.csv"
-        _write_csv(frame, path)
+        write_csv(frame, path)
         written[f"{name}_csv"] = path
     for stem, build in _figures(study, frames).items():
         written.update(save_chart(build(), folder, stem))

@@ -268,18 +268,12 @@ def summary_message(result: dict[str, Any]) -> str:
 
 # --- as a job ---------------------------------------------------------------------------------------------
 
-def start_analysis(db: sqlite_utils.Database, project_id: int, config: AnalysisConfig | None = None) -> int:
-    """Queue an analysis job for the project (the caller launches it); refuses while one is running."""
-    config = config or AnalysisConfig()
-    project = get_project(db, project_id)
-    active = [j for j in jobs_db.list_jobs(db, project_id=project.id, kind="analysis", limit=5)
-              if j["status"] in jobs_db.ACTIVE_STATUSES]
-    if active:
-        raise SynthloopError(f"an analysis of {project.name!r} is already {active[0]['status']} (job"
-                             f" {active[0]['id']}): wait for it or cancel it")
-    return core_jobs.create(db, kind="analysis", project_id=project.id, config=config.to_dict(),
-                            message="queued")
-
+def start_analysis(db: sqlite_utils.Database, project_id: int, config: AnalysisConfig, *,
+                   launch_now: bool = True) -> int:
+    """Record an analysis job and start it; refuses while another analysis of the project is running."""
+    get_project(db, project_id)
+    return core_jobs.start(db, kind="analysis", project_id=project_id, config=config.to_dict(), one_at_a_time=True,
+                           launch_now=launch_now)
 
 def run_analysis_job(db_path: str, job_id: int) -> dict[str, Any]:
     """Job runner for kind ``analysis`` (registered in ``core.jobs.JOB_RUNNERS``)."""
@@ -293,10 +287,10 @@ def run_analysis_job(db_path: str, job_id: int) -> dict[str, Any]:
         return analyse_project(db, job["project_id"], config, progress=progress)
 
 
-def run_analysis_foreground(db_path: str, project_id: int, config: AnalysisConfig | None = None) -> dict[str, Any]:
+def run_analysis_foreground(db_path: str, project_id: int, config: AnalysisConfig) -> dict[str, Any]:
     """The CLI's path: the same job, run in this process, so its result is recorded for the page too."""
     with connection.open_db(db_path) as db:
-        job_id = start_analysis(db, project_id, config)
+        job_id = start_analysis(db, project_id, config, launch_now=False)
     job = core_jobs.run(db_path, job_id)
     if job["status"] != "done":
         raise SynthloopError(f"analysis job {job_id} {job['status']}: {job['error'] or job['message']}")

@@ -305,37 +305,32 @@ def _summary(result: dict[str, Any]) -> str:
 
 # --- as a job ---------------------------------------------------------------------------------------------
 
+# A study whose out_dir is this writes to its database's own reports folder (default_out_dir), named by job id.
+AUTO_OUT_DIR = "auto"
+
+
 def default_out_dir(db_path: str, project_id: int, job_id: int) -> str:
     """Where the page's studies go: ``<db file>.files/reports/project-<id>/study-<job id>`` (the database's own
     folder); a study records its folder, so one written by an older version is read where it was written."""
     return str(connection.files_dir(db_path, "reports", f"project-{project_id}", f"study-{job_id}"))
 
 
-def start_study(db: sqlite_utils.Database, db_path: str, project_id: int, *, out_dir: str | None = None,
-                **settings: Any) -> int:
-    """Check the ingredients and queue a study job (the caller launches it). Refuses when the study cannot
-    run at all, or while another study of the project is queued or running."""
+def start_study(db: sqlite_utils.Database, project_id: int, config: StudyConfig, *, launch_now: bool = True) -> int:
+    """Check the ingredients, record a study job and start it. Refuses when the study cannot run at all, or
+    while another study of the project is queued or running."""
     project = get_project(db, project_id)
-    active = [j for j in jobs_db.list_jobs(db, project_id=project.id, kind="study", limit=5)
-              if j["status"] in jobs_db.ACTIVE_STATUSES]
-    if active:
-        raise SynthloopError(f"a study of {project.name!r} is already {active[0]['status']} (job {active[0]['id']}):"
-                             " wait for it or cancel it")
-    config = StudyConfig(out_dir=out_dir or "pending", **settings)
     ingredients = check_ingredients(db, project.id, config)
     if not ingredients.ok:
         raise SynthloopError("; ".join(p.message for p in ingredients.problems if p.blocking))
-    # Without an out_dir the runner writes to default_out_dir(), which needs the job id given here.
-    return core_jobs.create(db, kind="study", project_id=project.id, config=config.to_dict(),
-                            total=len(ingredients.runnable) + 2, message="queued")
-
+    return core_jobs.start(db, kind="study", project_id=project.id, config=config.to_dict(),
+                           total=len(ingredients.runnable) + 2, one_at_a_time=True, launch_now=launch_now)
 
 def run_study_job(db_path: str, job_id: int) -> dict[str, Any]:
     """Job runner for kind ``study`` (registered in ``core.jobs.JOB_RUNNERS``)."""
     with connection.open_db(db_path) as db:
         job = core_jobs.get(db, job_id)
     data = dict(job["config"])
-    if data.get("out_dir") in (None, "", "pending"):
+    if data.get("out_dir") in (None, "", AUTO_OUT_DIR):
         data["out_dir"] = default_out_dir(db_path, job["project_id"], job_id)
     config = StudyConfig.from_dict(data)
 
@@ -349,8 +344,8 @@ def run_study_job(db_path: str, job_id: int) -> dict[str, Any]:
 def run_study_foreground(db_path: str, project_id: int, config: StudyConfig) -> dict[str, Any]:
     """The CLI's path: the same job, run in this process (so the page lists it too)."""
     with connection.open_db(db_path) as db:
-        settings = {k: v for k, v in config.to_dict().items() if k != "out_dir"}
-        job_id = start_study(db, db_path, project_id, out_dir=str(Path(config.out_dir).resolve()), **settings)
+        job_id = start_study(db, project_id, config.replace(out_dir=str(Path(config.out_dir).resolve())),
+                             launch_now=False)
     job = core_jobs.run(db_path, job_id)
     if job["status"] != "done":
         raise SynthloopError(f"study job {job_id} {job['status']}: {job['error'] or job['message']}")

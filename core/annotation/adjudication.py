@@ -7,6 +7,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.data.items import item_table
+from core.data.tables import reference_candidates
 from core.errors import NotFoundError, SynthloopError
 from core.projects import Project
 from db import annotation as annotation_db
@@ -34,12 +35,14 @@ def adjudication_queue(db: sqlite_utils.Database, project: Project, *, include_d
 
 
 def resolve_item(db: sqlite_utils.Database, project: Project, reference: str | int) -> int:
-    """An item of the project by its imported id (as in exports), else its database id."""
+    """An item of the project by its imported id (as in exports, a neutralised CSV cell such as ``'=x``
+    included), else its database id."""
     if isinstance(reference, int):  # a database id (pages); strings are looked up as imported ids first (CLI)
         state = annotation_db.item_state(db, reference)
         item_id = reference if state is not None and state["project_id"] == project.id else None
     else:
-        item_id = annotation_db.find_item(db, project.id, str(reference))
+        found = (annotation_db.find_item(db, project.id, ref) for ref in reference_candidates(str(reference)))
+        item_id = next((found_id for found_id in found if found_id is not None), None)
     if item_id is None:
         raise NotFoundError(
             f"no item {reference!r} in project {project.name!r}: use an item_id of the agreement items table"

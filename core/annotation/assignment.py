@@ -172,12 +172,6 @@ def skip_item(
         annotation_db.release(db, item_id=item_id, annotator=annotator)
 
 
-def release_reservations(db: sqlite_utils.Database, project: Project, annotator: str) -> None:
-    """Give back every item ``annotator`` holds in this project (e.g. when they log out)."""
-    with transaction(db):
-        annotation_db.release_all(db, project_id=project.id, annotator=annotator)
-
-
 def my_earlier_item(db: sqlite_utils.Database, project: Project, annotator: str, back: int) -> AssignedItem | None:
     """My ``back``-th most recent label (1 = the last one I gave) with its item, for reviewing and editing."""
     if back < 1:

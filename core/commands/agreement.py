@@ -18,6 +18,7 @@ from core.annotation.pool import (
     save_assignment_settings,
     set_pool,
 )
+from core.data.tables import write_csv
 from core.errors import SynthloopError
 from core.vocab import STRATEGIES
 
@@ -73,7 +74,7 @@ def _agreement(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         if path.parent and not path.parent.exists():
             raise SynthloopError(f"folder {str(path.parent)!r} does not exist: create it or choose another path")
         table = items_agreement(db, project)
-        table.to_csv(path, index=False)
+        write_csv(table, path)
         result["items_out"] = str(path)
         result["items_out_rows"] = len(table)
     alpha = report.krippendorff_alpha
@@ -95,6 +96,11 @@ def _agreement(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         fid = report.label_fidelity
         lines.append(f"label fidelity (synthetic): {fid['fidelity']:.3f} ({fid['n_match']} of {fid['n_items']};"
                      " ties count as not equal)")
+    intra = report.intra_annotator
+    if intra:
+        lines.append(f"intra-annotator consistency: {intra['n_pairs']} repeat pairs by {intra['n_annotators']}"
+                     f" annotators, same label {intra['same_label_share']:.3f}, alpha "
+                     + ("undefined" if intra["alpha"] is None else f"{intra['alpha']:.3f}"))
     if args.items_out:
         lines.append(f"wrote {result['items_out_rows']} items to {result['items_out']}")
     result["message"] = "\n".join(lines)

@@ -184,4 +184,6 @@ def _llm_annotate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     result["message"] = (f"job {job_id} {job['status']}: {result.get('labelled', 0)} labelled as "
                          f"{result.get('annotator')}, {result.get('unparsed', 0)} unparsed replies, "
                          f"{result.get('errors', 0)} failed calls")
+    if result.get("warning"):
+        result["message"] += f"\nwarning: {result['warning']}"
     return result

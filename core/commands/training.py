@@ -83,8 +83,9 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
 
 def _evaluate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
-    from core.training import service  # imports scipy/sklearn: only when needed
-    result = service.evaluate(db_file(db), args.run_id)
+    from core.training.run import evaluate_run  # imports scipy/sklearn: only when needed
+
+    result = evaluate_run(db_file(db), args.run_id)
     return {**result, "message": _summary(result, "evaluated")}
 
 

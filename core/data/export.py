@@ -3,9 +3,9 @@ raw view (a row per annotation), written as CSV, JSONL or Parquet.
 
 Both views are built from :func:`core.items.item_table`, the one place that decides majority, agreement and
 ties. ``item_id`` is the imported id when the item has one, else its internal id (as text, so the column has
-one type). CSV cells that a spreadsheet would run as a formula are neutralised; JSONL and Parquet keep the
-values exactly (use them for lossless round trips). Only these columns are exported: nothing secret is kept
-in the tables they come from.
+one type). CSV goes through the one CSV writer (:mod:`core.data.tables`), which neutralises cells that a
+spreadsheet would run as a formula; JSONL and Parquet keep the values exactly (use them for lossless round
+trips). Only these columns are exported: nothing secret is kept in the tables they come from.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import pandas as pd
 import sqlite_utils
 
 from core import projects
-from core.errors import SynthloopError
 from core.data.items import item_table
-from core.data.text import FORMULA_PREFIXES, neutralise_formula
+from core.data.tables import csv_bytes
+from core.errors import SynthloopError
 from core.vocab import EXPORT_FORMATS, EXPORT_VIEWS, ExportFormat, ExportView
 from db import items as items_db
 
@@ -36,9 +36,6 @@ AGGREGATED_COLUMNS = (
     "generation_model", "generation_call_id",
 )
 RAW_COLUMNS = ("item_id", "text", "annotator", "label", "created_at", "updated_at", "seconds", "unsure", "comment")
-# A plain number ("-1", "+3.5") is read by a spreadsheet as a number, never as a formula: it stays as it is,
-# so numeric labels such as ConvAbuse's -1/-2/-3 round-trip through CSV.
-_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
 
 
 def public_item_ids(items: pd.DataFrame) -> pd.Series:
@@ -148,30 +145,10 @@ def raw_view(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
     return table.reset_index(drop=True)[list(RAW_COLUMNS)]
 
 
-def neutralise_csv_cells(frame: pd.DataFrame) -> pd.DataFrame:
-    """A copy with text cells that start with ``= + - @``, tab or CR prefixed by a quote (plain numbers kept)."""
-    out = frame.copy()
-    for column in out.columns:
-        series = out[column]
-        if not (pd.api.types.is_object_dtype(series) or pd.api.types.is_string_dtype(series)):
-            continue
-        text = series.astype(object)
-        is_text = text.map(lambda v: isinstance(v, str)).astype(bool)
-        risky = is_text & text.where(is_text, "").astype(str).str.startswith(FORMULA_PREFIXES)
-        if not risky.any():
-            continue
-        risky &= ~text.where(risky, "").astype(str).str.fullmatch(_PLAIN_NUMBER.pattern)
-        text = text.copy()
-        text[risky] = text[risky].map(neutralise_formula)
-        out[column] = text
-    return out
-
-
 def to_bytes(frame: pd.DataFrame, fmt: ExportFormat) -> bytes:
-    """``frame`` as a file's bytes in the format (CSV in UTF-8 with neutralised formula cells)."""
+    """``frame`` as a file's bytes in the format (CSV through the one CSV writer, :mod:`core.data.tables`)."""
     if fmt == "csv":
-        # CRLF rows (RFC 4180) also make the writer quote any cell holding a bare CR, which would split a row.
-        return neutralise_csv_cells(frame).to_csv(index=False, lineterminator="\r\n").encode("utf-8")
+        return csv_bytes(frame)
     if fmt == "jsonl":
         if frame.empty:
             return b""

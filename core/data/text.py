@@ -20,13 +20,3 @@ def normalise_text(text: str) -> str:
 def text_hash(text: str) -> str:
     """Stable hash of the normalised text (the dedup key stored in ``item.text_hash``)."""
     return hashlib.blake2b(normalise_text(text).encode("utf-8"), digest_size=16).hexdigest()
-
-
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-
-
-def neutralise_formula(value: object) -> object:
-    """Prefix a CSV cell that a spreadsheet would run as a formula with a quote (OWASP CSV injection)."""
-    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
-        return "'" + value
-    return value

@@ -4,7 +4,8 @@ CPU, through xllamacpp) and any causal LM through transformers.
 ``complete`` sends chat messages and returns the reply with token counts and latency, or raises
 :class:`BackendCallError` with a code (``unreachable``, ``dropped``, ``auth``, ``model``, ``rate_limit``,
 ``server``, ``timeout``, ``malformed``, ``empty``, ``bad_request``, ``load``) and a message that says what to fix. ``check`` is the
-page's "test connection". API keys come from the environment or ``.streamlit/secrets.toml`` and are never stored.
+page's "test connection". API keys come from the environment or ``.streamlit/secrets.toml`` and are never stored
+(``core.generation.api_keys``); every error message is redacted of them when it is made.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import os
 import secrets
 import threading
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from core.errors import BackendError, SynthloopError
+from core.generation.api_keys import redact_secrets, resolve_api_key
 from core.generation.config import EMBEDDED_MODEL
 from core.models import embedded_smollm2_path
 
@@ -28,17 +29,17 @@ ErrorCode = Literal[
 ]
 # Errors that no retry can fix: the job stops at the first one instead of burning calls.
 FATAL_CODES = frozenset({"auth", "model", "load", "bad_request"})
-KEY_ENV_FALLBACKS = ("OPENAI_API_KEY", "SYNTHLOOP_API_KEY")
 NO_KEY = "no-key-set"  # local servers (vLLM, Ollama, llama.cpp) accept any key; the client insists on one
 EMBEDDED_CONTEXT = 4096
-ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 class BackendCallError(BackendError):
     """One call failed; ``code`` says why, ``fatal`` whether later calls would fail the same way."""
 
     def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
+        # The one place backend errors are cleaned: a server may echo the key (or its start) in an error body,
+        # and these messages go to the database, job logs, pages and stderr.
+        super().__init__(redact_secrets(message))
         self.code = code
 
     @property
@@ -64,36 +65,6 @@ class Backend(Protocol):
     ) -> Completion: ...
 
     def check(self) -> str: ...
-
-
-# --- API keys ----------------------------------------------------------------------------------------
-
-
-def _secrets_files() -> list[Path]:
-    return [Path.cwd() / ".streamlit" / "secrets.toml", ROOT / ".streamlit" / "secrets.toml"]
-
-
-def resolve_api_key(env_name: str) -> str | None:
-    """The key from ``$env_name``, then the usual variables, then ``secrets.toml`` (same names, or
-    ``[openai] api_key``). Never logged or stored."""
-    for name in (env_name, *KEY_ENV_FALLBACKS):
-        value = os.environ.get(name, "").strip()
-        if value:
-            return value
-    for path in dict.fromkeys(_secrets_files()):
-        if not path.is_file():
-            continue
-        try:
-            secrets = tomllib.loads(path.read_text(encoding="utf-8"))
-        except (OSError, tomllib.TOMLDecodeError):
-            continue
-        for name in (env_name, *KEY_ENV_FALLBACKS):
-            if isinstance(secrets.get(name), str) and secrets[name].strip():
-                return secrets[name].strip()
-        section = secrets.get("openai")
-        if isinstance(section, dict) and isinstance(section.get("api_key"), str) and section["api_key"].strip():
-            return section["api_key"].strip()
-    return None
 
 
 # --- OpenAI-compatible -------------------------------------------------------------------------------
@@ -143,7 +114,8 @@ class OpenAIBackend:
             hint = (f"set {self.api_key_env} to a valid key" if self._key_given
                     else f"no API key found: set the environment variable {self.api_key_env} or put it in "
                     ".streamlit/secrets.toml")
-            return BackendCallError("auth", f"{where} rejected the API key ({exc.status_code}): {hint}")
+            return BackendCallError("auth", f"{where} rejected the API key ({exc.status_code}): {hint}; the server "
+                                    f"said: {_server_message(exc)}")
         if isinstance(exc, openai.NotFoundError):
             return BackendCallError("model", f"{where} does not know model {self.model!r} (404): pick a model the "
                                     "server lists (test connection shows them) or fix the base URL")
@@ -223,6 +195,14 @@ def parse_chat_response(response: object, where: str) -> tuple[str, int, int, st
 
     finish = first.get("finish_reason")
     return text or "", count("prompt_tokens"), count("completion_tokens"), finish if isinstance(finish, str) else None
+
+
+def _server_message(exc: Any, limit: int = 200) -> str:
+    """The message of an error body (``{"error": {"message": …}}``), else the exception's text; shortened."""
+    body = getattr(exc, "body", None)
+    message = body.get("message") if isinstance(body, dict) else None
+    text = " ".join(str(message if isinstance(message, str) and message.strip() else exc).split())
+    return text[:limit] + ("…" if len(text) > limit else "")
 
 
 def _short(exc: BaseException, limit: int = 200) -> str:

@@ -8,17 +8,16 @@ the API key is read from the environment variable named in ``api_key_env`` at ca
 from __future__ import annotations
 
 import math
-import re
 import string
 from dataclasses import dataclass
 
 from core.config import Config, check_choice, check_number, check_whole_number, setting
 from core.errors import SynthloopError
+from core.generation.api_keys import check_key_variable
 from core.vocab import BACKENDS, MODES, PROMPT_FORMS, BackendName, Mode, PromptForm
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # The paper's prompts (Li et al. 2023, zero-shot and few-shot settings), as editable templates.
 DEFAULT_CONTEXT = "{context_prompt}"
@@ -92,7 +91,8 @@ class BackendSettings(Config):
     backend: BackendName = setting("embedded", "where the LLM runs")
     model: str = setting("", "model name (openai), folder or hub id (transformers); default: the embedded model")
     base_url: str = setting("", "an OpenAI-compatible server's URL (default: OpenAI's)")
-    api_key_env: str = setting("OPENAI_API_KEY", "the environment variable that holds the API key (never the key)")
+    api_key_env: str = setting("OPENAI_API_KEY", "the environment variable that holds the API key (never the key): "
+                                                 "OPENAI_API_KEY or one listed in SYNTHLOOP_API_KEY_VARS")
     temperature: float = setting(1.0, "sampling temperature, 0 to 2")
     max_tokens: int = setting(160, "the longest reply, in tokens")
     concurrency: int = setting(4, "calls in flight at once")
@@ -116,9 +116,7 @@ class BackendSettings(Config):
             if not base_url.startswith(("http://", "https://")):
                 raise SynthloopError(f"base URL {base_url!r} is not an http(s) URL: e.g. http://localhost:8000/v1")
         object.__setattr__(self, "base_url", base_url)
-        if not _ENV_NAME.match(self.api_key_env):
-            raise SynthloopError(f"API key variable {self.api_key_env!r} is not an environment variable name: "
-                                 "give the variable's name (e.g. OPENAI_API_KEY), never the key itself")
+        check_key_variable(self.api_key_env)  # only variables the server's administrator allows
         check_number("temperature", self.temperature, 0.0, 2.0)
         check_whole_number("max_tokens", self.max_tokens, 1, 32_768)
         check_whole_number("concurrency", self.concurrency, 1, 256)

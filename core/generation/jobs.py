@@ -26,7 +26,7 @@ from core.errors import NotFoundError, SynthloopError
 from core.generation import prompts
 from core.generation.backends import Backend, BackendCallError, Completion, make_backend
 from core.generation.config import GenerationConfig
-from core.generation.parsing import DuplicateIndex, Outcome, cached_hash, extract_texts, screen
+from core.generation.parsing import DuplicateIndex, Outcome, cached_hash, echo_phrases, extract_texts, screen
 from core.generation.seeds import SeedExample, seed_examples
 from db import connection, transaction
 from db import generation as gen_db
@@ -222,9 +222,15 @@ class GenerationRun:
         if result.completion is not None:
             texts = extract_texts(result.completion.text, self.config.labels)
             seeds_shown = [(i, self.seed_text[i]) for i in slot.prompt.seed_item_ids if i in self.seed_text]
+            # What the model was told (not its own earlier replies, nor the seeds it was shown) must not come back
+            # as a text: a label name, a description or a sentence of the instruction is no example.
+            echoes = echo_phrases(
+                (*self.config.labels, *self.config.label_descriptions.values()),
+                [m["content"] for m in slot.prompt.messages if m.get("role") != "assistant"],
+                examples=[text for _, text in seeds_shown])
             outcomes = screen(texts, min_words=self.config.min_words, max_words=self.config.max_words,
                               index=self.index, seeds=seeds_shown, seed_copy_threshold=self.config.seed_copy_threshold,
-                              remaining=self.remaining[label], truncated=result.completion.truncated)
+                              remaining=self.remaining[label], truncated=result.completion.truncated, echoes=echoes)
         # Accepted texts join the index now, so the next reply is checked against them before they are written.
         positions = [self.index.add(None, o.text) for o in outcomes if o.accepted]
         n_accepted = len(positions)

@@ -2,7 +2,9 @@
 so its agreement with people is measured like anyone's (job kind ``llm_annotation``).
 
 Prompt building and label parsing are pure; the job runs the calls on a thread pool and writes the labels in
-small transactions from the main thread.
+small transactions from the main thread, with every call (prompt, raw reply, parsed label, latency, error) in
+``llm_annotation_call``. A job whose replies name no label at all fails with the reason and example replies;
+one where only some do ends done with a warning (``result["warning"]``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Any
 
+import pandas as pd
 import sqlite_utils
 
 from core import jobs as core_jobs
 from core.config import check_choice, setting
 from core.errors import SynthloopError
-from core.generation.backends import BackendCallError, make_backend
+from core.generation.backends import Backend, BackendCallError, make_backend
 from core.generation.config import BackendSettings
 from core.generation.jobs import RateLimiter
 from core.projects import Project, get_project, update_settings
@@ -27,9 +30,12 @@ from core.vocab import LLM_ANNOTATOR_PREFIX, LLM_SELECTIONS, LLMSelection
 from db import connection, transaction
 from db import items as items_db
 from db import jobs as jobs_db
+from db import llm_annotation as llm_db
 
 SETTINGS_KEY = "llm_annotator"  # project.settings: the saved backend options (SAVABLE)
 WRITE_BATCH = 20
+EXAMPLES_SHOWN = 3  # example replies that named no label, in the job's warning or error
+EXAMPLE_CHARS = 80
 
 DEFAULT_INSTRUCTION = (
     "Classify the text into exactly one of these labels:\n{label_lines}\n\n"
@@ -170,8 +176,71 @@ def start_llm_annotation(db: sqlite_utils.Database, project_id: int, *, launch: 
     return job_id
 
 
+def job_calls(db: sqlite_utils.Database, job_id: int, *, unlabelled_only: bool = False) -> pd.DataFrame:
+    """The job's calls in item order: item, prompt (JSON), raw reply, parsed label (missing when the reply named
+    none), latency and error; ``unlabelled_only``: the replies that named no label and the failed calls."""
+    return llm_db.calls_frame(db, job_id, unlabelled_only=unlabelled_only)
+
+
+@dataclass(frozen=True)
+class Call:
+    """One finished request: the item, the prompt, the raw reply (None when the call failed) and its label."""
+
+    item_id: int
+    messages: list[dict[str, str]]
+    reply: str | None = None
+    label: str | None = None
+    latency_s: float | None = None
+    error: BackendCallError | None = None
+
+    def row(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "messages": self.messages, "raw_output": self.reply, "label": self.label,
+                "latency_s": None if self.latency_s is None else round(self.latency_s, 4),
+                "error": f"{self.error.code}: {self.error}" if self.error else ""}
+
+
+def call_backend(backend: Backend, limiter: RateLimiter, config: LLMAnnotatorConfig, item_id: int, text: str) -> Call:
+    """Worker-thread body: never raises, so one bad reply cannot stop the job (a fatal error is the caller's to
+    act on)."""
+    messages = build_messages(config, text)
+    limiter.acquire()
+    try:
+        completion = backend.complete(messages, temperature=config.temperature, max_tokens=config.max_tokens,
+                                      seed=config.seed)
+    except BackendCallError as exc:
+        return Call(item_id, messages, error=exc)
+    except Exception as exc:  # an unexpected client failure is this call's error, not the job's
+        return Call(item_id, messages, error=BackendCallError("malformed", f"{type(exc).__name__}: {exc}"))
+    return Call(item_id, messages, completion.text, parse_label(completion.text, config.labels), completion.latency_s)
+
+
+def shorten(text: str, limit: int = EXAMPLE_CHARS) -> str:
+    text = " ".join(text.split())
+    return text[:limit] + ("…" if len(text) > limit else "")
+
+
+def annotation_warning(*, labelled: int, unparsed: int, errors: int, examples: list[str], labels: tuple[str, ...],
+                       last_error: str) -> str:
+    """What went wrong in a job, in one line ('' when nothing did): when nothing was labelled, the reason the job
+    failed; else how many replies named no label (with examples) and how many calls failed."""
+    replies = labelled + unparsed
+    shown = ", ".join(repr(example) for example in examples)
+    if not labelled and unparsed:
+        return (f"the LLM named no label in any of its {replies} replies (e.g. {shown}), so nothing was labelled: "
+                f"it must answer with one of {', '.join(labels)}; pick a model that follows the instruction")
+    if not labelled and errors:
+        return f"all {errors} calls failed, so nothing was labelled: {last_error}"
+    problems = []
+    if unparsed:
+        problems.append(f"{unparsed} of {replies} replies named no label and were not stored (e.g. {shown})")
+    if errors:
+        problems.append(f"{errors} of {replies + errors} calls failed (last: {last_error})")
+    return "; ".join(problems)
+
+
 def run_llm_annotation(db_path: str, job_id: int) -> dict[str, Any]:
-    """``JOB_RUNNERS["llm_annotation"]``: label the selected items; unparseable replies are counted, not stored."""
+    """``JOB_RUNNERS["llm_annotation"]``: label the selected items, keeping every call. Replies that name no label
+    are counted and kept as calls, not stored as labels; a job that labelled nothing fails with the reason."""
     started = time.monotonic()
     db = connection.connect(db_path)
     try:
@@ -181,55 +250,58 @@ def run_llm_annotation(db_path: str, job_id: int) -> dict[str, Any]:
         backend = make_backend(config)
         limiter = RateLimiter(config.requests_per_minute)
         counts = {"labelled": 0, "unparsed": 0, "errors": 0}
-        batch: list[dict[str, Any]] = []
-        last_error = ""
-
-        def label_one(item_id: int, text: str) -> tuple[int, str | None, float, str]:
-            limiter.acquire()
-            try:
-                completion = backend.complete(build_messages(config, text), temperature=config.temperature,
-                                              max_tokens=config.max_tokens, seed=config.seed)
-            except BackendCallError as exc:
-                if exc.fatal:
-                    raise
-                return item_id, None, 0.0, str(exc)
-            return item_id, completion.text, completion.latency_s, ""
+        unlabelled: list[tuple[int, str]] = []  # (item id, reply) of the replies that named no label
+        last_error: BackendCallError | None = None
+        fatal: BackendCallError | None = None
+        pending: list[Call] = []
 
         def flush() -> bool:
+            """Write the pending calls with their labels (one transaction); True when a cancel was requested."""
             with transaction(db):
-                items_db.insert_annotations(db, batch)
-            batch.clear()
+                llm_db.insert_calls(db, job_id, [call.row() for call in pending])
+                items_db.insert_annotations(db, [
+                    {"item_id": call.item_id, "annotator": config.annotator, "label": call.label,
+                     "seconds": round(call.latency_s or 0.0, 3), "comment": ""} for call in pending if call.label])
+            pending.clear()
             return jobs_db.update_progress(db, job_id, done=sum(counts.values()), total=len(todo),
                                            message=f"{counts['labelled']} labelled", result=dict(counts))
 
         cancelled = False
         pool = ThreadPoolExecutor(max_workers=config.concurrency, thread_name_prefix="llm-annotate")
         try:
-            futures = [pool.submit(label_one, item_id, text) for item_id, text in todo]
+            futures = [pool.submit(call_backend, backend, limiter, config, item_id, text) for item_id, text in todo]
             for future in as_completed(futures):
-                item_id, reply, latency, error = future.result()
-                if error:
+                call = future.result()
+                pending.append(call)
+                if call.error is not None:
                     counts["errors"] += 1
-                    last_error = error
+                    last_error = call.error
+                    if call.error.fatal:  # a bad key or an unknown model: every other call would fail the same
+                        fatal = call.error
+                        break
+                elif call.label is None:
+                    counts["unparsed"] += 1
+                    unlabelled.append((call.item_id, call.reply or ""))
                 else:
-                    label = parse_label(reply, config.labels)
-                    if label is None:
-                        counts["unparsed"] += 1
-                    else:
-                        counts["labelled"] += 1
-                        batch.append({"item_id": item_id, "annotator": config.annotator, "label": label,
-                                      "seconds": round(latency, 3), "comment": ""})
-                if len(batch) >= WRITE_BATCH and flush():
+                    counts["labelled"] += 1
+                if len(pending) >= WRITE_BATCH and flush():
                     cancelled = True
                     break
         finally:
-            # On cancel or a fatal error (bad key, unknown model) the queued calls are dropped, not run.
+            # On cancel or a fatal error the queued calls are dropped, not run.
             pool.shutdown(wait=True, cancel_futures=True)
-            if batch:
-                flush()
-        if not cancelled:
-            flush()
-        return {**counts, "annotator": config.annotator, "items": len(todo), "last_error": last_error,
-                "seconds": round(time.monotonic() - started, 3)}
+        cancelled = flush() or cancelled
+        examples = list(dict.fromkeys(shorten(reply) for _, reply in sorted(unlabelled)))[:EXAMPLES_SHOWN]
+        warning = annotation_warning(**counts, examples=examples, labels=config.labels,
+                                     last_error=str(last_error) if last_error else "")
+        result = {**counts, "annotator": config.annotator, "items": len(todo),
+                  "last_error": str(last_error) if last_error else "", "examples": examples, "warning": warning,
+                  "seconds": round(time.monotonic() - started, 3)}
+        jobs_db.update_progress(db, job_id, result=result)
+        if fatal is not None:
+            raise fatal
+        if not counts["labelled"] and not cancelled:
+            raise SynthloopError(warning)  # the job ends failed, with the reason as its error
+        return result
     finally:
         db.conn.close()

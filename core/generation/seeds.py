@@ -15,6 +15,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.data.items import item_table
+from core.data.tables import reference_candidates
 from core.errors import NotFoundError, SynthloopError
 from core.projects import get_project
 from db import seeds as seeds_db
@@ -83,7 +84,7 @@ def pin(
     refs = [str(ref).strip() for ref in refs if str(ref).strip()]
     if not refs:
         raise SynthloopError("no items given: pass one or more item ids (imported ids or internal ids)")
-    resolved = seeds_db.resolve_item_refs(db, project_id, refs)
+    resolved = _resolve_refs(db, project_id, refs)
     missing = [ref for ref in refs if ref not in resolved]
     if missing:
         raise NotFoundError(f"no item {missing[0]!r} in this project: use an imported id or an internal item id")
@@ -111,8 +112,19 @@ def unpin(db: sqlite_utils.Database, project_id: int, item_ids: Sequence[int]) -
 
 def unpin_refs(db: sqlite_utils.Database, project_id: int, refs: Sequence[str]) -> int:
     """Unpin items given by imported external id or internal id (unknown ones are ignored)."""
-    resolved = seeds_db.resolve_item_refs(db, project_id, [str(r) for r in refs])
+    resolved = _resolve_refs(db, project_id, [str(r) for r in refs])
     return unpin(db, project_id, list(resolved.values()))
+
+
+def _resolve_refs(db: sqlite_utils.Database, project_id: int, refs: Sequence[str]) -> dict[str, int]:
+    """``ref → item id`` for the refs that name an item; a neutralised CSV cell (``'=x``) names ``=x``."""
+    resolved = seeds_db.resolve_item_refs(db, project_id, refs)
+    for ref in refs:
+        if ref not in resolved:
+            restored = seeds_db.resolve_item_refs(db, project_id, reference_candidates(ref)[1:])
+            if restored:
+                resolved[ref] = next(iter(restored.values()))
+    return resolved
 
 
 def seed_examples(db: sqlite_utils.Database, project_id: int) -> list[SeedExample]:

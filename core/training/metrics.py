@@ -107,13 +107,17 @@ def sweep_fit_note(points: Sequence[Mapping[str, Any]]) -> str | None:
     ``MIN_SWEEP_THRESHOLDS`` thresholds, or fewer than ``MIN_SWEEP_ITEMS`` items at some γ — or None when they are."""
     reasons = []
     if len(points) < MIN_SWEEP_THRESHOLDS:
-        reasons.append(f"only {len(points)} thresholds (at least {MIN_SWEEP_THRESHOLDS} are needed)")
+        reasons.append(f"only {_count(len(points), 'threshold')} (at least {MIN_SWEEP_THRESHOLDS} are needed)")
     if points:
-        smallest = min(points, key=lambda p: (int(p["n_items"]), -float(p["gamma"])))
+        smallest = min(points, key=lambda p: int(p["n_items"]))
         if int(smallest["n_items"]) < MIN_SWEEP_ITEMS:
-            reasons.append(f"only {int(smallest['n_items'])} items at γ = {float(smallest['gamma']):.2f} (at least"
-                           f" {MIN_SWEEP_ITEMS} are needed at every γ)")
+            reasons.append(f"only {_count(int(smallest['n_items']), 'item')} at γ = {float(smallest['gamma']):.2f}"
+                           f" (at least {MIN_SWEEP_ITEMS} are needed at every γ)")
     return f"R² and ρ are not meaningful: {' and '.join(reasons)}" if reasons else None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _finite_or_none(value: float) -> float | None:

@@ -28,7 +28,7 @@ from core import jobs
 from core.errors import NotFoundError, SynthloopError
 from core.training.config import TrainConfig
 from core.training.data import LabelledItems, Selection, select_eval_items, select_items
-from core.training.metrics import agreement_sweep, classification_metrics
+from core.training.metrics import agreement_sweep, classification_metrics, sweep_fit_note
 from core.vocab import ACTIVE_STATUSES, FINISHED_STATUSES
 from db import connection
 from db import jobs as jobs_db
@@ -40,7 +40,8 @@ PROGRESS_INTERVAL_S = 1.0
 
 RESULT_KEYS = ("run_id", "status", "project", "data_source", "accuracy", "macro_f1", "n_train", "n_test", "labels",
                "per_class", "confusion_matrix", "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_spearman_p",
-               "sweep_slope", "sweep_intercept", "config", "seconds", "device", "artifact_path", "zip_path")
+               "sweep_slope", "sweep_intercept", "sweep_fit_meaningful", "sweep_fit_note", "config", "seconds",
+               "device", "artifact_path", "zip_path")
 
 
 # Where run_job prints progress lines: stderr, which is the job's log file in a detached job process. The CLI
@@ -377,6 +378,8 @@ def result_dict(run: dict[str, Any], db_path: str | os.PathLike[str] | None = No
     """The run as the CLI's JSON and the study see it (keys ``RESULT_KEYS``)."""
     metrics = run.get("metrics") or {}
     bundle = zip_path(db_path, run) if db_path is not None else None
+    # From the stored points, so that runs scored before the flag existed are flagged too.
+    sweep_note = sweep_fit_note(metrics.get("sweep") or [])
     return {
         "run_id": run["id"],
         "status": run["status"],
@@ -395,6 +398,8 @@ def result_dict(run: dict[str, Any], db_path: str | os.PathLike[str] | None = No
         "sweep_spearman_p": metrics.get("sweep_spearman_p"),
         "sweep_slope": metrics.get("sweep_slope"),
         "sweep_intercept": metrics.get("sweep_intercept"),
+        "sweep_fit_meaningful": sweep_note is None,
+        "sweep_fit_note": sweep_note,
         "config": run.get("config"),
         "seconds": run.get("seconds"),
         "device": run.get("device"),

@@ -1,7 +1,7 @@
 """What the Train and Runs pages and the CLI call: start, follow, compare, evaluate, cancel and delete runs.
 
 Tables come back as DataFrames ready to show; the runs table also comes in the paper's Table 1 layout (rows:
-projects; columns: training data source × macro-F1 / accuracy).
+projects × label source; columns: training data source × macro-F1 / accuracy).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from core.data.items import item_table
 from core.errors import SynthloopError
 from core.training import run as runs
 from core.training.config import TrainConfig
+from core.training.metrics import sweep_fit_note
 from core.vocab import ACTIVE_STATUSES, DATA_SOURCES, HELD_OUT_SPLITS
 from db import connection
 from db import runs as runs_db
@@ -27,10 +28,6 @@ from db import seeds as seeds_db
 
 SOURCE_ORDER = DATA_SOURCES
 METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
-
-
-def default_config() -> TrainConfig:
-    return TrainConfig()
 
 
 def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, Any]:
@@ -54,12 +51,6 @@ def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, An
     }
 
 
-def start_run(db: sqlite_utils.Database, db_path: str | os.PathLike[str], project_id: int,
-              config: TrainConfig | dict[str, Any]) -> dict[str, int]:
-    """Queue a run and start its background process; returns ``{"run_id", "job_id"}``."""
-    return runs.start_training(db, db_path, project_id, config)
-
-
 def train_foreground(db_path: str | os.PathLike[str], project_id: int, config: TrainConfig) -> dict[str, Any]:
     """Train in this process through the same job as the app (so the app shows its progress and can cancel it);
     returns the result dict, raises ``SynthloopError`` when the run fails or is cancelled."""
@@ -72,10 +63,6 @@ def train_foreground(db_path: str | os.PathLike[str], project_id: int, config: T
     if job["status"] == "cancelled":
         raise SynthloopError(f"run {started['run_id']} was cancelled")
     return job["result"]
-
-
-def evaluate(db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
-    return runs.evaluate_run(db_path, run_id)
 
 
 def cancel(db: sqlite_utils.Database, run_id: int) -> None:
@@ -136,16 +123,18 @@ def runs_frame(
         if statuses and r["status"] not in statuses:
             continue
         metrics = r.get("metrics") or {}
+        sweep = metrics.get("sweep")
         records.append({
             "run": r["id"], "project": r["project_name"], "data_source": r["data_source"],
             "label_source": r["label_source"], "min_agreement": r["config"].get("min_agreement"),
             "model": r["model"], "seed": r["seed"], "status": r["status"], "macro_f1": metrics.get("macro_f1"),
             "accuracy": metrics.get("accuracy"), "sweep_r2": metrics.get("sweep_r2"),
-            "sweep_spearman_rho": metrics.get("sweep_spearman_rho"), "n_train": r["n_train"], "n_test": r["n_test"],
+            "sweep_spearman_rho": metrics.get("sweep_spearman_rho"),
+            "sweep_note": sweep_fit_note(sweep) if sweep else None, "n_train": r["n_train"], "n_test": r["n_test"],
             "seconds": r["seconds"], "created_at": r["created_at"], "error": r["error"],
         })
     columns = ["run", "project", "data_source", "label_source", "min_agreement", "model", "seed", "status",
-               "macro_f1", "accuracy", "sweep_r2", "sweep_spearman_rho", "n_train", "n_test", "seconds",
+               "macro_f1", "accuracy", "sweep_r2", "sweep_spearman_rho", "sweep_note", "n_train", "n_test", "seconds",
                "created_at", "error"]
     return pd.DataFrame.from_records(records, columns=columns)
 
@@ -155,21 +144,32 @@ def _source_key(source: str) -> tuple[int, str]:
 
 
 def table1(frame: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 1 from a runs frame: rows projects, columns ``"<source> · macro-F1"`` and
-    ``"<source> · accuracy"`` per training data source (real, zero-shot, few-shot first), each cell the mean
-    over the finished runs in ``frame`` (several seeds average), plus ``runs`` (how many were averaged)."""
+    """The paper's Table 1 from a runs frame: a row per project and label source (``project``, ``label source``),
+    columns ``"<source> · macro-F1"`` and ``"<source> · accuracy"`` per training data source (real, zero-shot,
+    few-shot first), each cell the mean over the finished runs in ``frame`` (several seeds average), plus ``runs``
+    (how many were averaged). Runs trained on different labels are never averaged into one cell."""
     done = frame[(frame["status"] == "done") & frame["macro_f1"].notna()] if not frame.empty else frame
     if done.empty:
-        return pd.DataFrame(index=pd.Index([], name="project"))
-    means = done.groupby(["project", "data_source"])[["macro_f1", "accuracy"]].mean()
-    table = pd.DataFrame(index=pd.Index(sorted(done["project"].unique()), name="project"))
+        return pd.DataFrame(columns=["project", "label source", "runs"])
+    rows = ["project", "label_source"]
+    means = done.groupby([*rows, "data_source"])[["macro_f1", "accuracy"]].mean()
+    table = done.groupby(rows).size().rename("runs").to_frame()
+    columns = {}
     for source in sorted(done["data_source"].unique(), key=_source_key):
         for metric, name in METRIC_NAMES.items():
-            column = means[metric].xs(source, level="data_source") if source in means.index.get_level_values(
-                "data_source") else pd.Series(dtype=float)
-            table[f"{source} · {name}"] = column.reindex(table.index)
-    table["runs"] = done.groupby("project").size().reindex(table.index).astype(int)
-    return table
+            columns[f"{source} · {name}"] = means[metric].xs(source, level="data_source").reindex(table.index)
+    table = pd.DataFrame(columns, index=table.index).assign(runs=table["runs"])
+    return table.reset_index().rename(columns={"label_source": "label source"})
+
+
+def table1_note(table: pd.DataFrame) -> str | None:
+    """Says that the rows of :func:`table1` are not comparable when they were trained with different label
+    sources, naming each row's; None when they share one."""
+    if table.empty or table["label source"].nunique() < 2:
+        return None
+    rows = "; ".join(f"{project}: {source}" for project, source in zip(table["project"], table["label source"],
+                                                                        strict=True))
+    return f"These rows are not comparable: they were trained with different label sources ({rows})."
 
 
 def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
@@ -197,12 +197,14 @@ def sweep_results(db: sqlite_utils.Database, db_path: str | os.PathLike[str], ru
 
 
 def sweep_table(results: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: the sweep's size and fits (the numbers printed beside the paper's Figure 2 panels)."""
+    """One row per run: the sweep's size and fits (the numbers printed beside the paper's Figure 2 panels), and
+    in ``R² and ρ`` whether the fits mean anything (:func:`core.training.metrics.sweep_fit_note`)."""
     return pd.DataFrame.from_records(
         [{"run": r["run_id"], "data_source": r["data_source"], "thresholds": len(r["sweep"] or []),
           "items at lowest γ": (r["sweep"] or [{}])[0].get("n_items"), "slope": r["sweep_slope"],
-          "R²": r["sweep_r2"], "Spearman ρ": r["sweep_spearman_rho"]} for r in results],
-        columns=["run", "data_source", "thresholds", "items at lowest γ", "slope", "R²", "Spearman ρ"])
+          "R²": r["sweep_r2"], "Spearman ρ": r["sweep_spearman_rho"],
+          "R² and ρ": r["sweep_fit_note"] or "meaningful"} for r in results],
+        columns=["run", "data_source", "thresholds", "items at lowest γ", "slope", "R²", "Spearman ρ", "R² and ρ"])
 
 
 def zip_file(db_path: str | os.PathLike[str], run_id: int) -> Path | None:
@@ -210,7 +212,3 @@ def zip_file(db_path: str | os.PathLike[str], run_id: int) -> Path | None:
     with connection.open_db(db_path) as db:
         path = runs.zip_path(db_path, runs.get_run(db, run_id))
     return path if path.is_file() else None
-
-
-def data_source_choices() -> tuple[str, ...]:
-    return DATA_SOURCES

@@ -169,7 +169,7 @@ def test_the_whole_loop_in_a_real_browser(tmp_path: Path, start_app, new_page, s
         # 5. Generates few-shot items with the fake OpenAI-compatible server.
         support.goto(admin, "Generate")
         settings = admin.locator('[data-testid="stForm"]').filter(has_text="Start generation")
-        support.select_option(admin, "Backend", "OpenAI-compatible URL", scope=settings)
+        support.select_option(admin, "Backend", "OpenAI-compatible URL")  # above the form, which it redraws
         support.fill(settings, "Model", "fake-model")
         support.fill(settings, "Base URL", llm.base_url)
         settings.get_by_text("few-shot", exact=True).click()
