@@ -88,7 +88,7 @@ def start(db: sqlite_utils.Database, *, kind: str, project_id: int, config: dict
         active = [j for j in jobs_db.list_jobs(db, project_id=project_id, kind=kind, limit=5)
                   if j["status"] in ACTIVE_STATUSES]
         if active:
-            raise SynthloopError(f"a {kind} job of this project is already {active[0]['status']} (job"
+            raise SynthloopError(f"another {kind} job of this project is already {active[0]['status']} (job"
                                  f" {active[0]['id']}): wait for it or cancel it")
     job_id = create(db, kind=kind, project_id=project_id, config=config, total=total)
     if launch_now:

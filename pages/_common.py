@@ -19,6 +19,7 @@ from streamlit.errors import StreamlitAPIException
 
 from core import jobs, projects, store, users
 from core.errors import SynthloopError
+from core.vocab import ACTIVE_STATUSES, ROLES
 
 # session_state keys (UI state only; records live in SQLite)
 USER_ID = "auth_user_id"
@@ -33,7 +34,7 @@ REVIEW_ITEM = "review_item_id"  # the synthetic item whose provenance is open (p
 REVIEW_SELECTED = "review_selected_ids"  # the table rows selected at the last run, to open a row just selected
 
 RESEARCH = frozenset({"admin", "researcher"})
-EVERYONE = frozenset({"admin", "researcher", "annotator"})
+EVERYONE = frozenset(ROLES)
 ADMIN = frozenset({"admin"})
 
 
@@ -156,7 +157,7 @@ def job_progress(job: dict, *, what: str, run_every: float = 2) -> None:
     def _poll() -> None:
         with database() as db:
             current = jobs.watch(db, job["id"])  # a job whose process died turns failed here
-        if current["status"] not in ("queued", "running"):
+        if current["status"] not in ACTIVE_STATUSES:
             st.rerun(scope="app")
         total = max(1, current["progress_total"])
         st.progress(min(1.0, current["progress_done"] / total),

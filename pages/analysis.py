@@ -8,6 +8,7 @@ import streamlit as st
 from core.analysis import report
 from core.analysis import service as analysis
 from core.errors import SynthloopError
+from core.vocab import ACTIVE_STATUSES, PROJECTIONS
 from pages._common import (
     ANALYSIS_COLOUR,
     ANALYSIS_MAP,
@@ -30,7 +31,8 @@ st.caption("Remote-Clique (mean distance to all other items) and Chamfer distanc
 with st.form("analysis_settings"):
     left, middle, right = st.columns(3)
     subsample = left.number_input("Items per source (0: the smallest source)", min_value=0, value=0, step=100)
-    projection = middle.radio("Map projection", ["tsne", "pca"], horizontal=True,
+    projection = middle.radio("Map projection", PROJECTIONS, horizontal=True,
+                              index=PROJECTIONS.index(analysis.AnalysisConfig().projection),
                               format_func={"tsne": "t-SNE", "pca": "PCA"}.__getitem__)
     seed = right.number_input("Seed", min_value=0, value=0, step=1)
     submitted = st.form_submit_button("Run analysis", type="primary", icon=":material/play_arrow:")
@@ -46,7 +48,7 @@ if submitted:
 with database() as db:
     latest_job = analysis.latest_analysis_job(db, project.id)
 
-if latest_job and latest_job["status"] in ("queued", "running"):
+if latest_job and latest_job["status"] in ACTIVE_STATUSES:
     job_progress(latest_job, what="Analysis")
 elif latest_job and latest_job["status"] == "failed":
     st.error(f"The last analysis (job {latest_job['id']}) failed: {latest_job['error']}")

@@ -7,6 +7,7 @@ import streamlit as st
 
 from core.analysis import study
 from core.errors import SynthloopError
+from core.vocab import ACTIVE_STATUSES
 from pages._common import current_project, database, job_progress, page_guard, show_error
 
 user = page_guard(__file__)
@@ -52,7 +53,7 @@ if submitted:
 with database() as db:
     latest_job = study.latest_study_job(db, project.id)
 
-if latest_job and latest_job["status"] in ("queued", "running"):
+if latest_job and latest_job["status"] in ACTIVE_STATUSES:
     job_progress(latest_job, what="Study", run_every=3)
 elif latest_job and latest_job["status"] == "failed":
     st.error(f"The last study (job {latest_job['id']}) failed: {latest_job['error']}")

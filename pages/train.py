@@ -10,7 +10,7 @@ from core.errors import SynthloopError
 from core.training import service
 from core.training.config import LABEL_SOURCE_HELP, PAPER_MODELS, TrainConfig
 from core.training.run import start_training
-from core.vocab import HELD_OUT_SPLITS, LABEL_SOURCES
+from core.vocab import ACTIVE_STATUSES, HELD_OUT_SPLITS, LABEL_SOURCES
 from pages._common import current_project, database, db_path, page_guard, show_error
 
 user = page_guard(__file__)
@@ -106,7 +106,7 @@ def _progress() -> None:
     for row in rows:
         with st.container(border=True):
             title = f"Run {row['run_id']} · {row['data_source']} · {row['model']} — {row['status']}"
-            if row["status"] in ("queued", "running"):
+            if row["status"] in ACTIVE_STATUSES:
                 st.markdown(f"**{title}**")
                 st.progress(row["fraction"], text=row["message"])
                 a, b, c, d = st.columns(4)

@@ -322,13 +322,13 @@ BAD_INPUT = [
      "'d.csv' line 2: a carriage return (CR) inside an unquoted field would split its row in two: quote that field,"
      " or remove the CR (CRLF line endings are fine)"),
     ("bare CR in tsv", "text\tlabel\r\nfine\tpos\r\nab\rc\tneg\r\n", "d.tsv", {"label_col": "label"},
-     "'d.tsv' line 3: a carriage return (CR) inside an unquoted field would split its row in two: quote that field,"
-     " or remove the CR (CRLF line endings are fine)"),
+     "'d.tsv' line 3: a carriage return (CR) inside an unquoted field would split its row in two: remove the CR"
+     " (CRLF line endings are fine)"),
     ("duplicate header", "text,label,text\na,pos,b\n", "d.csv", {},
      "'d.csv' has two columns named 'text' (columns 1 and 3): rename one of them in the header"),
     ("duplicate parquet columns", _parquet(pa.Table.from_arrays([pa.array(["a"]), pa.array(["b"])],
                                                                 names=["text", "text"])), "d.parquet", {},
-     "'d.parquet' has two columns named 'text' (columns 1 and 2): rename one of them in the header"),
+     "'d.parquet' has two columns named 'text' (columns 1 and 2): rename one of them"),
     ("bytes column in parquet", _parquet(pa.table({"text": [b"hello"], "label": ["pos"]})), "d.parquet",
      {"label_col": "label"},
      "column 'text' ('text_col') holds bytes (binary data), not text: convert it to text (e.g. decode it as"

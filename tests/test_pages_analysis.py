@@ -45,7 +45,7 @@ def test_analysis_page_before_any_analysis_starts_one(db_path, fresh_db, analyse
     at.button[0].click().run()  # the form's "Run analysis"
     assert not at.exception
     job = analysis.latest_analysis_job(fresh_db, analysed_project.id)
-    assert (job["kind"], job["status"], job["config"]["projection"]) == ("analysis", "queued", "tsne")
+    assert (job["kind"], job["status"], job["config"]["projection"]) == ("analysis", "queued", "pca")
     assert launched == [(str(db_path), job["id"])]
     at.button[0].click().run()
     assert any("is already queued" in text for text in _texts(at, "error"))  # one analysis at a time

@@ -10,7 +10,7 @@
 - passwords are stored as bcrypt hashes (the plaintext is nowhere in the database file bytes) and logins are
   rate-limited (lockout after repeated failures);
 - a planted API key used by a real generation job process is found nowhere in the database files (-wal and
-  -shm included), the job logs, or any export;
+  -shm included), the job logs, or any export — even when the server repeats a wrong key in its 401 body;
 - exported CSV cannot carry spreadsheet formulas.
 """
 
@@ -341,7 +341,8 @@ def test_a_planted_api_key_is_found_nowhere(tmp_path: Path, monkeypatch: pytest.
 
 
 def _run_two_jobs_with_keys(db_path: Path, planted: str, wrong: str, monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
-    with FakeLLMServer(api_key=planted) as server, connection.open_db(db_path) as db:
+    # The server repeats a wrong key in its 401 body, as some servers do: the job's error must not carry it on.
+    with FakeLLMServer(api_key=planted, echo_key_in_errors=True) as server, connection.open_db(db_path) as db:
         project = projects.create_project(db, "keys", projects.parse_labels("pos,neg"), overlap=1)
         options = dict(backend="openai", model="fake-model", base_url=server.base_url, mode="zero-shot",
                        per_label=2, concurrency=2, max_retries=0)
@@ -352,7 +353,8 @@ def _run_two_jobs_with_keys(db_path: Path, planted: str, wrong: str, monkeypatch
         monkeypatch.delenv("OPENAI_API_KEY")
         good_job, bad_job = _wait_for_job(db_path, good), _wait_for_job(db_path, bad)
         assert good_job["status"] == "done", good_job["error"]
-        assert bad_job["status"] == "failed" and bad_job["error"]
+        assert bad_job["status"] == "failed"
+        assert bad_job["error"].endswith("Incorrect API key provided: [redacted]. Your key starts with [redacted].")
         # The key really reached the server (so the test can fail): both as Bearer tokens.
         sent = {v for r in server.completion_requests() for k, v in r.headers.items() if k.lower() == "authorization"}
         assert f"Bearer {planted}" in sent and f"Bearer {wrong}" in sent

@@ -5,6 +5,11 @@ and each generation job (``item.generation_job_id``); only accepted items count.
 Remote-Clique and Chamfer distance at one common set size (seeded subsamples, mean ± std), every synthetic
 source the paper's mean top-5 similarity of real items to it, and a 2-D map of a capped sample of the items.
 
+Both diversity metrics and the top-5 similarity move with the set size, so numbers at different sizes are never
+shown side by side: a source with fewer than ``min_size`` items is left out (named, with its n, in
+``excluded``), the others are compared at the smallest one's size, and a generation job smaller than that is
+left out too.
+
 The analysis runs as a job of kind ``analysis`` (the page launches it in its own process; the CLI runs it in
 the foreground); its result, stored with the job, is what the page and ``analyse --json`` show.
 """
@@ -47,6 +52,8 @@ class AnalysisConfig(Config):
 
     ``subsample`` caps the common set size at which sources are compared (default: the smallest of real,
     synthetic, zero-shot and few-shot, at most 2,000); ``n_subsamples`` draws per source give the spread.
+    ``min_size``: a source with fewer items is left out of the comparison (and named in a note) rather than
+    dragging every source down to its size.
     ``max_real_queries`` caps the real items whose top-5 similarity is averaged (a seeded sample beyond it).
     """
 
@@ -54,9 +61,10 @@ class AnalysisConfig(Config):
 
     subsample: int | None = setting(None, "compare sources at this common set size (default: the smallest, ≤ 2,000)")
     n_subsamples: int = setting(5, "seeded subsamples per source; their spread is reported")
+    min_size: int = setting(10, "sources with fewer items are left out of the comparison (named in a note)")
     seed: int = setting(0, "seed of the subsamples, the map sample and the projection")
     max_real_queries: int = setting(2000, "real items whose top-5 similarity to synthetic data is averaged")
-    projection: Projection = setting("tsne", "how the 2-D map is drawn")
+    projection: Projection = setting("pca", "how the 2-D map is drawn (pca: instant; tsne: ~10-20 s for 1,000 points)")
     max_map_points: int = setting(1000, "points on the 2-D map (a seeded sample beyond it)")
     embedding_model: str = setting(DEFAULT_EMBEDDING_MODEL, "sentence encoder: the embedded MiniLM or a folder")
     batch_size: int = setting(DEFAULT_BATCH_SIZE, "texts embedded per batch")
@@ -65,7 +73,7 @@ class AnalysisConfig(Config):
         if self.subsample is not None and (not is_whole_number(self.subsample) or self.subsample < 2):
             raise SynthloopError(f"{{subsample}} {self.subsample!r} is not valid: use a whole number ≥ 2 items",
                                  fields=("subsample",))
-        for name, low in (("n_subsamples", 1), ("max_real_queries", 1), ("max_map_points", 10),
+        for name, low in (("n_subsamples", 1), ("min_size", 2), ("max_real_queries", 1), ("max_map_points", 10),
                           ("batch_size", 1)):
             value = getattr(self, name)
             if not is_whole_number(value) or value < low:
@@ -99,7 +107,7 @@ def source_table(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
 
 
 def _members(sources: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Row positions of each source (main sources, then ``job:ID`` per generation job)."""
+    """Row positions of each source (main sources, then ``job ID`` per generation job)."""
     members: dict[str, np.ndarray] = {
         "real": np.flatnonzero(sources["source"].to_numpy() == "real"),
         "synthetic": np.flatnonzero(sources["source"].to_numpy() == "synthetic"),
@@ -109,23 +117,37 @@ def _members(sources: pd.DataFrame) -> dict[str, np.ndarray]:
     synthetic = sources["source"].to_numpy() == "synthetic"
     job_ids = sorted({int(j) for j in sources.loc[synthetic, "generation_job_id"] if j is not None})
     for job_id in job_ids:
-        members[f"job:{job_id}"] = np.flatnonzero(synthetic & (sources["generation_job_id"] == job_id).to_numpy())
+        members[f"job {job_id}"] = np.flatnonzero(synthetic & (sources["generation_job_id"] == job_id).to_numpy())
     return members
 
 
-def common_size(sizes: dict[str, int], subsample: int | None) -> int:
-    """The set size at which sources are compared: the smallest main source with ≥ 2 items, capped."""
-    candidates = [n for name, n in sizes.items() if name in MAIN_SOURCES and n >= 2]
-    size = min(candidates) if candidates else 2
-    return max(2, min(size, subsample if subsample is not None else DEFAULT_MAX_SUBSAMPLE))
+def comparison_plan(sizes: dict[str, int], config: AnalysisConfig) -> tuple[int | None, dict[str, dict[str, Any]]]:
+    """The common set size at which sources are compared, and the sources left out (name → ``{n, reason}``).
+
+    ``sizes`` holds the sources that have items. A source below ``min_size`` is left out; the common size is
+    the smallest remaining main source (real, synthetic, zero-shot, few-shot), capped by ``subsample`` (default
+    2,000); a generation job smaller than that is left out as well. The size is None when no main source is
+    left to compare.
+    """
+    excluded = {name: {"n": n, "reason": f"fewer than the minimum of {config.min_size} items"}
+                for name, n in sizes.items() if n < config.min_size}
+    compared = [n for name, n in sizes.items() if name in MAIN_SOURCES and name not in excluded]
+    if not compared:
+        return None, excluded
+    size = min(*compared, config.subsample or DEFAULT_MAX_SUBSAMPLE)
+    excluded.update({name: {"n": n, "reason": f"fewer than the common size of {size} items"}
+                     for name, n in sizes.items() if name not in excluded and n < size})
+    return size, excluded
 
 
-def _diversity_entry(embeddings: np.ndarray, size: int, config: AnalysisConfig) -> dict[str, Any]:
+def _diversity_entry(embeddings: np.ndarray, size: int | None, config: AnalysisConfig) -> dict[str, Any]:
+    """The source's diversity at ``size`` items, or (``size`` None: left out) its n alone."""
     n = int(embeddings.shape[0])
-    if n < 2:
-        return {"n": n, "n_subsample": n, "n_repeats": 0, "remote_clique": None, "remote_clique_std": None,
-                "chamfer": None, "chamfer_std": None}
-    return diversity.diversity(embeddings, size=size, n_subsamples=config.n_subsamples, seed=config.seed).to_dict()
+    if size is None:
+        return {"n": n, "n_subsample": None, "n_repeats": 0, "remote_clique": None, "remote_clique_std": None,
+                "chamfer": None, "chamfer_std": None, "excluded": True}
+    return {**diversity.diversity(embeddings, size=size, n_subsamples=config.n_subsamples,
+                                  seed=config.seed).to_dict(), "excluded": False}
 
 
 def _map_sample(sources: pd.DataFrame, max_points: int, seed: int) -> np.ndarray:
@@ -156,8 +178,10 @@ def analyse_project(
 ) -> dict[str, Any]:
     """Embed the project's items (cached) and compute diversity, similarity to real and the 2-D map.
 
-    Returns the ``analyse --json`` object (see DESIGN.md) with extras: ``*_std``, ``n_subsample``,
-    ``similarity`` (per synthetic source: mean, std, k, sizes), ``generation_jobs``, ``map``, ``embedding``.
+    Returns the ``analyse --json`` object (see DESIGN.md) with extras: ``*_std``, ``n_subsample`` (the common
+    size, None when nothing is compared), per source ``excluded`` (left out of the comparison), ``excluded``
+    (the sources with items that were left out: name → ``{n, reason}``), ``similarity`` (per synthetic source:
+    mean, std, k, sizes), ``generation_jobs``, ``map``, ``embedding``.
     ``progress(done, total, message)`` returning True stops the analysis (``cancelled: True``).
     """
     config = config or AnalysisConfig()
@@ -168,7 +192,10 @@ def analyse_project(
         raise SynthloopError(f"project {project.name!r} has {len(sources)} accepted items: analysis needs at least"
                              " 2 — import real data or generate synthetic data first")
     members = _members(sources)
-    similarity_targets = [name for name in members if name != "real" and len(members[name])]
+    sizes = {name: len(index) for name, index in members.items() if len(index)}
+    size, excluded = comparison_plan(sizes, config)
+    compared = set() if size is None else set(sizes) - set(excluded)
+    similarity_targets = [name for name in members if name != "real" and name in compared]
     total = len(sources) + len(members) + len(similarity_targets) + 1
 
     def report(done: int, message: str) -> bool:
@@ -185,21 +212,19 @@ def analyse_project(
     if embedded.cancelled:
         return {"cancelled": True, "embedding": embedding_info, "message": "analysis cancelled while embedding"}
     vectors = embedded.vectors
-    sizes = {name: len(index) for name, index in members.items()}
-    size = common_size(sizes, config.subsample)
     done = len(sources)
     result: dict[str, Any] = {"project_id": project.id, "project": project.name, "config": config.to_dict(),
-                              "n_subsample": size, "sources": [], "generation_jobs": {}}
+                              "n_subsample": size, "excluded": excluded, "sources": [], "generation_jobs": {}}
     for name, index in members.items():
         if report(done, f"diversity of {name} ({len(index)} items)"):
             return {"cancelled": True, "embedding": embedding_info, "message": "analysis cancelled"}
-        entry = _diversity_entry(vectors[index], size, config)
-        if name.startswith("job:"):
-            job_id = name.split(":", 1)[1]
+        entry = _diversity_entry(vectors[index], size if name in compared else None, config)
+        if name.startswith("job "):
+            job_id = name.split(" ", 1)[1]
             modes = sources["group"].to_numpy()[index]
             result["generation_jobs"][job_id] = {"mode": str(modes[0]) if len(set(modes)) == 1 else "mixed",
                                                  **entry}
-        elif name in ("real", "synthetic") or len(index) > 0:
+        elif name in SOURCES or len(index) > 0:
             result[name] = entry
             result["sources"].append(name)
         done += 1
@@ -216,9 +241,9 @@ def analyse_project(
             return {"cancelled": True, "embedding": embedding_info, "message": "analysis cancelled"}
         value = diversity.similarity_to_real(vectors[real_index], vectors[members[name]], k=TOP_K, size=size,
                                              n_subsamples=config.n_subsamples, seed=config.seed).to_dict()
-        if name.startswith("job:"):
-            result["generation_jobs"][name.split(":", 1)[1]]["top5_similarity_to_real"] = value["mean"]
-            result["generation_jobs"][name.split(":", 1)[1]]["top5_similarity_to_real_std"] = value["std"]
+        if name.startswith("job "):
+            result["generation_jobs"][name.split(" ", 1)[1]]["top5_similarity_to_real"] = value["mean"]
+            result["generation_jobs"][name.split(" ", 1)[1]]["top5_similarity_to_real_std"] = value["std"]
         else:
             similarity[name] = value
         done += 1
@@ -244,11 +269,16 @@ def analyse_project(
 
 def summary_message(result: dict[str, Any]) -> str:
     """Readable lines for the CLI: one per source, then the similarity to real."""
-    lines = [f"diversity at {result['n_subsample']} items per source (mean ± std over subsamples):"]
+    if result["n_subsample"] is None:
+        lines = [f"no source has {result['config']['min_size']} or more items: no diversity to compare"]
+    else:
+        lines = [f"diversity at {result['n_subsample']} items per source (mean ± std over subsamples):"]
+    left_out = result.get("excluded") or {}
     for name in result.get("sources", []):
         entry = result[name]
         if entry["remote_clique"] is None:
-            lines.append(f"  {name:<10} n={entry['n']:<6} too few items")
+            why = left_out.get(name, {}).get("reason", "no items")
+            lines.append(f"  {name:<10} n={entry['n']:<6} left out: {why}")
             continue
         lines.append(f"  {name:<10} n={entry['n']:<6} remote-clique {entry['remote_clique']:.4f}"
                      f" ± {entry['remote_clique_std']:.4f}   chamfer {entry['chamfer']:.4f} ± {entry['chamfer_std']:.4f}")
@@ -256,6 +286,9 @@ def summary_message(result: dict[str, Any]) -> str:
         if entry["remote_clique"] is not None:
             lines.append(f"  job {job_id:<6} n={entry['n']:<6} remote-clique {entry['remote_clique']:.4f}"
                          f"   chamfer {entry['chamfer']:.4f}   ({entry['mode']})")
+        else:
+            lines.append(f"  job {job_id:<6} n={entry['n']:<6} left out: "
+                         f"{left_out.get(f'job {job_id}', {}).get('reason', 'too few items')}")
     if result.get("similarity"):
         lines.append("mean top-5 cosine similarity of real items to:")
         lines.extend(f"  {name:<10} {value['mean']:.4f} ± {value['std']:.4f}"
@@ -313,14 +346,24 @@ def latest_analysis(db: sqlite_utils.Database, project_id: int) -> dict[str, Any
 
 # --- what the page renders ----------------------------------------------------------------------------------
 
+def excluded_note(result: dict[str, Any]) -> str | None:
+    """The sources left out of the comparison, each with its n, grouped by why; None when none was."""
+    by_reason: dict[str, list[str]] = {}
+    for name, entry in (result.get("excluded") or {}).items():
+        by_reason.setdefault(entry["reason"], []).append(f"{name} (n={entry['n']})")
+    return " ".join(f"Left out of the comparison ({reason}): {', '.join(names)}."
+                    for reason, names in by_reason.items()) or None
+
+
 def diversity_frame(result: dict[str, Any]) -> pd.DataFrame:
-    """Long table for Figure 1: ``source, metric, value, std, low, high, n, n_subsample`` (sources with a value)."""
+    """Long table for Figure 1: ``source, metric, value, std, low, high, n, n_subsample`` (the sources compared
+    at the common size; an analysis stored before sizes were made equal may hold others, which are left out)."""
     rows = []
     names = [*result.get("sources", []), *[f"job {j}" for j in result.get("generation_jobs", {})]]
     for name in names:
         entry = result[name] if not name.startswith("job ") else result["generation_jobs"][name[4:]]
         for metric, label in (("remote_clique", "Remote-Clique"), ("chamfer", "Chamfer distance")):
-            if entry.get(metric) is None:
+            if entry.get(metric) is None or entry["n_subsample"] != result["n_subsample"]:
                 continue
             value, std = float(entry[metric]), float(entry[f"{metric}_std"])
             rows.append({"source": name, "metric": label, "value": value, "std": std, "low": value - std,
@@ -332,15 +375,16 @@ def similarity_frame(result: dict[str, Any]) -> pd.DataFrame:
     """Table for Figure B.2: ``source, similarity, std, low, high, n_synthetic, n_subsample`` per synthetic source."""
     rows = []
     for name, value in result.get("similarity", {}).items():
+        if value["n_subsample"] != result["n_subsample"]:
+            continue
         rows.append({"source": name, "similarity": value["mean"], "std": value["std"],
                      "low": value["mean"] - value["std"], "high": value["mean"] + value["std"],
                      "n_synthetic": value["n_synthetic"], "n_subsample": value["n_subsample"]})
     for job_id, entry in result.get("generation_jobs", {}).items():
-        if entry.get("top5_similarity_to_real") is not None:
+        if entry.get("top5_similarity_to_real") is not None and entry["n_subsample"] == result["n_subsample"]:
             mean, std = entry["top5_similarity_to_real"], entry.get("top5_similarity_to_real_std", 0.0)
             rows.append({"source": f"job {job_id}", "similarity": mean, "std": std, "low": mean - std,
-                         "high": mean + std, "n_synthetic": entry["n"], "n_subsample": min(entry["n"],
-                                                                                           result["n_subsample"])})
+                         "high": mean + std, "n_synthetic": entry["n"], "n_subsample": result["n_subsample"]})
     return pd.DataFrame(rows, columns=["source", "similarity", "std", "low", "high", "n_synthetic", "n_subsample"])
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from core.projects import get_project
 from core.store import db_file
+from core.vocab import PROJECTIONS
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -17,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
                          help="compare sources at this many items (default: the smallest source, at most 2000)")
     analyse.add_argument("--subsamples", type=int, default=5, help="subsamples per source for the spread (default 5)")
     analyse.add_argument("--seed", type=int, default=0, help="seed of the subsamples (default 0)")
-    analyse.add_argument("--projection", choices=("pca", "tsne"), default="pca",
+    analyse.add_argument("--projection", choices=PROJECTIONS, default=None,
                          help="2-D map for the page (default pca: instant; tsne takes ~10-20 s for 1,000 points)")
     analyse.add_argument("--embedding-model", default=None,
                          help="sentence-embedding model (default: the embedded all-MiniLM-L6-v2)")
@@ -41,8 +42,9 @@ def _analyse(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     from core.analysis import service as analysis
 
     project = get_project(db, args.project)
-    settings: dict[str, Any] = {"subsample": args.subsample, "n_subsamples": args.subsamples, "seed": args.seed,
-                                "projection": args.projection}
+    settings: dict[str, Any] = {"subsample": args.subsample, "n_subsamples": args.subsamples, "seed": args.seed}
+    if args.projection:  # else the config's default, which the page uses too
+        settings["projection"] = args.projection
     if args.embedding_model:
         settings["embedding_model"] = args.embedding_model
     config = analysis.AnalysisConfig(**settings)

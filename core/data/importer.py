@@ -21,6 +21,7 @@ import json
 import os
 import re
 import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -32,8 +33,20 @@ import sqlite_utils
 from core import projects
 from core.config import Config, setting
 from core.errors import ImportDataError, SynthloopError
-from core.data.text import FORMULA_PREFIXES, text_hash
-from core.vocab import DEFAULT_SPLIT, IMPORTED_ANNOTATOR_PREFIX, IMPORT_FORMATS, SOURCES, SPLITS, ImportFormat, Source, Split
+from core.data.tables import restore_cell
+from core.data.text import text_hash
+from core.vocab import (
+    DEFAULT_SPLIT,
+    IMPORT_FORMATS,
+    IMPORTED_ANNOTATOR_PREFIX,
+    REPEATED_RATINGS,
+    SOURCES,
+    SPLITS,
+    ImportFormat,
+    RepeatedRatings,
+    Source,
+    Split,
+)
 from db import items as items_db
 from db import transaction
 
@@ -49,6 +62,9 @@ SPLIT_SYNONYMS = {
 }
 EXAMPLES = 5  # how many row numbers or ids a report lists
 PARQUET_MAGIC = b"PAR1"
+LABEL_MAP_FORMAT = "VALUE=LABEL,VALUE=LABEL (e.g. 0=neg,1=pos)"
+# Words in a column name that suggest it names the annotator of a row (long form), most specific first.
+ANNOTATOR_COLUMN_HINTS = ("annotator", "worker", "rater", "user")
 
 
 def imported_annotator(name: str) -> str:
@@ -86,6 +102,17 @@ class ImportSpec(Config):
     annotator_col: str | None = setting(None, "long-form raw labels: the column naming the annotator")
     annotation_col: str | None = setting(None, "long-form raw labels: the column with that annotator's label")
     annotator_cols: tuple[str, ...] = setting((), "wide-form raw labels: one column per annotator")
+    repeated_ratings: RepeatedRatings = setting(
+        "last",
+        "what to keep when the file has an annotator rate the same item more than once: last (the default: the"
+        " later rating, just as relabelling an item in the app replaces the label), first, or error (refuse the"
+        " file); every repeat is also kept as a pair for intra-annotator consistency",
+    )
+    label_map: dict[str, str] = setting(
+        help="file label values mapped to project labels, VALUE=LABEL,VALUE=LABEL (e.g. 0=not_offensive,"
+             "1=offensive), for the reference and the raw labels; a value left out must be a project label",
+        factory=dict,
+    )
 
     def __post_init__(self) -> None:
         # Blank strings from forms and CLIs mean "not given".
@@ -107,9 +134,19 @@ class ImportSpec(Config):
             raise SynthloopError("give either a fixed split ({split}) or a split column ({split_col}), not both",
                                  fields=("split", "split_col"))
         try:
-            codecs.lookup(self.encoding)
-        except LookupError:
-            raise SynthloopError(f"unknown encoding {self.encoding!r}: use e.g. utf-8, latin-1 or cp1252") from None
+            # Decoding, not only a lookup: Python knows codecs such as rot13 that are not text encodings.
+            b"a".decode(self.encoding)
+        except UnicodeError:
+            pass  # a real encoding that cannot decode this one byte (utf-16)
+        except (LookupError, TypeError):
+            raise SynthloopError(f"unknown encoding {self.encoding!r}: set {{encoding}} to e.g. utf-8, latin-1 or"
+                                 " cp1252", fields=("encoding",)) from None
+        if self.repeated_ratings not in REPEATED_RATINGS:
+            raise SynthloopError(
+                f"repeated ratings policy {self.repeated_ratings!r} is not one of {', '.join(REPEATED_RATINGS)}:"
+                " set {repeated_ratings} to one of them", fields=("repeated_ratings",)
+            )
+        object.__setattr__(self, "label_map", parse_label_map(self.label_map))
         if self.sep is not None:
             sep = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(self.sep, self.sep)
             if len(sep) != 1 or sep in "\r\n\"":
@@ -148,6 +185,30 @@ class ImportSpec(Config):
     def effective_split(self) -> Split:
         return self.split or DEFAULT_SPLIT
 
+
+
+def parse_label_map(value: str | Mapping[str, Any] | None) -> dict[str, str]:
+    """``{file value: project label}`` from ``"0=neg,1=pos"`` or a mapping; values and labels are stripped."""
+    if not value:
+        return {}
+    if isinstance(value, Mapping):
+        entries = [f"{key}={label}" for key, label in value.items()]
+    else:
+        entries = [entry for entry in str(value).split(",") if entry.strip()]
+    mapping: dict[str, str] = {}
+    for entry in entries:
+        if "=" not in entry:
+            raise SynthloopError(f"label map entry {entry.strip()!r} has no '=': write {{label_map}} as"
+                                 f" {LABEL_MAP_FORMAT}", fields=("label_map",))
+        file_value, label = (part.strip() for part in entry.split("=", 1))
+        if not file_value or not label:
+            raise SynthloopError(f"label map entry {entry.strip()!r} has an empty value or label: write {{label_map}}"
+                                 f" as {LABEL_MAP_FORMAT}", fields=("label_map",))
+        if file_value in mapping:
+            raise SynthloopError(f"file value {file_value!r} is mapped twice in {{label_map}}: map each value once",
+                                 fields=("label_map",))
+        mapping[file_value] = label
+    return mapping
 
 
 def split_names(value: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
@@ -214,12 +275,27 @@ def _read_parquet(raw: bytes, name: str) -> pd.DataFrame:
             f"{name!r} is not a Parquet file (it lacks the Parquet signature): set the right {{format}} (csv, tsv, jsonl)",
             fields=("format",)
         )
+    import pyarrow.parquet as pq  # lazily, like pandas does
+
     try:
+        _check_unique_columns(pq.read_schema(io.BytesIO(raw)).names, name, where="")
         frame = pd.read_parquet(io.BytesIO(raw))
+    except ImportDataError:
+        raise
     except Exception as exc:  # pyarrow raises several types for a damaged file
         raise ImportDataError(f"{name!r} is not a readable Parquet file ({_first_line(exc)}): re-export it") from None
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
     return frame
+
+
+def _check_unique_columns(names: list[str], name: str, *, where: str) -> None:
+    """Two columns of one name would be renamed (``x.1``) or fail later: refuse them by name."""
+    seen: dict[str, int] = {}
+    for position, column in enumerate(names, start=1):
+        if column in seen and column.strip():  # blank header cells are unnamed columns, never looked up
+            raise ImportDataError(f"{name!r} has two columns named {column!r} (columns {seen[column]} and"
+                                  f" {position}): rename one of them{where}")
+        seen.setdefault(column, position)
 
 
 def _decode(raw: bytes, encoding: str, name: str, fmt: str) -> str:
@@ -242,7 +318,52 @@ def _decode(raw: bytes, encoding: str, name: str, fmt: str) -> str:
             f"{name!r} is not valid {encoding}: byte 0x{raw[exc.start]:02x} on line {line} cannot be decoded;"
             f" set {{encoding}} to {other} (or the file's real encoding, e.g. cp1252)", fields=("encoding",)
         ) from None
+    except UnicodeError as exc:  # codecs such as punycode fail without a byte position
+        raise ImportDataError(f"{name!r} cannot be decoded as {encoding} ({_first_line(exc)}): set {{encoding}} to"
+                              " the file's real encoding, e.g. utf-8", fields=("encoding",)) from None
     return text.removeprefix("\ufeff")
+
+
+_BARE_CR = re.compile(r"\r(?!\n)")
+
+
+def _bare_cr_line(text: str, sep: str, *, quoted: bool) -> int | None:
+    """The line (counted by LF) of the first CR that is neither part of a CRLF nor inside a quoted field.
+
+    pandas ends a row at such a CR, so the rest of the field would become a row of its own. A file whose only
+    line ends are CRs (classic Mac) has no LF and is read as it is.
+    """
+    first = _BARE_CR.search(text)
+    if first is None or "\n" not in text:
+        return None
+    position: int | None = first.start()
+    if quoted:
+        # A quoted field starts with a quote at the start of a line or after a separator; "" is an escaped quote.
+        token = re.compile(r'(?:^|(?<=[\r\n' + re.escape(sep) + r']))"[^"]*(?:""[^"]*)*"|\r(?!\n)')
+        position = next((m.start() for m in token.finditer(text) if m.group() == "\r"), None)
+    return None if position is None else text.count("\n", 0, position) + 1
+
+
+def _check_short_rows(text: str, sep: str, quoting: int, *, expected: int, header: bool, name: str) -> None:
+    """pandas pads a row with fewer fields than the header with empty cells (its label silently lost): refuse it.
+
+    Rows are counted as pandas counts them: blank lines are skipped, the header is not a data row.
+    """
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting)
+    row = 0
+    for record in reader:
+        if not record or (len(record) == 1 and not record[0].strip()):
+            continue
+        if header:
+            header = False
+            continue
+        row += 1
+        if len(record) < expected:
+            raise ImportDataError(
+                f"{name!r} line {reader.line_num} (row {row}): expected {expected} fields, found {len(record)};"
+                f" a short row would lose its last cells: add the missing fields (an empty cell still needs its"
+                f" {sep!r}), or check the separator ({{sep}} {sep!r})", fields=("sep",)
+            )
 
 
 _FIELDS_ERROR = re.compile(r"Expected (\d+) fields in line (\d+), saw (\d+)")
@@ -252,6 +373,16 @@ def _read_delimited(text: str, spec: ImportSpec, fmt: str, name: str) -> pd.Data
     sep = spec.sep or ("\t" if fmt == "tsv" else ",")
     # TSV is one record per line without quoting (IANA); SMS-style texts that begin with a quote must stay intact.
     quoting = csv.QUOTE_NONE if fmt == "tsv" else csv.QUOTE_MINIMAL
+    if "\r" in text:
+        line = _bare_cr_line(text, sep, quoted=quoting != csv.QUOTE_NONE)
+        if line is not None:
+            fix = "quote that field, or remove the CR" if quoting != csv.QUOTE_NONE else "remove the CR"
+            raise ImportDataError(f"{name!r} line {line}: a carriage return (CR) inside an unquoted field would split"
+                                  f" its row in two: {fix} (CRLF line endings are fine)")
+    if not spec.no_header:
+        lines = csv.reader(io.StringIO(text, newline=""), delimiter=sep, quoting=quoting)
+        header = next((r for r in lines if r and not (len(r) == 1 and not r[0].strip())), [])
+        _check_unique_columns(header, name, where=" in the header")
     try:
         with warnings.catch_warnings():
             # pandas only warns (and drops cells) when the first data row is longer than the header.
@@ -277,6 +408,8 @@ def _read_delimited(text: str, spec: ImportSpec, fmt: str, name: str) -> pd.Data
             ) from None
         raise ImportDataError(f"{name!r} could not be read as {fmt.upper()} ({_first_line(exc)}): check {{sep}} and"
                               " {format}", fields=("sep", "format")) from None
+    if frame.shape[1] > 1 and (frame.iloc[:, -1] == "").any():  # only a row with an empty last cell can be short
+        _check_short_rows(text, sep, quoting, expected=frame.shape[1], header=not spec.no_header, name=name)
     if spec.no_header:
         if frame.shape[1] != len(spec.columns):
             raise ImportDataError(
@@ -398,6 +531,12 @@ def _check_columns(frame: pd.DataFrame, spec: ImportSpec) -> None:
     ]
     missing = [(column, name) for column, name in wanted if column is not None and column not in frame]
     if not missing:
+        for column, name in wanted:
+            if column is not None and _holds_bytes(frame[column]):
+                raise ImportDataError(
+                    f"column {column!r} ({{{name}}}) holds bytes (binary data), not text: convert it to text"
+                    " (e.g. decode it as UTF-8) and save the file again", fields=(name,)
+                )
         return
     available = ", ".join(repr(c) for c in frame.columns[:40])
     hint = ""
@@ -410,6 +549,12 @@ def _check_columns(frame: pd.DataFrame, spec: ImportSpec) -> None:
         else f"columns {', '.join(named)} not in the file; its columns are: {available}{hint}",
         fields=tuple(dict.fromkeys([name for _, name in missing] + (["sep", "format"] if hint else []))),
     )
+
+
+def _holds_bytes(series: pd.Series) -> bool:
+    """Parquet binary columns arrive as ``bytes``, which would otherwise be imported as the text ``b'...'``."""
+    kind = pd.api.types.infer_dtype(series, skipna=True)
+    return kind == "bytes" or (kind.startswith("mixed") and bool(series.map(lambda v: isinstance(v, bytes)).any()))
 
 
 def _agreement(values: np.ndarray, rows: np.ndarray, column: str) -> np.ndarray:

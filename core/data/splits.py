@@ -9,7 +9,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.errors import SynthloopError
-from core.vocab import HELD_OUT_SPLITS
+from core.vocab import HELD_OUT_SPLITS, SPLITS
 from db import items as items_db
 from db import transaction
 
@@ -60,4 +60,4 @@ def split_real_items(
     with transaction(db):
         items_db.set_splits(db, assignment.to_dict())
     counts = assignment.value_counts()
-    return SplitReport({split: int(counts.get(split, 0)) for split in ("train", "dev", "test")})
+    return SplitReport({split: int(counts.get(split, 0)) for split in SPLITS if split != "pool"})
