@@ -10,7 +10,7 @@ import sqlite_utils
 
 from core.errors import NotFoundError, SynthloopError
 from db import projects as projects_db
-from db import transaction
+from db import transaction, versions
 
 MAX_LABELS = 50
 RESERVED_SHORTCUT_KEYS = {"c", "r"}  # taken by Streamlit itself (clear cache, rerun)
@@ -224,3 +224,10 @@ def parse_label_lines(text: str) -> list[LabelSpec]:
 def format_label_lines(labels: tuple[LabelSpec, ...] | list[LabelSpec]) -> str:
     """The inverse of :func:`parse_label_lines`."""
     return "\n".join(f"{label.name} | {label.description} | {label.key}" for label in labels)
+
+
+def data_version(db: sqlite_utils.Database, project_id: int) -> int:
+    """A number that changes with every write to the project's data (items, annotations, splits, adjudication,
+    seeds, review status, labels, settings) by any writer, bumped by triggers: derived tables cached under it
+    are exactly as fresh as the database. One indexed read."""
+    return versions.project_data_version(db, project_id)

@@ -15,7 +15,7 @@ from typing import Any, Literal
 import pandas as pd
 import sqlite_utils
 
-from db.connection import now
+from db.connection import now, where
 
 Order = Literal["closest", "least", "shuffle", "disagreement"]
 
@@ -48,25 +48,18 @@ def set_pool(
 
     Items entering the pool get their label statistics recounted (the triggers keep only pool items current).
     """
-    clauses = ["project_id = ?", "review_status = 'accepted'", "in_pool <> ?"]
+    conditions = ["project_id = ?", "review_status = 'accepted'", "in_pool <> ?"]
     params: list[Any] = [project_id, int(in_pool)]
-    if source is not None:
-        clauses.append("source = ?")
-        params.append(source)
-    if split is not None:
-        clauses.append("split = ?")
-        params.append(split)
-    if generation_job_id is not None:
-        clauses.append("generation_job_id = ?")
-        params.append(int(generation_job_id))
     if item_ids is not None:
         ids = list(item_ids)
         if not ids:
             return 0
-        clauses.append(f"id IN ({', '.join('?' for _ in ids)})")
+        conditions.append(f"id IN ({', '.join('?' for _ in ids)})")
         params.extend(ids)
+    body, params = where(conditions, params, {"source": source, "split": split,
+                                              "generation_job_id": generation_job_id})
     # Items entering the pool get their label statistics recounted by the trigger item_pool_recount.
-    cursor = db.execute(f"UPDATE item SET in_pool = ? WHERE {' AND '.join(clauses)}", [int(in_pool), *params])
+    cursor = db.execute(f"UPDATE item SET in_pool = ? WHERE {body}", [int(in_pool), *params])
     return cursor.rowcount
 
 

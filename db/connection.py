@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import sqlite_utils
 
@@ -82,6 +83,10 @@ def connect(path: str | os.PathLike[str] | None = None, *, migrate: bool = True)
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        # A statement with triggers (the data-version counters, migration 0520) keeps a statement journal for
+        # every row an executemany writes; in a temporary file that doubled the time of a bulk import, in
+        # memory it costs next to nothing (measured on 100,000 annotations).
+        conn.execute("PRAGMA temp_store = MEMORY")
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise _open_error(db_path, exc) from exc
@@ -141,3 +146,14 @@ def files_dir(db_path: str | os.PathLike[str], *parts: str) -> Path:
 def now() -> str:
     """UTC timestamp as stored in every ``*_at`` column (ISO 8601, sortable)."""
     return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def where(conditions: Sequence[str], params: Sequence[Any], equal_to: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """A WHERE body and its parameters: the fixed ``conditions`` (with ``params``), then ``column = ?`` for each
+    entry of ``equal_to`` whose value is not None (an optional filter left out)."""
+    clauses, values = list(conditions), list(params)
+    for column, value in equal_to.items():
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            values.append(value)
+    return " AND ".join(clauses), values

@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import sqlite_utils
 
-from db.connection import now
+from db.connection import now, where
 
 
 def _job_row(row: dict[str, Any]) -> dict[str, Any]:
@@ -180,25 +180,15 @@ def synthetic_items(
     limit: int = 5000,
 ) -> pd.DataFrame:
     """Synthetic items with their provenance columns (generation job, call, model, mode, temperature)."""
-    clauses, params = ["i.project_id = ?", "i.source = 'synthetic'"], [project_id]
-    if generation_job_id is not None:
-        clauses.append("i.generation_job_id = ?")
-        params.append(generation_job_id)
-    if label is not None:
-        clauses.append("i.reference_label = ?")
-        params.append(label)
-    if review_status is not None:
-        clauses.append("i.review_status = ?")
-        params.append(review_status)
-    if in_pool is not None:
-        clauses.append("i.in_pool = ?")
-        params.append(int(in_pool))
+    body, params = where(["i.project_id = ?", "i.source = 'synthetic'"], [project_id], {
+        "i.generation_job_id": generation_job_id, "i.reference_label": label, "i.review_status": review_status,
+        "i.in_pool": None if in_pool is None else int(in_pool)})
     params.append(limit)
     return pd.read_sql_query(
         "SELECT i.id, i.text, i.reference_label, i.review_status, i.in_pool, i.generation_call_id,"
         " i.generation_job_id, i.generation_mode AS mode, json_extract(i.meta, '$.model') AS model,"
         " json_extract(i.meta, '$.temperature') AS temperature, i.meta, i.created_at"
-        f" FROM item i WHERE {' AND '.join(clauses)}"
+        f" FROM item i WHERE {body}"
         " ORDER BY i.id LIMIT ?",
         db.conn,
         params=params,

@@ -115,3 +115,43 @@ def predictions_frame(db: sqlite_utils.Database, run_id: int) -> pd.DataFrame:
         params=[run_id],
     )
 
+
+
+# What lists of runs show of the JSON columns: a summary row's ``config`` and ``metrics`` hold only these keys,
+# and it has no ``history`` or ``train_item_ids`` (tens of thousands of ids per run, parsed for nothing).
+SUMMARY_CONFIG_KEYS = ("epochs", "min_agreement")
+SUMMARY_METRIC_KEYS = ("accuracy", "macro_f1", "sweep_r2", "sweep_spearman_rho", "sweep")
+
+
+def _json_subset(column: str, keys: Sequence[str]) -> str:
+    return "json_object(" + ", ".join(f"'{key}', json_extract({column}, '$.{key}')" for key in keys) + ")"
+
+
+def list_run_summaries(
+    db: sqlite_utils.Database, *, project_id: int | None = None, statuses: Sequence[str] | None = None,
+    limit: int | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`list_runs` in slim rows, newest first: every plain column with the project's name and the job's
+    status, error and progress, ``config`` and ``metrics`` cut to ``SUMMARY_CONFIG_KEYS`` and
+    ``SUMMARY_METRIC_KEYS``, without ``history`` and ``train_item_ids``."""
+    clauses, params = [], []
+    if project_id is not None:
+        clauses.append("r.project_id = ?")
+        params.append(project_id)
+    if statuses:
+        clauses.append(f"r.status IN ({', '.join('?' for _ in statuses)})")
+        params.extend(statuses)
+    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    rows = db.query(
+        "SELECT r.id, r.project_id, r.job_id, r.status, r.seed, r.model, r.label_source, r.data_source, r.n_train,"
+        " r.n_test, r.error, r.artifact_path, r.device, r.seconds, r.created_at, r.started_at, r.finished_at,"
+        f" {_json_subset('r.config', SUMMARY_CONFIG_KEYS)} AS config,"
+        f" {_json_subset('r.metrics', SUMMARY_METRIC_KEYS)} AS metrics,"
+        " p.name AS project_name, j.status AS job_status, j.error AS job_error, j.progress_done AS job_done,"
+        " j.progress_total AS job_total, j.message AS job_message, j.result AS job_result,"
+        " j.heartbeat_at AS job_heartbeat_at"
+        f" FROM run r JOIN project p ON p.id = r.project_id LEFT JOIN job j ON j.id = r.job_id{where}"
+        f" ORDER BY r.id DESC{'' if limit is None else ' LIMIT ?'}",
+        params + ([] if limit is None else [limit]),
+    )
+    return [_row_to_run(row) for row in rows]

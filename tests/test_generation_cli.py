@@ -91,6 +91,8 @@ def test_resume_and_llm_annotate_commands(db_path, capsys) -> None:
         server.api_key = None  # the "key" is fixed: resume the failed job
         code, out = run_cli(capsys, "generate", "films", "--resume", "1", "--db", str(db_path), "--json")
         assert code == 0 and out["job_id"] == 1 and out["accepted"] == 4
+        server.reply = lambda request, n: "neg" if n % 2 else varied_text(n)  # half the replies name no label
         code, out = run_cli(capsys, "llm-annotate", "films", "--selection", "all", *args, "--json")
     assert code == 0 and out["annotator"] == "llm:fake-model" and out["items"] == 10
-    assert out["labelled"] + out["unparsed"] == 10
+    assert (out["labelled"], out["unparsed"]) == (5, 5)
+    assert out["warning"].startswith("5 of 10 replies named no label and were not stored (e.g. ")

@@ -3,14 +3,20 @@ fake LLM server (job launches are recorded and then run in this process)."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import os
 from pathlib import Path
 
 import pytest
+import streamlit as st
 
 from core import jobs
 from core.generation import review, seeds, service
+from core.generation.config import GenerationConfig
 from core.projects import get_project
 from db import items as items_db
+from db import jobs as jobs_db
 from tests.fake_llm import FakeLLMServer, varied_text
 from tests.generation_helpers import make_project, queue_job
 from tests.page_helpers import researcher_app as _app
@@ -157,3 +163,160 @@ def test_review_page_opens_the_row_that_is_selected(db_path, fresh_db, monkeypat
     at.session_state["review_table"] = {"selection": {"rows": [2], "columns": [], "cells": []}}
     at.run()  # row 3 unselected: the open row stays open
     assert opened() == (ids[0], items_db.get_item(fresh_db, ids[0])["text"])
+
+
+# --- the Generate page shows current state (issue 11, item 12) -----------------------------------------------
+
+START = "FormSubmitter:generate_settings-Start generation"
+SAVE = "FormSubmitter:generate_settings-Save as project defaults"
+
+
+def _polled_fragments(monkeypatch) -> None:
+    """Draw each ``st.fragment`` inside a tab named after its timer, so a test can see what a timed redraw of
+    the fragment alone redraws (AppTest itself always reruns the whole page)."""
+    real_fragment = st.fragment
+
+    def fragment(func=None, *, run_every=None):
+        def decorate(body):
+            @functools.wraps(body)
+            def framed(*args, **kwargs):
+                (tab,) = st.tabs([f"fragment redrawn every {run_every} s"])
+                with tab:
+                    body(*args, **kwargs)
+            return real_fragment(framed, run_every=run_every)
+        return decorate(func) if func is not None else decorate
+
+    monkeypatch.setattr(st, "fragment", fragment)
+
+
+def test_generate_page_watches_the_job_it_just_started(db_path, fresh_db, monkeypatch, launched, server) -> None:
+    project = make_project(fresh_db)
+    earlier = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=1)
+    jobs.run(str(db_path), earlier)
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    assert at.selectbox(key="generate_job_pick").value == earlier
+    _by_label(at.selectbox, "Backend").set_value("openai").run()
+    _by_label(at.text_input, "Model").set_value("fake-model")
+    _by_label(at.text_input, "Base URL").set_value(server.base_url)
+    at.button(key=START).click().run()
+    assert not at.exception and len(launched) == 1
+    started = launched[0][1]
+    assert at.selectbox(key="generate_job_pick").value == started
+    assert at.markdown[-1].value.startswith("**Status:** queued") or any(
+        m.value.startswith("**Status:** queued") for m in at.markdown)
+
+
+def test_generate_jobs_table_and_eta_are_redrawn_by_the_polling_fragment(db_path, fresh_db, monkeypatch,
+                                                                         server) -> None:
+    _polled_fragments(monkeypatch)
+    project = make_project(fresh_db)
+    job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=2)
+    assert jobs_db.claim_job(fresh_db, job_id, pid=os.getpid())  # running, in a live process (this one)
+    jobs_db.update_progress(fresh_db, job_id, done=1, total=4, message="pos 1/2, neg 0/2", result={"eta_s": 42.0})
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    (polled,) = [tab for tab in at.tabs if tab.label.startswith("fragment redrawn every")]
+    assert polled.label == "fragment redrawn every 2 s"
+    table = polled.dataframe[0].value
+    assert table[["job_id", "status", "message"]].values.tolist() == [[job_id, "running", "pos 1/2, neg 0/2"]]
+    assert _by_label(polled.metric, "ETA").value == "42 s"
+
+
+def test_switching_backend_starts_model_and_base_url_afresh(db_path, fresh_db, monkeypatch) -> None:
+    project = make_project(fresh_db)
+    service.save_options(fresh_db, project.id, backend="openai", model="gpt-4o-mini", base_url="http://gpu:8000/v1")
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+
+    def backend_fields() -> tuple[str, str, str]:
+        return (_by_label(at.selectbox, "Backend").value, _by_label(at.text_input, "Model").value,
+                _by_label(at.text_input, "Base URL").value)
+
+    assert backend_fields() == ("openai", "gpt-4o-mini", "http://gpu:8000/v1")
+    _by_label(at.selectbox, "Backend").set_value("transformers").run()
+    assert backend_fields() == ("transformers", "", "")
+    _by_label(at.text_input, "Model").set_value("/models/my-llm")
+    _by_label(at.selectbox, "Backend").set_value("embedded").run()
+    assert backend_fields() == ("embedded", "", "")
+    _by_label(at.selectbox, "Backend").set_value("openai").run()
+    assert backend_fields() == ("openai", "gpt-4o-mini", "http://gpu:8000/v1")  # the saved backend's own values
+    assert not at.exception
+
+
+def _cli_defaults() -> dict:
+    return {f.name: f.default for f in dataclasses.fields(GenerationConfig) if f.default is not dataclasses.MISSING}
+
+
+def test_generate_page_defaults_are_the_cli_defaults(db_path, fresh_db, monkeypatch, launched) -> None:
+    project = make_project(fresh_db)
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    cli = _cli_defaults()
+    fields = {"Backend": "backend", "Model": "model", "Base URL": "base_url", "API key variable": "api_key_env",
+              "Timeout per request (s)": "timeout_s", "Retries (429 / 5xx / network)": "max_retries",
+              "Setting": "mode", "Texts per label (target)": "per_label", "Style (what to write)": "style",
+              "Word limit": "word_limit", "Temperature": "temperature",
+              "Few-shot: seeds per prompt (k)": "examples_per_prompt",
+              "Zero-shot: diversity prompt every n outputs (0 = never)": "diversity_period",
+              "Concurrent requests": "concurrency", "Max tokens per reply": "max_tokens",
+              "Reject texts under (words)": "min_words", "Reject texts over (words)": "max_words",
+              "Near-duplicate threshold (4-gram Jaccard)": "near_duplicate_threshold",
+              "Seed-copy threshold": "seed_copy_threshold", "Price per 1k prompt tokens": "price_prompt_per_1k",
+              "Price per 1k completion tokens": "price_completion_per_1k", "Random seed": "seed"}
+    widgets = [*at.selectbox, *at.text_input, *at.number_input, *at.slider, *at.radio]
+    shown_values = {label: _by_label(widgets, label).value for label in fields}
+    assert shown_values == {label: cli[field] for label, field in fields.items()}
+    # The fields whose default is "decided by the config" show as such.
+    assert cli["prompt_form"] is None and _by_label(at.selectbox, "Few-shot prompt form").value == "auto"
+    assert cli["conversation_turns"] is None and _by_label(at.number_input, "Turns per conversation (0 = auto)").value == 0
+    assert cli["requests_per_minute"] is None
+    assert _by_label(at.number_input, "Requests per minute (0 = no limit)").value == 0.0
+
+    # Saved project defaults keep "auto" as auto; an "auto" picked over a saved form means auto for the job.
+    at.button(key=SAVE).click().run()
+    assert service.saved_options(get_project(fresh_db, project.id))["prompt_form"] is None
+    _by_label(at.selectbox, "Few-shot prompt form").set_value("chat")
+    at.button(key=SAVE).click().run()
+    assert service.saved_options(get_project(fresh_db, project.id))["prompt_form"] == "chat"
+    again = _app_again(at, db_path, project.id)
+    assert _by_label(again.selectbox, "Few-shot prompt form").value == "chat"
+    _by_label(again.selectbox, "Few-shot prompt form").set_value("auto")
+    _by_label(again.radio, "Setting").set_value("few-shot")
+    _by_label(again.number_input, "Texts per label (target)").set_value(1)
+    again.button(key=START).click().run()
+    assert not again.exception and len(launched) == 1
+    assert service.job_summary(fresh_db, launched[0][1])["config"]["prompt_form"] == "list"  # embedded: list
+
+
+def _app_again(at, db_path, project_id):
+    """The same page opened afresh in a new session of the same user."""
+    from streamlit.testing.v1 import AppTest
+
+    from pages._common import PROJECT_ID, USER_ID
+
+    again = AppTest.from_file(str(ROOT / "pages" / "generate.py"), default_timeout=60)
+    again.session_state[USER_ID] = at.session_state[USER_ID]
+    again.session_state[PROJECT_ID] = project_id
+    return again.run()
+
+
+def test_resume_is_offered_only_for_a_job_below_its_target(db_path, fresh_db, monkeypatch, server) -> None:
+    config = GenerationConfig(labels=("pos", "neg"), per_label=2)
+    assert service.is_resumable("failed", config, {"pos": 2, "neg": 1})
+    assert service.is_resumable("done", config, {"pos": 0})  # stopped when its call budget ran out
+    assert not service.is_resumable("failed", config, {"pos": 2, "neg": 2})  # nothing left to generate
+    assert not service.is_resumable("running", config, {"pos": 0, "neg": 0})
+    assert not service.is_resumable("queued", config, {})
+
+    project = make_project(fresh_db)
+    job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=1)
+    jobs.run(str(db_path), job_id)
+    jobs_db.mark_failed(fresh_db, job_id, "the process was killed after its last text")  # failed, yet complete
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    summary = service.job_summary(fresh_db, job_id)
+    assert (summary["status"], summary["accepted"], summary["active"], summary["resumable"]) == ("failed", 2, False,
+                                                                                               False)
+    assert _by_label(at.button, "Resume job").disabled and _by_label(at.button, "Cancel job").disabled

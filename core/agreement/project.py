@@ -37,7 +37,7 @@ def project_agreement(
 ) -> AgreementReport:
     """The agreement report of a project's accepted items (all annotators, LLM and imported ones included)."""
     items = _report_items(items_db.items_frame(db, project.id))
-    annotations = items_db.annotations_frame(db, project.id)
+    annotations = items_db.annotation_labels_frame(db, project.id)
     return agreement_report(annotations, items, labels=_report_labels(project, annotations), config=config,
                             repeat_pairs=items_db.repeat_pairs_frame(db, project.id))
 
@@ -101,7 +101,7 @@ def agreement_view(
     config: ReportConfig | None = None,
     include_adjudicated: bool = False,
 ) -> AgreementView:
-    annotations = items_db.annotations_frame(db, project.id)
+    annotations = items_db.annotation_labels_frame(db, project.id)
     table = item_table(db, project.id, annotations=annotations)
     report = agreement_report(annotations, _report_items(table), labels=_report_labels(project, annotations),
                               config=config, repeat_pairs=items_db.repeat_pairs_frame(db, project.id))

@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from core.analysis.service import AnalysisConfig
+from core.analysis.study import StudyConfig
 from core.projects import get_project
 from core.store import db_file
-from core.vocab import PROJECTIONS
+from core.vocab import LABEL_SOURCES, PROJECTIONS
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -17,6 +19,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     analyse.add_argument("--subsample", type=int, default=None,
                          help="compare sources at this many items (default: the smallest source, at most 2000)")
     analyse.add_argument("--subsamples", type=int, default=5, help="subsamples per source for the spread (default 5)")
+    analyse.add_argument("--min-size", type=int, default=AnalysisConfig.min_size,
+                         help="leave out (and name) sources with fewer items than this"
+                              f" (default {AnalysisConfig.min_size})")
     analyse.add_argument("--seed", type=int, default=0, help="seed of the subsamples (default 0)")
     analyse.add_argument("--projection", choices=PROJECTIONS, default=None,
                          help="2-D map for the page (default pca: instant; tsne takes ~10-20 s for 1,000 points)")
@@ -30,7 +35,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     study.add_argument("--epochs", type=int, default=3, help="training epochs per run (default 3)")
     study.add_argument("--model", default="embedded", help="classifier (default: the embedded MiniLM)")
     study.add_argument("--seed", type=int, default=42)
-    study.add_argument("--label-source", default="reference", help="training labels (default reference)")
+    study.add_argument("--label-source", choices=LABEL_SOURCES, default=StudyConfig.label_source,
+                       help="the labels every run trains with: 'majority' for data imported as raw per-annotator"
+                            f" labels only (default {StudyConfig.label_source})")
     study.add_argument("--runs", default=None,
                        help="comma-separated subset of: real,zero-shot,few-shot,seeds,seeds + few-shot")
     study.add_argument("--check", action="store_true", help="only check the ingredients; train nothing")
@@ -42,7 +49,8 @@ def _analyse(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     from core.analysis import service as analysis
 
     project = get_project(db, args.project)
-    settings: dict[str, Any] = {"subsample": args.subsample, "n_subsamples": args.subsamples, "seed": args.seed}
+    settings: dict[str, Any] = {"subsample": args.subsample, "n_subsamples": args.subsamples, "seed": args.seed,
+                                "min_size": args.min_size}
     if args.projection:  # else the config's default, which the page uses too
         settings["projection"] = args.projection
     if args.embedding_model:

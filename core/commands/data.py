@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from core import projects, vocab
+from core.config import field_help
 from core.data import export as exporter
 from core.data import importer
 
@@ -30,6 +31,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     imp.add_argument("--annotator-col", help="long form: column naming the annotator of each row")
     imp.add_argument("--annotation-col", help="long form: column holding that annotator's label")
     imp.add_argument("--annotator-cols", help="wide form: comma-separated columns, one per annotator")
+    imp.add_argument("--repeated-ratings", default="last", choices=vocab.REPEATED_RATINGS,
+                     help=field_help(importer.ImportSpec)["repeated_ratings"])
+    imp.add_argument("--label-map", help=field_help(importer.ImportSpec)["label_map"])
     imp.add_argument("--add-labels", action="store_true", help="add labels the project lacks instead of failing")
     imp.set_defaults(handler=_import)
 
@@ -47,7 +51,8 @@ def _import(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         split_col=args.split_col, source=args.source, agreement_col=args.agreement_col, encoding=args.encoding,
         sep=args.sep, no_header=args.no_header, columns=importer.split_names(args.columns),
         annotator_col=args.annotator_col, annotation_col=args.annotation_col,
-        annotator_cols=importer.split_names(args.annotator_cols),
+        annotator_cols=importer.split_names(args.annotator_cols), repeated_ratings=args.repeated_ratings,
+        label_map=args.label_map,
     )
     project = projects.get_project(db, args.project)
     report = importer.import_file(db, project.id, args.file, spec, add_missing_labels=args.add_labels)

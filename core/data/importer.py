@@ -22,9 +22,9 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,9 +32,9 @@ import sqlite_utils
 
 from core import projects
 from core.config import Config, setting
-from core.errors import ImportDataError, SynthloopError
 from core.data.tables import restore_cell
 from core.data.text import text_hash
+from core.errors import ImportDataError, SynthloopError
 from core.vocab import (
     DEFAULT_SPLIT,
     IMPORT_FORMATS,
@@ -49,7 +49,6 @@ from core.vocab import (
 )
 from db import items as items_db
 from db import transaction
-
 
 EXTENSIONS = {
     ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
@@ -467,6 +466,43 @@ def _first_line(exc: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Column roles: what the Data page proposes from a preview
+
+
+MAX_LABEL_VALUES = 50  # more distinct values than this is not a label column
+
+
+def label_values(frame: pd.DataFrame, columns: list[str | None]) -> list[str]:
+    """The distinct non-empty values (as the import reads them) of the given label columns, sorted: what a
+    label map maps. Columns that are None or not in the frame are ignored."""
+    values: set[str] = set()
+    for column in dict.fromkeys(c for c in columns if c is not None and c in frame):
+        values.update(pd.unique(_strings(frame[column])))
+    values.discard("")
+    return sorted(values)
+
+
+def suggest_long_form(frame: pd.DataFrame, *, id_col: str | None, text_col: str | None) -> str | None:
+    """The annotator column when ``frame`` looks like long-form raw labels, else None.
+
+    Long form: ids repeat, and a column whose name suggests annotators (``ANNOTATOR_COLUMN_HINTS``) takes
+    different values on rows of one item. Without it, the annotators' label column would be taken for a
+    reference label (and rows sharing an id refused for disagreeing).
+    """
+    if id_col is None or id_col not in frame:
+        return None
+    ids = _strings(frame[id_col])
+    if len(pd.unique(ids)) == len(ids):
+        return None
+    candidates = [c for c in frame.columns if c not in (id_col, text_col)]
+    for hint in ANNOTATOR_COLUMN_HINTS:
+        for column in candidates:
+            if hint in column.lower() and frame.groupby(ids)[column].nunique().max() > 1:
+                return column
+    return None
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Planning (pure)
 
 
@@ -476,11 +512,15 @@ class ImportPlan:
 
     ``items``: new items (``external_id, text, text_hash, reference_label, split, imported_agreement, row``).
     ``annotations``: ``new_item`` (position in ``items``, or -1), ``existing_item_id`` (0 unless the row's id
-    matched an item already in the project), ``annotator``, ``label``.
+    matched an item already in the project), ``annotator``, ``label``. ``repeat_pairs``: the same item columns
+    with ``annotator, first_label, second_label`` (consecutive ratings of one item by one annotator).
+    ``reference_labels``: ``item id → label`` for items already in the project that had no reference label.
     """
 
     items: pd.DataFrame
     annotations: pd.DataFrame
+    repeat_pairs: pd.DataFrame
+    reference_labels: dict[int, str]
     labels_to_add: tuple[str, ...]
     rows_read: int
     items_matched: int
@@ -489,6 +529,10 @@ class ImportPlan:
     duplicate_text_ids: int
     duplicate_text_id_examples: tuple[str, ...]
     annotators: tuple[str, ...]
+    repeated_ratings: int
+    repeated_rating_rows: tuple[int, ...]
+    conflicts: int
+    conflict_ids: tuple[str, ...]
 
 
 def _strings(series: pd.Series) -> np.ndarray:
@@ -606,11 +650,14 @@ def plan_import(
     existing: pd.DataFrame,
     *,
     add_missing_labels: bool = False,
+    existing_annotations: Callable[[], pd.DataFrame] | None = None,
 ) -> ImportPlan:
     """Validate ``frame`` (from :func:`read_table`) against the project and decide what to write.
 
-    ``existing``: the project's items (columns ``id, external_id, text, text_hash``). Raises
-    :class:`ImportDataError` naming the row (the frame's index) or column and the fix.
+    ``existing``: the project's items (columns ``id, external_id, text, text_hash`` and, to compare reference
+    labels of items the file names again, ``reference_label``). ``existing_annotations``: returns the project's
+    annotations (``item_id, annotator, label``); called only when the file names items already in the project.
+    Raises :class:`ImportDataError` naming the row (the frame's index) or column and the fix.
     """
     _check_columns(frame, spec)
     n_rows = len(frame)
@@ -676,6 +723,7 @@ def plan_import(
     # Identity against the project and within the file.
     keep = np.ones(n_items, dtype=bool)
     existing_item_id = np.zeros(n_items, dtype=np.int64)
+    existing_reference = np.full(n_items, None, dtype=object)  # the reference label of a matched item
     duplicate_rows: np.ndarray = np.array([], dtype=np.int64)
     duplicate_text_ids = 0
     duplicate_text_examples: tuple[str, ...] = ()
@@ -691,6 +739,8 @@ def plan_import(
         if len(known):
             known_id = dict(zip(known["external_id"].astype(str), known["id"].astype(int), strict=True))
             known_text = dict(zip(known["external_id"].astype(str), known["text"], strict=True))
+            known_reference = dict(zip(known["external_id"].astype(str), known["reference_label"], strict=True)) \
+                if "reference_label" in known else {}
             matched = pd.Series(item_ids, dtype=object).isin(known_id.keys()).to_numpy()
             for position in np.flatnonzero(matched):
                 external = item_ids[position]
@@ -700,6 +750,7 @@ def plan_import(
                         " a different text: use a new id, or fix the text"
                     )
                 existing_item_id[position] = known_id[external]
+                existing_reference[position] = known_reference.get(external)
             keep = ~matched
         # Distinct ids are never merged, but a text that another item already has is reported.
         repeated = (hash_series.duplicated().to_numpy() | in_project) & keep
@@ -744,41 +795,29 @@ def plan_import(
         annotation_label = np.concatenate([p[2] for p in parts])
         annotation_row = np.concatenate([p[3] for p in parts])
         annotation_column = np.concatenate([np.full(len(p[0]), p[1], dtype=object) for p in parts])
-    if len(annotation_item):
-        # One integer per (item, annotator) pair: hashing 1M ints is far cheaper than 1M (int, str) rows.
-        annotator_code, annotator_values = pd.factorize(annotation_annotator)
-        pair_key = annotation_item.astype(np.int64) * max(len(annotator_values), 1) + annotator_code
-        twice = pd.Series(pair_key).duplicated().to_numpy()
-        if twice.any():
-            i = int(np.flatnonzero(twice)[0])
-            same = np.flatnonzero((annotation_item == annotation_item[i]) & (annotation_annotator == annotation_annotator[i]))
-            shown_item = repr(ids[first[annotation_item[i]]]) if ids is not None else f"on row {annotation_row[i]}"
-            raise ImportDataError(
-                f"row {annotation_row[i]}: annotator {annotation_annotator[i]!r} labels item {shown_item} a second"
-                f" time (first on row {annotation_row[same[0]]}): keep one label per annotator and item"
-            )
-        # Annotations of skipped duplicate rows go with them (they are reported as skipped).
-        kept_annotation = keep[annotation_item] | (existing_item_id[annotation_item] > 0)
-        annotation_item = annotation_item[kept_annotation]
-        annotation_annotator = annotation_annotator[kept_annotation]
-        annotation_label = annotation_label[kept_annotation]
-        annotation_row = annotation_row[kept_annotation]
-        annotation_column = annotation_column[kept_annotation]
+    # Annotations of skipped duplicate rows go with them (they are reported as skipped).
+    kept_annotation = keep[annotation_item] | (existing_item_id[annotation_item] > 0)
+    annotation_item = annotation_item[kept_annotation]
+    annotation_annotator = annotation_annotator[kept_annotation]
+    annotation_label = annotation_label[kept_annotation]
+    annotation_row = annotation_row[kept_annotation]
+    annotation_column = annotation_column[kept_annotation]
+    matched = existing_item_id > 0
+
+    # File values become label names: the label map first, then labels that a CSV export neutralised ('-ve).
+    project_labels = set(project.label_names)
+    item_labels = _replace(item_labels, spec.label_map)
+    annotation_label = _replace(annotation_label, spec.label_map)
+    restored = _restore_neutralised([*pd.unique(item_labels), *pd.unique(annotation_label)], project_labels)
+    item_labels = _replace(item_labels, restored)
+    annotation_label = _replace(annotation_label, restored)
 
     # Labels must be the project's (or be added on request).
-    project_labels = set(project.label_names)
-    sources = []
-    if spec.label_col is not None:
-        labelled_items = (item_labels != "") & keep
-        sources.append((item_labels[labelled_items], item_rows[labelled_items],
-                        np.full(int(labelled_items.sum()), spec.label_col, dtype=object)))
+    labelled_items = (item_labels != "") & (keep | matched)
+    sources = [(item_labels[labelled_items], item_rows[labelled_items],
+                np.full(int(labelled_items.sum()), spec.label_col, dtype=object))]
     if len(annotation_label):
         sources.append((annotation_label, annotation_row, annotation_column))
-    restored = _restore_neutralised([v for values, _, _ in sources for v in pd.unique(values)], project_labels)
-    if restored:
-        item_labels = _replace(item_labels, restored)
-        annotation_label = _replace(annotation_label, restored)
-        sources = [(_replace(values, restored), r, c) for values, r, c in sources]
     labels_to_add: list[str] = []
     for values, value_rows, value_columns in sources:
         unknown_values = [v for v in pd.unique(values) if v not in project_labels and v not in labels_to_add]
@@ -793,54 +832,119 @@ def plan_import(
             )
         labels_to_add.extend(unknown_values)
 
-    kept = np.flatnonzero(keep)
+    # Repeated ratings: one label per (item, annotator) by the policy; every repeat kept as a pair with the
+    # rating before it. One integer per pair: hashing 1M ints is far cheaper than 1M (int, str) rows.
+    annotator_code, annotator_values = pd.factorize(annotation_annotator)
+    pair_key = annotation_item.astype(np.int64) * max(len(annotator_values), 1) + annotator_code
+    kept, repeat, previous = _split_repeats(pair_key, annotation_row, spec.repeated_ratings)
+    if len(repeat) and spec.repeated_ratings == "error":
+        i = int(repeat[np.argmin(annotation_row[repeat])])
+        first_row = int(annotation_row[pair_key == pair_key[i]].min())
+        shown_item = repr(ids[first[annotation_item[i]]]) if ids is not None else f"on row {annotation_row[i]}"
+        raise ImportDataError(
+            f"row {annotation_row[i]}: annotator {annotation_annotator[i]!r} rates item {shown_item} a second time"
+            f" (first on row {first_row}): set {{repeated_ratings}} to last or first to keep one rating and count"
+            " the repeats, or keep one row per annotator and item", fields=("repeated_ratings",)
+        )
+    repeated_rating_rows = np.sort(annotation_row[repeat])
+
+    # Items already in the project keep what they have: a different label in the file is a conflict, and
+    # only what is new is written (annotations of new annotators, a reference label where there was none).
+    conflict = np.zeros(n_items, dtype=bool)
+    reference_labels: dict[int, str] = {}
+    already_annotated = np.zeros(len(annotation_item), dtype=bool)
+    if matched.any():
+        has_label = matched & (item_labels != "")
+        unset = has_label & pd.isna(existing_reference)
+        conflict |= has_label & ~unset & (item_labels != existing_reference)
+        reference_labels = dict(zip(existing_item_id[unset].tolist(), item_labels[unset].tolist(), strict=True))
+        on_known = np.flatnonzero(existing_item_id[annotation_item[kept]] > 0)
+        if len(on_known) and existing_annotations is not None:
+            probe = pd.DataFrame({"item_id": existing_item_id[annotation_item[kept[on_known]]],
+                                  "annotator": annotation_annotator[kept[on_known]]})
+            current = probe.merge(existing_annotations()[["item_id", "annotator", "label"]],
+                                  on=["item_id", "annotator"], how="left")["label"].to_numpy(dtype=object)
+            present = pd.notna(current)
+            already_annotated[kept[on_known[present]]] = True
+            clash = on_known[present & (current != annotation_label[kept[on_known]])]
+            conflict[annotation_item[kept[clash]]] = True
+    known_pair = np.isin(pair_key, pair_key[already_annotated])
+    kept = kept[~known_pair[kept]]
+    repeat_is_new = ~known_pair[repeat]
+    repeat, previous = repeat[repeat_is_new], previous[repeat_is_new]
+
+    kept_items = np.flatnonzero(keep)
     new_position = np.full(n_items, -1, dtype=np.int64)
-    new_position[kept] = np.arange(len(kept))
+    new_position[kept_items] = np.arange(len(kept_items))
     items = pd.DataFrame(
         {
-            "external_id": ids[first][kept] if ids is not None else np.full(len(kept), None, dtype=object),
-            "text": item_text[kept],
-            "text_hash": item_hash[kept],
-            "reference_label": np.where(item_labels[kept] == "", None, item_labels[kept]),
-            "split": item_split[kept],
-            "imported_agreement": item_agreement[kept],
-            "row": item_rows[kept],
+            "external_id": ids[first][kept_items] if ids is not None else np.full(len(kept_items), None, dtype=object),
+            "text": item_text[kept_items],
+            "text_hash": item_hash[kept_items],
+            "reference_label": np.where(item_labels[kept_items] == "", None, item_labels[kept_items]),
+            "split": item_split[kept_items],
+            "imported_agreement": item_agreement[kept_items],
+            "row": item_rows[kept_items],
         }
     )
     annotations = pd.DataFrame(
         {
-            "new_item": new_position[annotation_item],
-            "existing_item_id": existing_item_id[annotation_item],
-            "annotator": annotation_annotator,
-            "label": annotation_label,
+            "new_item": new_position[annotation_item[kept]],
+            "existing_item_id": existing_item_id[annotation_item[kept]],
+            "annotator": annotation_annotator[kept],
+            "label": annotation_label[kept],
+        }
+    )
+    repeat_pairs = pd.DataFrame(
+        {
+            "new_item": new_position[annotation_item[repeat]],
+            "existing_item_id": existing_item_id[annotation_item[repeat]],
+            "annotator": annotation_annotator[repeat],
+            "first_label": annotation_label[previous],
+            "second_label": annotation_label[repeat],
         }
     )
     return ImportPlan(
         items=items,
         annotations=annotations,
+        repeat_pairs=repeat_pairs,
+        reference_labels=reference_labels,
         labels_to_add=tuple(labels_to_add),
         rows_read=n_rows,
-        items_matched=int((existing_item_id > 0).sum()),
+        items_matched=int(matched.sum()),
         duplicate_texts_skipped=len(duplicate_rows),
         duplicate_rows=tuple(int(r) for r in duplicate_rows[:EXAMPLES]),
         duplicate_text_ids=duplicate_text_ids,
         duplicate_text_id_examples=duplicate_text_examples,
         annotators=tuple(sorted(pd.unique(annotation_annotator))),
+        repeated_ratings=len(repeated_rating_rows),
+        repeated_rating_rows=tuple(int(r) for r in repeated_rating_rows[:EXAMPLES]),
+        conflicts=int(conflict.sum()),
+        conflict_ids=tuple(str(v) for v in ids[first][conflict][:EXAMPLES]) if ids is not None else (),
     )
+
+
+def _split_repeats(pair_key: np.ndarray, rows: np.ndarray, policy: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Positions of the rating kept for each (item, annotator) key (``first`` or ``last`` in file order), of
+    every repeat (a rating after the first), and of the rating just before each repeat; all as index arrays."""
+    order = np.lexsort((rows, pair_key))
+    key = pair_key[order]
+    again = np.r_[False, key[1:] == key[:-1]][: len(key)]
+    is_last = np.r_[key[1:] != key[:-1], True][: len(key)]
+    kept = np.sort(order[is_last] if policy == "last" else order[~again])
+    return kept, order[again], order[np.flatnonzero(again) - 1]
 
 
 def _restore_neutralised(values: list[str], project_labels: set[str]) -> dict[str, str]:
     """Labels that a CSV export neutralised (``'-ve``) map back to the project's label (``-ve``)."""
     return {
-        value: value[1:]
-        for value in values
-        if value not in project_labels and value.startswith("'") and value[1:].startswith(FORMULA_PREFIXES)
-        and value[1:] in project_labels
+        value: restore_cell(value) for value in values
+        if value not in project_labels and restore_cell(value) in project_labels
     }
 
 
 def _replace(values: np.ndarray, mapping: dict[str, str]) -> np.ndarray:
-    if not len(values):
+    if not len(values) or not mapping:
         return values
     return pd.Series(values, dtype=object).replace(mapping).to_numpy(dtype=object)
 
@@ -865,20 +969,52 @@ class ImportReport:
     duplicate_rows: tuple[int, ...]
     duplicate_text_ids: int
     duplicate_text_id_examples: tuple[str, ...]
+    reference_labels_set: int  # items already in the project that had no reference label and got the file's
+    repeated_ratings: int  # ratings after an annotator's first of the same item (each one a repeat pair)
+    repeated_rating_rows: tuple[int, ...]
+    conflicts: int  # items already in the project for which the file gives another label (not written)
+    conflict_ids: tuple[str, ...]
     spec: dict[str, Any]
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        for key in ("annotators", "labels_added", "duplicate_rows", "duplicate_text_id_examples"):
+        for key in ("annotators", "labels_added", "duplicate_rows", "duplicate_text_id_examples",
+                    "repeated_rating_rows", "conflict_ids"):
             data[key] = list(data[key])
         return data
 
     @property
     def message(self) -> str:
+        """The summary and, when there are conflicts, the conflict line."""
+        return "; ".join(part for part in (self.summary, self.conflict_line) if part)
+
+    @property
+    def conflict_line(self) -> str | None:
+        """One line on the labels of known items that the file contradicts, or None."""
+        if not self.conflicts:
+            return None
+        one = self.conflicts == 1
+        shown = ", ".join(self.conflict_ids) + (", ..." if self.conflicts > len(self.conflict_ids) else "")
+        return (f"{self.conflicts} known {'id has' if one else 'ids have'} another label in the file (conflicts, ids"
+                f" {shown}): the project's labels were kept; fix the file, or relabel the"
+                f" {'item' if one else 'items'} in the app")
+
+    @property
+    def summary(self) -> str:
         parts = [f"imported {self.items_added} items and {self.annotations_added} annotations"
                  f" from {self.rows_read} rows of {self.file!r} into {self.project!r}"]
         if self.items_matched:
-            parts.append(f"{self.items_matched} ids were already in the project (their labels were added to them)")
+            matched = f"{self.items_matched} {'id was' if self.items_matched == 1 else 'ids were'} already in the project"
+            parts.append(matched + " (only new annotations were added to them"
+                         + (f", and a reference label to {self.reference_labels_set} that had none)"
+                            if self.reference_labels_set else ")"))
+        if self.repeated_ratings:
+            rows = ", ".join(str(r) for r in self.repeated_rating_rows)
+            more = ", ..." if self.repeated_ratings > len(self.repeated_rating_rows) else ""
+            kept = self.spec.get("repeated_ratings", "last")
+            parts.append(f"{self.repeated_ratings} repeated rating{'' if self.repeated_ratings == 1 else 's'} (an"
+                         f" annotator rating an item again, rows {rows}{more}): the {kept} of each was kept as the"
+                         " annotation, every repeat is kept as a pair for intra-annotator consistency")
         if self.labels_added:
             parts.append(f"labels added: {', '.join(self.labels_added)}")
         if self.duplicate_texts_skipped:
@@ -917,21 +1053,26 @@ def import_frame(
     """Validate and write an already read frame (see :func:`read_table`) in one transaction."""
     with transaction(db):
         project = projects.get_project(db, project_id)
-        existing = items_db.items_frame(db, project_id, include_rejected=True)[["id", "external_id", "text", "text_hash"]]
-        plan = plan_import(frame, spec, project, existing, add_missing_labels=add_missing_labels)
+        existing = items_db.items_frame(db, project_id, include_rejected=True)[
+            ["id", "external_id", "text", "text_hash", "reference_label"]]
+        plan = plan_import(frame, spec, project, existing, add_missing_labels=add_missing_labels,
+                           existing_annotations=lambda: items_db.annotations_frame(db, project_id))
         if plan.labels_to_add:
             projects.add_labels(db, project_id, list(plan.labels_to_add))
         new_ids = np.asarray(
             items_db.insert_items(db, project_id, _item_records(plan.items, spec.source)), dtype=np.int64
         )
+        if plan.reference_labels:
+            items_db.set_reference_labels(db, plan.reference_labels)
         annotations = plan.annotations
         if len(annotations):
-            new_item = annotations["new_item"].to_numpy()
-            item_ids = np.where(new_item >= 0, new_ids[np.maximum(new_item, 0)] if len(new_ids) else 0,
-                                annotations["existing_item_id"].to_numpy())
             items_db.insert_annotation_columns(
-                db, item_ids.tolist(), annotations["annotator"].tolist(), annotations["label"].tolist()
+                db, _item_ids(annotations, new_ids), annotations["annotator"].tolist(), annotations["label"].tolist()
             )
+        pairs = plan.repeat_pairs
+        if len(pairs):
+            items_db.insert_repeat_pairs(db, _item_ids(pairs, new_ids), pairs["annotator"].tolist(),
+                                         pairs["first_label"].tolist(), pairs["second_label"].tolist())
     return ImportReport(
         project=project.name,
         file=filename,
@@ -945,8 +1086,20 @@ def import_frame(
         duplicate_rows=plan.duplicate_rows,
         duplicate_text_ids=plan.duplicate_text_ids,
         duplicate_text_id_examples=plan.duplicate_text_id_examples,
+        reference_labels_set=len(plan.reference_labels),
+        repeated_ratings=plan.repeated_ratings,
+        repeated_rating_rows=plan.repeated_rating_rows,
+        conflicts=plan.conflicts,
+        conflict_ids=plan.conflict_ids,
         spec=spec.to_dict(),
     )
+
+
+def _item_ids(rows: pd.DataFrame, new_ids: np.ndarray) -> list[int]:
+    """The database item id of each planned row: a new item's inserted id, else the matched existing item's."""
+    new_item = rows["new_item"].to_numpy()
+    inserted = new_ids[np.maximum(new_item, 0)] if len(new_ids) else 0
+    return np.where(new_item >= 0, inserted, rows["existing_item_id"].to_numpy()).tolist()
 
 
 def _item_records(items: pd.DataFrame, source: str) -> list[dict[str, Any]]:

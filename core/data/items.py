@@ -26,11 +26,12 @@ def item_table(
     """One row per item: every ``item`` column plus ``n_labels``, ``majority_label``, ``instance_agreement``,
     ``tie``, ``votes`` and ``agreement_source`` (``labels`` | ``imported`` | None).
 
-    ``annotations`` (``db.items.annotations_frame`` of the project) saves a second read when the caller has it.
+    ``annotations`` (``db.items.annotations_frame`` or ``annotation_labels_frame`` of the project) saves a second
+    read when the caller has it.
     """
     items = items_db.items_frame(db, project_id, source=source, split=split, include_rejected=include_rejected)
     if annotations is None:
-        annotations = items_db.annotations_frame(db, project_id)
+        annotations = items_db.annotation_labels_frame(db, project_id)
     per_item = instance_agreement(annotations[annotations["item_id"].isin(items["id"])])
     table = items.merge(per_item, left_on="id", right_index=True, how="left")
     table["n_labels"] = table["n_labels"].fillna(0).astype(int)

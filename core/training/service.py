@@ -21,8 +21,8 @@ from core.errors import SynthloopError
 from core.training import run as runs
 from core.training.config import TrainConfig
 from core.training.metrics import sweep_fit_note
-from core.vocab import ACTIVE_STATUSES, DATA_SOURCES, HELD_OUT_SPLITS
-from db import connection
+from core.vocab import ACTIVE_STATUSES, DATA_SOURCES, FINISHED_STATUSES, HELD_OUT_SPLITS
+from db import connection, versions
 from db import runs as runs_db
 from db import seeds as seeds_db
 
@@ -91,12 +91,37 @@ def progress(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _run_summaries(db: sqlite_utils.Database, **filters: Any) -> list[dict[str, Any]]:
+    """Slim run rows (``db.runs.list_run_summaries``) as ``get_run`` sees them: a run whose job ended unnoticed
+    is settled first."""
+    jobs.fail_orphaned_jobs(db)
+    return [runs.reconcile(db, run) for run in runs_db.list_run_summaries(db, **filters)]
+
+
+def active_progress(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
+    """Progress of the project's queued and running runs: what the Train page polls (one query on run status,
+    slim rows, no run's history)."""
+    rows = _run_summaries(db, project_id=project_id, statuses=ACTIVE_STATUSES)
+    return [progress(r) for r in rows if r["status"] in ACTIVE_STATUSES]
+
+
+def ended_progress(db: sqlite_utils.Database, project_id: int, *, finished: int = 3) -> list[dict[str, Any]]:
+    """Progress of the project's ``finished`` latest ended runs (they change only with :func:`runs_version`)."""
+    return [progress(r) for r in _run_summaries(db, project_id=project_id, statuses=FINISHED_STATUSES,
+                                                limit=finished)]
+
+
 def recent_progress(db: sqlite_utils.Database, project_id: int, *, finished: int = 3) -> list[dict[str, Any]]:
     """Progress of the project's active runs, then of its ``finished`` latest ended runs."""
-    rows = runs.list_runs(db, project_id=project_id)
-    active = [r for r in rows if r["status"] in ACTIVE_STATUSES]
-    ended = [r for r in rows if r["status"] not in ACTIVE_STATUSES][:finished]
-    return [progress(r) for r in active + ended]
+    return active_progress(db, project_id) + ended_progress(db, project_id, finished=finished)
+
+
+def runs_version(db: sqlite_utils.Database) -> int:
+    """A number that changes with every write to any run or its predictions (or a project's name), bumped by
+    triggers; runs whose job ended unnoticed are settled first, so that lists cached under it show every run
+    as ``get_run`` does."""
+    _run_summaries(db, statuses=ACTIVE_STATUSES)
+    return versions.run_data_version(db)
 
 
 def runs_frame(
@@ -109,7 +134,7 @@ def runs_frame(
     statuses: list[str] | None = None,
 ) -> pd.DataFrame:
     """One row per run (newest first), filtered; the columns the runs table shows."""
-    rows = runs.list_runs(db)
+    rows = _run_summaries(db)
     records = []
     for r in rows:
         if project_ids and r["project_id"] not in project_ids:
