@@ -7,7 +7,18 @@ import streamlit as st
 
 from core import jobs, projects, users
 from core.errors import SynthloopError
-from pages._common import PROJECT_ID, ROUTED, USER_ID, database, db_path, logged_in_user, pages_for, show_error
+from pages._common import (
+    PROJECT_ID,
+    ROUTED,
+    USER_ID,
+    database,
+    db_path,
+    log_in,
+    log_out,
+    logged_in_user,
+    pages_for,
+    show_error,
+)
 
 st.set_page_config(page_title="Synthloop", page_icon=":material/autorenew:", layout="wide")
 
@@ -23,7 +34,7 @@ def _login_screen() -> None:
             except SynthloopError as exc:
                 show_error(exc)
             else:
-                st.session_state[USER_ID] = user.id
+                log_in(user)
                 st.query_params.clear()
                 st.rerun()
         if users.first_run(db):
@@ -42,7 +53,7 @@ def _login_screen() -> None:
                 except SynthloopError as exc:
                     show_error(exc)
                     return
-                st.session_state[USER_ID] = user.id
+                log_in(user)
                 st.rerun()
             return
         with st.form("login"):
@@ -55,7 +66,7 @@ def _login_screen() -> None:
             except SynthloopError as exc:
                 show_error(exc)
                 return
-            st.session_state[USER_ID] = user.id
+            log_in(user)
             st.rerun()
 
 
@@ -75,7 +86,7 @@ def _sidebar(user: users.User) -> None:
         else:
             st.session_state.pop(PROJECT_ID, None)
         if st.button("Log out", icon=":material/logout:"):
-            st.session_state.clear()
+            log_out()
             st.rerun()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,8 @@ ANNOTATE_SHOWN = "annotate_shown"  # (item id, time shown) to record the seconds
 GENERATE_JOB = "generate_job_id"  # the generation job watched on pages/generate.py
 REVIEW_ITEM = "review_item_id"  # the synthetic item whose provenance is open (pages/review.py)
 REVIEW_SELECTED = "review_selected_ids"  # the table rows selected at the last run, to open a row just selected
+DATA_TAB = "data_tab"  # the open tab of pages/data.py (Import or Browse items); only that one computes
+RUNS_DETAIL_TAB = "runs_detail_tab"  # the open tab of a run's details (pages/runs.py)
 
 RESEARCH = frozenset({"admin", "researcher"})
 EVERYONE = frozenset(ROLES)
@@ -86,6 +88,15 @@ def database() -> Iterator:
             st.error(str(exc), icon=":material/error:")
             st.stop()
         yield db
+
+
+def log_in(user: users.User) -> None:
+    """Start this browser session as ``user`` (every way in — password, invite, first admin — ends here)."""
+    st.session_state[USER_ID] = user.id
+
+
+def log_out() -> None:
+    st.session_state.clear()
 
 
 def logged_in_user() -> users.User | None:
@@ -167,3 +178,38 @@ def job_progress(job: dict, *, what: str, run_every: float = 2) -> None:
                 jobs.cancel(db, current["id"])
 
     _poll()
+
+
+# ------------------------------------------------------------------------------------------ derived-table cache
+# A page caches what it derives from the database (the agreement report, the browse table, the export, the
+# training counts, the runs) in ``st.cache_data`` under a CacheKey: a rerun with unchanged data computes
+# nothing, and the first rerun after any write, by any process, computes afresh, because triggers bump the data
+# version on every write (migration 0520). Entries hold whole tables, so each cached function keeps a few.
+CACHE_ENTRIES = 8
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    """What a derived table depends on: the database file (two databases never share an entry), a data
+    version, and the project when the table is one project's (its labels and settings count too)."""
+
+    db_file: str
+    version: int
+    project: projects.Project | None = None
+
+
+def project_cache_key(db, project: projects.Project) -> CacheKey:
+    """The key of a table derived from the project's data (``core.projects.data_version``). Read it before the
+    data: an entry is then never older than the key it is stored under."""
+    return CacheKey(store.db_file(db), projects.data_version(db, project.id), project)
+
+
+def runs_cache_key(db, runs_version: int) -> CacheKey:
+    """The key of a table derived from the runs (``core.training.service.runs_version``, read before them)."""
+    return CacheKey(store.db_file(db), runs_version)
+
+
+def cache_derived(spinner: str | bool = False) -> Callable[[Callable], Callable]:
+    """``st.cache_data`` for a derived table computed by ``fn(_db, key: CacheKey, *options)``: the open
+    connection ``_db`` is not part of the key (the leading underscore), the key and the options are."""
+    return st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=spinner)
