@@ -32,13 +32,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import streamlit as st  # noqa: E402
+import streamlit.logger  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from core import projects, users  # noqa: E402
 from db import connection, transaction  # noqa: E402
 from db import items as items_db  # noqa: E402
 from db import runs as runs_db  # noqa: E402
-from pages._common import PROJECT_ID, USER_ID  # noqa: E402
+from pages._common import DATA_TAB, PROJECT_ID, USER_ID  # noqa: E402
 
 LABELS = ("neg", "neu", "pos")
 N_ANNOTATORS = 40
@@ -117,7 +118,7 @@ def _app(page: str, project_id: int, user_id: int) -> AppTest:
     at.session_state[USER_ID] = user_id
     at.session_state[PROJECT_ID] = project_id
     if page == "data":
-        at.session_state["data_view"] = "Browse items"  # the Browse tab, as a researcher who clicked it
+        at.session_state[DATA_TAB] = "Browse items"  # the Browse tab, as a researcher who clicked it
     return at
 
 
@@ -130,14 +131,20 @@ def _timed_run(at: AppTest) -> float:
     return elapsed
 
 
-def time_page(page: str, project_id: int, user_id: int, *, warm: int, uncached: int) -> dict[str, float]:
+def _clear_caches() -> None:
+    # Outside a server every cache call warns; AppTest resets the log level at each run.
+    streamlit.logger.set_log_level("error")
     st.cache_data.clear()
+
+
+def time_page(page: str, project_id: int, user_id: int, *, warm: int, uncached: int) -> dict[str, float]:
+    _clear_caches()
     at = _app(page, project_id, user_id)
     cold = _timed_run(at)
     warm_times = [_timed_run(at) for _ in range(warm)]
     uncached_times = []
     for _ in range(uncached):
-        st.cache_data.clear()
+        _clear_caches()
         uncached_times.append(_timed_run(at))
     return {"cold": cold, "warm": statistics.median(warm_times), "uncached": statistics.median(uncached_times)}
 

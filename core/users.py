@@ -1,5 +1,8 @@
 """Users and roles: bcrypt password hashes, login with a lockout after repeated failures, invite links.
 
+Identities are never reused: a deleted user stays as a tombstone row with its id, and its labels keep pointing
+at it (see :func:`delete_user`). Sessions of logged-in browsers live in :mod:`core.sessions`.
+
 Roles are closed: ``admin`` (everything, including users), ``researcher`` (projects, data, generation,
 agreement, training, analysis, export) and ``annotator`` (the Annotate page only).
 """
@@ -15,7 +18,7 @@ import bcrypt
 import sqlite_utils
 
 from core.errors import NotFoundError, PermissionDenied, SynthloopError
-from core.vocab import ROLES, Role
+from core.vocab import DELETED_USER_PREFIX, ROLES, Role
 from db import transaction
 from db import users as users_db
 
@@ -82,29 +85,45 @@ def first_run(db: sqlite_utils.Database) -> bool:
     return users_db.count_users(db) == 0
 
 
+# Checked against when a login names no user with a password, so that every login costs one bcrypt check of
+# the same work factor as a stored hash (12, bcrypt's default, which hash_password uses) and the time taken does
+# not tell which usernames exist.
+_NO_SUCH_HASH = b"$2b$12$Fw1lCpxmDJDRwIUyaRH8Verepe4DxDUuVPVYG5kD8F0daQt7/ljty"
+
+
+def _password_matches(password: str, stored_hash: str | None) -> bool:
+    """One bcrypt check, whatever the input: an over-long password (bcrypt refuses more than 72 bytes) or a
+    missing hash is checked against the dummy and fails, instead of answering faster or raising."""
+    candidate = password.encode("utf-8")
+    usable = stored_hash is not None and len(candidate) <= 72
+    matched = bcrypt.checkpw(candidate[:72], stored_hash.encode("ascii") if usable else _NO_SUCH_HASH)
+    return usable and matched
+
+
 def authenticate(db: sqlite_utils.Database, username: str, password: str, *, at: datetime | None = None) -> User:
-    """Check a login. After ``FREE_LOGIN_ATTEMPTS`` failures the account is locked for a growing period."""
+    """Check a login. After ``FREE_LOGIN_ATTEMPTS`` failures the account is locked for a growing period.
+
+    Each attempt is counted as a failure before the password is checked, in one write transaction, and the
+    count is reset when the password was right: parallel attempts are counted one after another, so no more
+    than ``FREE_LOGIN_ATTEMPTS`` passwords are ever tried before the lock."""
     at = at or datetime.now(UTC)
-    row = users_db.get_credentials(db, username.strip())
-    failure = SynthloopError("unknown user or wrong password")
-    if row is None:
-        # Spend the same time as a real check so that timing does not reveal which usernames exist.
-        bcrypt.checkpw(b"x", bcrypt.hashpw(b"y", bcrypt.gensalt(rounds=4)))
-        raise failure
-    if row["locked_until"] and datetime.fromisoformat(row["locked_until"]) > at:
-        raise SynthloopError(
-            f"too many failed logins for {row['username']!r}: try again after {row['locked_until'][:19]} UTC"
-        )
-    if not row["password_hash"]:
-        raise SynthloopError(f"user {row['username']!r} has no password yet: log in with the invite link")
-    if not bcrypt.checkpw(password.encode("utf-8"), row["password_hash"].encode("ascii")):
-        failures = row["failed_logins"] + 1
-        locked_until = None
-        if failures >= FREE_LOGIN_ATTEMPTS:
-            seconds = LOCKOUT_SECONDS * 2 ** (failures - FREE_LOGIN_ATTEMPTS)
-            locked_until = (at + timedelta(seconds=min(seconds, 86_400))).isoformat()
-        users_db.record_login_failure(db, row["id"], locked_until)
-        raise failure
+    with transaction(db):
+        row = users_db.get_credentials(db, username.strip())
+        if row is not None and row["locked_until"] and datetime.fromisoformat(row["locked_until"]) > at:
+            raise SynthloopError(
+                f"too many failed logins for {row['username']!r}: try again after {row['locked_until'][:19]} UTC"
+            )
+        if row is not None and row["password_hash"]:
+            failures = row["failed_logins"] + 1
+            locked_until = None
+            if failures >= FREE_LOGIN_ATTEMPTS:
+                seconds = LOCKOUT_SECONDS * 2 ** (failures - FREE_LOGIN_ATTEMPTS)
+                locked_until = (at + timedelta(seconds=min(seconds, 86_400))).isoformat()
+            users_db.record_login_attempt(db, row["id"], locked_until)
+    if not _password_matches(password, row["password_hash"] if row else None):
+        if row is not None and not row["password_hash"]:
+            raise SynthloopError(f"user {row['username']!r} has no password yet: log in with the invite link")
+        raise SynthloopError("unknown user or wrong password")
     users_db.record_login_success(db, row["id"])
     return User(row["id"], row["username"], row["role"])
 
@@ -154,12 +173,21 @@ def _admin_count(db: sqlite_utils.Database) -> int:
     return sum(1 for u in users_db.list_users(db) if u["role"] == "admin")
 
 
+def tombstone_name(user: User) -> str:
+    """The name a deleted user's row and labels keep: never a valid username (it has ':'), never reused."""
+    return f"{DELETED_USER_PREFIX}{user.id}:{user.username}"
+
+
 def delete_user(db: sqlite_utils.Database, username: str) -> None:
+    """Delete a user, keeping the identity: the row stays as a tombstone (so the id is never given to anyone
+    else) and everything recorded under the name — labels, repeated ratings, seeds — moves to
+    :func:`tombstone_name`. A user added later under the same name starts with no labels, and the old labels
+    stay attributed to the old person in agreement and exports. Every session of the user ends."""
     user = get_user(db, username)
     with transaction(db):
         if user.role == "admin" and _admin_count(db) == 1:
             raise SynthloopError(f"{username!r} is the only admin and cannot be deleted")
-        users_db.delete_user(db, user.id)
+        users_db.mark_deleted(db, user.id, user.username, tombstone_name(user))
 
 
 def get_user(db: sqlite_utils.Database, username: str) -> User:

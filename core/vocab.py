@@ -57,6 +57,9 @@ ROLES: tuple[Role, ...] = get_args(Role)
 # raw labels that came in with an imported file (``import:<name>``).
 LLM_ANNOTATOR_PREFIX = "llm:"
 IMPORTED_ANNOTATOR_PREFIX = "import:"
+# A deleted user's row and labels are renamed ``deleted:<id>:<name>`` (core.users.delete_user): a person, but no
+# longer one who can log in, and never the same as a user added later under the same name.
+DELETED_USER_PREFIX = "deleted:"
 
 # --- background jobs
 JobKind = Literal["generation", "llm_annotation", "training", "analysis", "study"]

@@ -489,3 +489,43 @@ def _repeat_pair(db: sqlite_utils.Database) -> None:
             f" INSERT INTO project_data_version (project_id, version) SELECT project_id, 1 FROM item"
             f" WHERE id = {row}.item_id ON CONFLICT (project_id) DO UPDATE SET version = version + 1; END"
         )
+
+
+@migration("0560_sessions_and_kept_identities")
+def _sessions_and_kept_identities(db: sqlite_utils.Database) -> None:
+    # A deleted user stays as a tombstone row (deleted_at set, renamed ``deleted:<id>:<name>``), and no row of
+    # ``user`` is ever deleted, so an id is never given to anyone else: a session, an open tab or a stored id of
+    # a deleted user can never resolve to a newer user. (INTEGER PRIMARY KEY without AUTOINCREMENT reuses the
+    # highest id once its row is gone; keeping every row makes that impossible without rebuilding the table.)
+    db.execute("ALTER TABLE user ADD COLUMN deleted_at TEXT")
+    db.execute(
+        "CREATE TRIGGER user_rows_are_kept BEFORE DELETE ON user BEGIN"
+        " SELECT RAISE(ABORT, 'user rows are never deleted: mark the user deleted (core.users.delete_user)'); END"
+    )
+    # A logged-in browser. The cookie's token is stored only as a hash (token_hash, set when the browser trades
+    # the one-time handoff token for the cookie at the app's /auth/session route).
+    run_script(
+        db,
+        """
+        CREATE TABLE session (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            user_id INTEGER NOT NULL REFERENCES user(id),
+            token_hash TEXT UNIQUE,
+            handoff_hash TEXT UNIQUE,
+            handoff_expires_at TEXT,
+            created_at TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE INDEX session_user ON session (user_id, revoked_at)
+        """,
+    )
+    # A password change, a role change or a deletion ends every session of the user, whoever writes the row
+    # (the Users page, the CLI, later code): a trigger, so no writer can forget. Same timestamp format as now().
+    db.execute(
+        "CREATE TRIGGER user_change_ends_sessions AFTER UPDATE OF password_hash, role, deleted_at ON user"
+        " WHEN OLD.password_hash IS NOT NEW.password_hash OR OLD.role IS NOT NEW.role"
+        " OR OLD.deleted_at IS NOT NEW.deleted_at BEGIN"
+        " UPDATE session SET revoked_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
+        " WHERE user_id = NEW.id AND revoked_at IS NULL; END"
+    )

@@ -7,12 +7,20 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.agreement.charts import agreement_histogram
+from core.agreement.charts import agreement_bins, agreement_histogram
 from core.agreement.project import agreement_view
-from core.agreement.report import ReportConfig
+from core.agreement.report import AgreementReport, ReportConfig
 from core.annotation.adjudication import adjudicate
 from core.errors import SynthloopError
-from pages._common import current_project, database, page_guard, show_error
+from pages._common import (
+    CacheKey,
+    cache_derived,
+    current_project,
+    database,
+    page_guard,
+    project_cache_key,
+    show_error,
+)
 
 user = page_guard(__file__)
 with database() as db:
@@ -31,18 +39,44 @@ with st.expander("Settings"):
     auto = st.toggle("Refresh every 10 seconds (watch labels come in)", value=False)
 
 
+QUEUE_ROWS = 200
+
+
+@cache_derived("Computing agreement…")
+def _agreement(_db, key: CacheKey, n_boot: int, seed: int,
+               include_adjudicated: bool) -> tuple[AgreementReport, pd.DataFrame, pd.DataFrame]:
+    """The report, the histogram's bins and the queue's first rows: only what the page shows, since a cached
+    entry is copied on every rerun."""
+    view = agreement_view(_db, key.project, config=ReportConfig(n_boot=n_boot, seed=seed),
+                          include_adjudicated=include_adjudicated)
+    return view.report, agreement_bins(view.items), view.queue.head(QUEUE_ROWS)
+
+
+def _intra_annotator(intra: dict | None) -> None:
+    """Intra-annotator consistency: how often annotators who rated an item again gave it the same label."""
+    st.subheader("Intra-annotator consistency")
+    if not intra:
+        st.info("No repeated ratings: no annotator rated an item twice (imports keep such repeats as pairs).")
+        return
+    st.caption("Over repeated ratings (an annotator rating the same item again): the share of repeat pairs with "
+               "the same label, and Krippendorff's alpha (nominal) with each pair as one item of two labels.")
+    cols = st.columns(4)
+    cols[0].metric("Repeat pairs", intra["n_pairs"])
+    cols[1].metric("Annotators with repeats", intra["n_annotators"])
+    cols[2].metric("Same label", f"{intra['same_label_share']:.1%}")
+    cols[3].metric("Intra-annotator alpha", "—" if intra["alpha"] is None else f"{intra['alpha']:.3f}",
+                   help="undefined when every repeat pair uses one and the same label")
+
+
 @st.fragment(run_every=10 if auto else None)
 def _overview() -> None:
     try:
         with database() as db:
-            view = agreement_view(
-                db, project, config=ReportConfig(n_boot=int(n_boot), seed=int(seed)),
-                include_adjudicated=include_done,
-            )
+            report, histogram_bins, queue = _agreement(db, project_cache_key(db, project), int(n_boot), int(seed),
+                                                       bool(include_done))
     except SynthloopError as exc:
         show_error(exc)
         return
-    report = view.report
     alpha = report.krippendorff_alpha
     low, high = report.alpha_ci
     cols = st.columns(4)
@@ -65,8 +99,8 @@ def _overview() -> None:
     hist, sources = st.columns([3, 2])
     with hist:
         st.subheader("Instance agreement")
-        if view.items["instance_agreement"].notna().any():
-            st.altair_chart(agreement_histogram(view.items), width="stretch")
+        if not histogram_bins.empty:
+            st.altair_chart(agreement_histogram(histogram_bins), width="stretch")
         else:
             st.info("No item has two labels yet.")
     with sources:
@@ -97,10 +131,11 @@ def _overview() -> None:
         st.caption("Specific agreement: when one annotator chose the label, the chance that another did too.")
         st.dataframe(pd.DataFrame(report.per_label), hide_index=True)
 
+    _intra_annotator(report.intra_annotator)
+
     st.subheader("Adjudication queue")
     st.caption("Lowest agreement first. The final label you set here is used by export and training before the "
                "majority label.")
-    queue = view.queue
     if queue.empty:
         st.info("Nothing to adjudicate: no unadjudicated item has two or more labels.")
         return

@@ -26,11 +26,14 @@ with database() as db:
 st.title("Diversity and similarity")
 st.caption("Remote-Clique (mean distance to all other items) and Chamfer distance (distance to the nearest other "
            "item) on sentence embeddings, at equal set sizes; and the mean top-5 cosine similarity of each real "
-           "item to each synthetic set (Li et al., 2023, Figure 1 and B.2).")
+           "item to each synthetic set (Li et al., 2023, Figure 1 and B.2). Both grow with the set size, so every "
+           "source is compared at one size, and a source with too few items is left out.")
 
 with st.form("analysis_settings"):
-    left, middle, right = st.columns(3)
+    left, smallest, middle, right = st.columns(4)
     subsample = left.number_input("Items per source (0: the smallest source)", min_value=0, value=0, step=100)
+    min_size = smallest.number_input("Leave out sources under (items)", min_value=2,
+                                     value=analysis.AnalysisConfig().min_size, step=1)
     projection = middle.radio("Map projection", PROJECTIONS, horizontal=True,
                               index=PROJECTIONS.index(analysis.AnalysisConfig().projection),
                               format_func={"tsne": "t-SNE", "pca": "PCA"}.__getitem__)
@@ -38,7 +41,8 @@ with st.form("analysis_settings"):
     submitted = st.form_submit_button("Run analysis", type="primary", icon=":material/play_arrow:")
 if submitted:
     try:
-        config = analysis.AnalysisConfig(subsample=int(subsample) or None, seed=int(seed), projection=projection)
+        config = analysis.AnalysisConfig(subsample=int(subsample) or None, seed=int(seed), projection=projection,
+                                         min_size=int(min_size))
         with database() as db:
             job_id = analysis.start_analysis(db, project.id, config)
         st.toast(f"Analysis started (job {job_id}).")
@@ -62,16 +66,20 @@ if result is None:
     st.stop()
 
 embedding = result.get("embedding", {})
-st.caption(f"Analysis job {result['job_id']} · {result['n_subsample']} items per source · "
+compared_at = (f"{result['n_subsample']} items per source" if result["n_subsample"] is not None
+               else "no source large enough to compare")
+st.caption(f"Analysis job {result['job_id']} · {compared_at} · "
            f"embeddings {embedding.get('model', '')} ({embedding.get('n_computed', 0)} computed, "
            f"{embedding.get('n_cached', 0)} cached) · {result.get('seconds', 0):.1f} s")
+if note := analysis.excluded_note(result):
+    st.warning(note, icon=":material/warning:")
 
 diversity_tab, similarity_tab, map_tab = st.tabs(["Figure 1: diversity", "Figure B.2: similarity to real",
                                                   "Map"])
 with diversity_tab:
     frame = analysis.diversity_frame(result)
     if frame.empty:
-        st.info("No source has two or more items to compare.")
+        st.info(f"No source has {result['config'].get('min_size', 2)} or more items to compare.")
     else:
         st.altair_chart(report.diversity_chart(frame))
         st.dataframe(frame, hide_index=True)

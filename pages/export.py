@@ -3,12 +3,14 @@ or Parquet, with a preview and a download button."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import streamlit as st
 
 from core import vocab
 from core.data import export as exporter
 from core.errors import SynthloopError
-from pages._common import current_project, database, page_guard, show_error
+from pages._common import CacheKey, cache_derived, current_project, database, page_guard, project_cache_key, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -21,15 +23,26 @@ view = left.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="expor
 file_format = right.selectbox("Format", vocab.EXPORT_FORMATS, key="export_format",
                               help="CSV cells starting with = + - @ are neutralised for spreadsheets;"
                                    " JSONL and Parquet keep every value exactly.")
+PREVIEW_ROWS = 50
+
+
+@cache_derived("Preparing the export…")
+def _export(_db, key: CacheKey, view: str, file_format: str) -> tuple[exporter.Export, int]:
+    """The export with its table cut to the preview, and its row count: a cached entry is copied on every
+    rerun, and the bytes are all the download needs."""
+    export = exporter.export_data(_db, key.project.id, view=view, fmt=file_format)
+    return dataclasses.replace(export, frame=export.frame.head(PREVIEW_ROWS)), export.rows
+
+
 try:
     with database() as db:
-        export = exporter.export_data(db, project.id, view=view, fmt=file_format)
+        export, rows = _export(db, project_cache_key(db, project), view, file_format)
 except SynthloopError as exc:
     show_error(exc)
     st.stop()
 
-st.caption(f"{export.rows:,} rows · {len(export.data):,} bytes · preview of the first 50")
-st.dataframe(export.frame.head(50), hide_index=True, width="stretch")
+st.caption(f"{rows:,} rows · {len(export.data):,} bytes · preview of the first {PREVIEW_ROWS}")
+st.dataframe(export.frame, hide_index=True, width="stretch")
 st.download_button(
     f"Download {export.filename}", data=export.data, file_name=export.filename, mime=export.mime,
     type="primary", icon=":material/download:", key="export_download", on_click="ignore",

@@ -53,7 +53,8 @@ with settings_tab:
         left, middle, right = st.columns(3)
         api_key_env = left.text_input("API key variable", value=values["api_key_env"],
                                       help="the NAME of the environment variable (or .streamlit/secrets.toml entry) "
-                                           "holding the key; the key itself is never stored")
+                                           "holding the key; the key itself is never stored. OPENAI_API_KEY, or a "
+                                           "name the server's administrator allowed (SYNTHLOOP_API_KEY_VARS)")
         timeout_s = middle.number_input("Timeout per request (s)", 0.5, 3600.0, float(values["timeout_s"]))
         max_retries = right.number_input("Retries (429 / 5xx / network)", 0, 20, int(values["max_retries"]))
 

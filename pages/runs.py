@@ -8,12 +8,44 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.training import charts, service
-from pages._common import current_project, database, db_path, escape_markdown, page_guard, show_error
+from pages._common import (
+    RUNS_DETAIL_TAB,
+    CacheKey,
+    cache_derived,
+    current_project,
+    database,
+    db_path,
+    escape_markdown,
+    page_guard,
+    runs_cache_key,
+    show_error,
+)
+
+
+@cache_derived()
+def _runs_tables(_db, key: CacheKey, project_names: list[str] | None = None, models: list[str] | None = None,
+                 label_sources: list[str] | None = None, statuses: list[str] | None = None):
+    """The runs table, filtered, and its Table 1 summary."""
+    runs = service.runs_frame(_db, project_names=project_names, models=models, label_sources=label_sources,
+                              statuses=statuses)
+    return runs, service.table1(runs)
+
+
+@cache_derived()
+def _run_details(_db, key: CacheKey, run_id: int) -> dict:
+    return service.run_details(_db, key.db_file, run_id)
+
+
+@cache_derived()
+def _sweep_results(_db, key: CacheKey, run_ids: list[int]) -> list[dict]:
+    return service.sweep_results(_db, key.db_file, run_ids)
+
 
 user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
-    all_runs = service.runs_frame(db)
+    runs_key = runs_cache_key(db, service.runs_version(db))
+    all_runs, _ = _runs_tables(db, runs_key)
 
 st.title("Runs")
 if all_runs.empty:
@@ -30,13 +62,12 @@ with st.expander("Filter", expanded=False, icon=":material/filter_list:"):
     chosen_status = d.multiselect("Status", sorted(all_runs["status"].unique()), key="runs_filter_status")
 
 with database() as db:
-    runs = service.runs_frame(db, project_names=chosen_projects or None, models=chosen_models or None,
-                              label_sources=chosen_labels or None, statuses=chosen_status or None)
+    runs, summary = _runs_tables(db, runs_key, chosen_projects or None, chosen_models or None,
+                                 chosen_labels or None, chosen_status or None)
 
 st.subheader("Table 1: macro-F1 and accuracy by training data")
 st.caption("Rows: projects and label sources; columns: training data source × metric, averaged over the "
            "finished runs shown (use the filter to compare one model at a time).")
-summary = service.table1(runs)
 if summary.empty:
     st.caption("No finished runs match the filter.")
 else:
@@ -62,7 +93,7 @@ labels = {row.run: f"run {row.run} · {row.project} · {row.data_source} · {row
           for row in runs.itertuples()}
 run_id = st.selectbox("Run details", run_ids, format_func=labels.get, key="runs_detail")
 with database() as db:
-    details = service.run_details(db, db_path(), run_id)
+    details = _run_details(db, runs_key, run_id)
 
 left, right = st.columns([2, 1])
 with right:
@@ -96,36 +127,43 @@ if details["status"] == "done":
     d.metric("Test items", details["n_test"])
     e.metric("Seconds", f"{details['seconds'] or 0:.0f}")
 
+    # Only the open tab computes (Streamlit runs every tab's code otherwise: four charts and the predictions).
     sweep_tab, classes_tab, curves_tab, predictions_tab, config_tab = st.tabs(
-        ["Accuracy vs agreement", "Per class", "Training curves", "Predictions", "Config"])
+        ["Accuracy vs agreement", "Per class", "Training curves", "Predictions", "Config"], key=RUNS_DETAIL_TAB,
+        on_change="rerun")
     with sweep_tab:
         done_ids = [r for r in run_ids if runs.loc[runs["run"] == r, "status"].iloc[0] == "done"]
         overlay = st.multiselect("Overlay runs", done_ids, default=[run_id], format_func=labels.get,
                                  key="runs_overlay")
         metric = st.radio("Metric", ["accuracy", "macro_f1"], horizontal=True, key="runs_sweep_metric")
-        with database() as db:
-            overlays = service.sweep_results(db, db_path(), overlay)
-        if any(o["sweep"] for o in overlays):
-            for overlaid in overlays:
-                if overlaid["sweep"] and overlaid["sweep_fit_note"]:
-                    st.warning(f"Run {overlaid['run_id']} ({overlaid['data_source']}): {overlaid['sweep_fit_note']}.",
-                               icon=":material/warning:")
-            st.altair_chart(charts.sweep_chart(overlays, metric=metric), width="stretch")
-            st.dataframe(service.sweep_table(overlays), hide_index=True)
-        else:
-            st.caption("No test item has a known instance agreement (it needs ≥ 2 labels or an imported "
-                       "agreement), so there is no sweep.")
+        if sweep_tab.open:
+            with database() as db:
+                overlays = _sweep_results(db, runs_key, overlay)
+            if any(o["sweep"] for o in overlays):
+                for overlaid in overlays:
+                    if overlaid["sweep"] and overlaid["sweep_fit_note"]:
+                        st.warning(f"Run {overlaid['run_id']} ({overlaid['data_source']}): "
+                                   f"{overlaid['sweep_fit_note']}.", icon=":material/warning:")
+                st.altair_chart(charts.sweep_chart(overlays, metric=metric), width="stretch")
+                st.dataframe(service.sweep_table(overlays), hide_index=True)
+            else:
+                st.caption("No test item has a known instance agreement (it needs ≥ 2 labels or an imported "
+                           "agreement), so there is no sweep.")
     with classes_tab:
-        st.dataframe(details["per_class_table"], column_config={
-            c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
-        st.markdown("Confusion matrix (rows: true label, columns: predicted label)")
-        st.altair_chart(charts.confusion_chart(details["confusion_table"]), width="stretch")
+        if classes_tab.open:
+            st.dataframe(details["per_class_table"], column_config={
+                c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
+            st.markdown("Confusion matrix (rows: true label, columns: predicted label)")
+            st.altair_chart(charts.confusion_chart(details["confusion_table"]), width="stretch")
     with curves_tab:
-        history = details["history"] or {}
-        st.altair_chart(charts.loss_chart(history), width="stretch")
-        st.altair_chart(charts.dev_chart(history), width="stretch")
+        if curves_tab.open:
+            history = details["history"] or {}
+            st.altair_chart(charts.loss_chart(history), width="stretch")
+            st.altair_chart(charts.dev_chart(history), width="stretch")
     with predictions_tab:
-        st.dataframe(details["predictions"], hide_index=True)
+        if predictions_tab.open:
+            st.dataframe(details["predictions"], hide_index=True)
     with config_tab:
-        st.json(details["config"])
-        st.json(details["data_report"], expanded=False)
+        if config_tab.open:
+            st.json(details["config"])
+            st.json(details["data_report"], expanded=False)

@@ -7,17 +7,25 @@ import streamlit as st
 
 from core.analysis import study
 from core.errors import SynthloopError
-from core.vocab import ACTIVE_STATUSES
+from core.training.config import LABEL_SOURCE_HELP
+from core.vocab import ACTIVE_STATUSES, LABEL_SOURCES
 from pages._common import current_project, database, job_progress, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
-    ingredients = study.check_ingredients(db, project.id)
 
 st.title("Study")
 st.caption("Li et al. (2023) on this project: a classifier per training source (real, zero-shot, few-shot, seeds, "
            "seeds + few-shot), Table 1, Figure 1, Figure 2, Figure B.1 and Figure B.2.")
+# Outside the form: which runs have training data depends on the labels they train with.
+label_source = st.selectbox("Label source", LABEL_SOURCES, index=LABEL_SOURCES.index(study.StudyConfig.label_source),
+                            format_func=lambda s: f"{s}: {LABEL_SOURCE_HELP[s]}", key="study_label_source",
+                            help="Data imported as raw per-annotator labels only has no reference label: use "
+                                 "'majority'.")
+with database() as db:
+    ingredients = study.check_ingredients(db, project.id, study.StudyConfig(out_dir=study.AUTO_OUT_DIR,
+                                                                            label_source=label_source))
 
 st.subheader("Ingredients")
 counts = ingredients.counts
@@ -44,7 +52,7 @@ if submitted:
     try:
         with database() as db:
             config = study.StudyConfig(out_dir=study.AUTO_OUT_DIR, epochs=int(epochs), model=model, seed=int(seed),
-                                       arms=tuple(arms))
+                                       arms=tuple(arms), label_source=label_source)
             job_id = study.start_study(db, project.id, config)
         st.toast(f"Study started (job {job_id}).")
     except SynthloopError as exc:
@@ -73,6 +81,8 @@ captions = shown["captions"]
 if "table1" in shown["tables"]:
     st.markdown(f"**{captions['table1']}**")
     st.dataframe(shown["tables"]["table1"], hide_index=True)
+for note in shown["notes"]:
+    st.warning(note, icon=":material/warning:")
 for stem, path in shown["figures"].items():
     st.image(str(path), caption=captions[stem])
 with st.expander("All tables"):

@@ -11,12 +11,34 @@ from core.training import service
 from core.training.config import LABEL_SOURCE_HELP, PAPER_MODELS, TrainConfig
 from core.training.run import start_training
 from core.vocab import ACTIVE_STATUSES, HELD_OUT_SPLITS, LABEL_SOURCES
-from pages._common import current_project, database, db_path, page_guard, show_error
+from pages._common import (
+    CacheKey,
+    cache_derived,
+    current_project,
+    database,
+    db_path,
+    page_guard,
+    project_cache_key,
+    runs_cache_key,
+    show_error,
+)
+
+
+@cache_derived("Counting the items…")
+def _training_options(_db, key: CacheKey) -> dict:
+    return service.training_options(_db, key.project.id)
+
+
+@cache_derived()
+def _ended_runs(_db, key: CacheKey, project_id: int) -> list[dict]:
+    """The project's latest ended runs, read once per change to the runs (not at every poll)."""
+    return service.ended_progress(_db, project_id)
+
 
 user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
-    options = service.training_options(db, project.id)
+    options = _training_options(db, project_cache_key(db, project))
 
 defaults = TrainConfig()
 counts = options["counts"]
@@ -97,8 +119,10 @@ def _eta(seconds: float | None) -> str:
 
 @st.fragment(run_every=2)
 def _progress() -> None:
+    # A poll reads the active runs' status and progress and one counter; ended runs only when that changed.
     with database() as db:
-        rows = service.recent_progress(db, project.id)
+        ended = _ended_runs(db, runs_cache_key(db, service.runs_version(db)), project.id)
+        rows = service.active_progress(db, project.id) + ended
     if not rows:
         st.caption("No runs yet.")
         return

@@ -69,8 +69,8 @@ def fill_project(fresh_db, project):
 
 
 def test_sources_sizes_and_common_size(fresh_db, analysed_project) -> None:
-    result = analysis.analyse_project(fresh_db, analysed_project.id, analysis.AnalysisConfig(projection="pca"),
-                                      embedder=FakeEmbedder())
+    result = analysis.analyse_project(fresh_db, analysed_project.id, analysis.AnalysisConfig(
+        projection="pca", min_size=3), embedder=FakeEmbedder())
     assert result["sources"] == ["real", "synthetic", "zero-shot", "few-shot"]
     assert [result[s]["n"] for s in result["sources"]] == [6, 7, 4, 3]
     assert result["n_subsample"] == 3  # the smallest main source
@@ -86,7 +86,7 @@ def test_sources_sizes_and_common_size(fresh_db, analysed_project) -> None:
 def test_metrics_equal_the_diversity_functions_on_the_same_vectors(fresh_db, analysed_project) -> None:
     embedder = FakeEmbedder()
     result = analysis.analyse_project(fresh_db, analysed_project.id, analysis.AnalysisConfig(
-        subsample=3, n_subsamples=2, projection="pca"), embedder=embedder)
+        subsample=3, n_subsamples=2, projection="pca", min_size=3), embedder=embedder)
     few_shot = embedder.encode([f"few-shot text {i}" for i in range(3)])
     from core.analysis import diversity
 
@@ -147,7 +147,8 @@ def test_config_validation() -> None:
 
 def test_cli_analyse_json_keys(db_path, fresh_db, analysed_project, monkeypatch, capsys) -> None:
     monkeypatch.setattr(analysis, "load_embedder", lambda model, batch_size: FakeEmbedder())
-    code = cli.main(["analyse", "demo", "--json", "--db", str(db_path), "--projection", "pca", "--seed", "4"])
+    code = cli.main(["analyse", "demo", "--json", "--db", str(db_path), "--projection", "pca", "--seed", "4",
+                     "--min-size", "3"])
     assert code == 0
     output = json.loads(capsys.readouterr().out)
     for source in ("real", "synthetic", "zero-shot", "few-shot"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
+from streamlit.testing.v1 import AppTest
 
 from core import jobs
 from core.generation import review, seeds, service
@@ -17,6 +18,7 @@ from core.generation.config import GenerationConfig
 from core.projects import get_project
 from db import items as items_db
 from db import jobs as jobs_db
+from pages._common import PROJECT_ID, USER_ID
 from tests.fake_llm import FakeLLMServer, varied_text
 from tests.generation_helpers import make_project, queue_job
 from tests.page_helpers import researcher_app as _app
@@ -203,8 +205,7 @@ def test_generate_page_watches_the_job_it_just_started(db_path, fresh_db, monkey
     assert not at.exception and len(launched) == 1
     started = launched[0][1]
     assert at.selectbox(key="generate_job_pick").value == started
-    assert at.markdown[-1].value.startswith("**Status:** queued") or any(
-        m.value.startswith("**Status:** queued") for m in at.markdown)
+    assert "**Status:** queued · zero-shot · openai · fake-model" in [shown(m.value) for m in at.markdown]
 
 
 def test_generate_jobs_table_and_eta_are_redrawn_by_the_polling_fragment(db_path, fresh_db, monkeypatch,
@@ -292,10 +293,6 @@ def test_generate_page_defaults_are_the_cli_defaults(db_path, fresh_db, monkeypa
 
 def _app_again(at, db_path, project_id):
     """The same page opened afresh in a new session of the same user."""
-    from streamlit.testing.v1 import AppTest
-
-    from pages._common import PROJECT_ID, USER_ID
-
     again = AppTest.from_file(str(ROOT / "pages" / "generate.py"), default_timeout=60)
     again.session_state[USER_ID] = at.session_state[USER_ID]
     again.session_state[PROJECT_ID] = project_id

@@ -55,7 +55,7 @@ def test_analysis_page_before_any_analysis_starts_one(db_path, fresh_db, analyse
 def test_analysis_page_shows_figures_and_the_map(db_path, fresh_db, analysed_project, monkeypatch) -> None:
     monkeypatch.setattr(analysis, "load_embedder", lambda model, batch_size: FakeEmbedder())
     done = analysis.run_analysis_foreground(str(db_path), analysed_project.id, analysis.AnalysisConfig(
-        projection="pca"))
+        projection="pca", min_size=3))
     at = _app("analysis.py", db_path, fresh_db, analysed_project.id, monkeypatch)
     at.run()
     assert not at.exception

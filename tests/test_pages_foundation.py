@@ -12,7 +12,7 @@ from core import projects, users
 from core.data.importer import ImportSpec, import_file
 from db import connection
 from db import items as items_db
-from pages._common import PROJECT_ID, USER_ID
+from pages._common import DATA_TAB, PROJECT_ID, USER_ID
 from tests.page_helpers import shown
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -238,7 +238,9 @@ def test_data_page_draws_a_stratified_split_and_shows_counts_per_split_and_label
         rows = "".join(f"{n},text {n},{'ham' if n < 6 else 'spam'}\n" for n in range(10))
         import_file(db, project.id, ("id,text,label\n" + rows).encode(), ImportSpec(id_col="id", label_col="label"),
                     filename="d.csv")
-    at = page("data", researcher.id, project.id).run()
+    at = page("data", researcher.id, project.id)
+    at.session_state[DATA_TAB] = "Split"
+    at.run()
     assert not at.exception
 
     def counts_table():
@@ -267,11 +269,14 @@ def test_data_page_draws_a_stratified_split_and_shows_counts_per_split_and_label
     assert shown(at.error[0].value) == (
         "the project already has 5 real dev/test items: set “Redraw the whole split” to draw the whole split again")
     at.checkbox(key="split_redraw").check()
+    at.number_input(key="split_test").set_value(0.25)
     at.number_input(key="split_seed").set_value(4)
     at.button(key="split_draw").click().run()
     assert not at.error
-    assert at.success[0].value == "split real items: train 4, dev 2, test 4"
-    assert counts_table().loc["all"].tolist() == [4, 2, 4, 0]
+    assert at.success[0].value == "split real items: train 4, dev 3, test 3"
+    table = counts_table()
+    assert table.loc["ham"].tolist() == [2, 2, 2, 0] and table.loc["spam"].tolist() == [2, 1, 1, 0]
+    assert table.loc["all"].tolist() == [4, 3, 3, 0]
     with connection.open_db(db_path) as db:
         items = items_db.items_frame(db, project.id)
     assert set(items.loc[items["split"] == "test", "external_id"]) != first_test
@@ -306,7 +311,7 @@ def test_data_page_maps_label_codes_proposes_long_form_and_reports_conflicts(app
     assert "1 repeated rating" in shown(at.success[0].value)
     with connection.open_db(db_path) as db:
         annotations = items_db.annotations_frame(db, project.id)
-    assert sorted(annotations["label"]) == ["neg", "pos", "pos", "pos"]  # ann2 on 2: the last rating (0 → neg)
+    assert sorted(annotations["label"]) == ["neg", "neg", "pos", "pos"]  # ann2 on 2: the last rating (0 → neg)
 
     data.write_text("id,text,annotator,label\n1,good film,ann1,0\n")
     at.text_input(key="data_path").input(str(data)).run()

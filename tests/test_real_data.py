@@ -48,9 +48,9 @@ def test_convabuse_full_release_imports_with_its_repeated_ratings(fresh_db, shar
     last = long.drop_duplicates(["item", "annotator_id"], keep="last")
     stored = items_db.annotations_frame(fresh_db, project.id).merge(
         items_db.items_frame(fresh_db, project.id)[["id", "external_id"]], left_on="item_id", right_on="id")
-    stored_labels = dict(zip(zip(stored["external_id"], stored["annotator"].str.removeprefix("import:")),
-                             stored["label"], strict=True))
-    assert stored_labels == dict(zip(zip(last["item"], last["annotator_id"]), last["label"], strict=True))
+    stored_labels = stored.assign(annotator=stored["annotator"].str.removeprefix("import:")).set_index(
+        ["external_id", "annotator"])["label"].to_dict()
+    assert stored_labels == last.set_index(["item", "annotator_id"])["label"].to_dict()
 
     # Intra-annotator consistency: consecutive ratings of the same item by the same annotator, in file order.
     previous = long.groupby(["item", "annotator_id"])["label"].shift()

@@ -147,16 +147,17 @@ def test_report_folder_from_a_hand_made_study(tmp_path: Path) -> None:
         assert (folder / f"{stem}.svg").read_text().startswith("<svg")
         assert (folder / f"{stem}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table1 = (folder / "table1.csv").read_text().splitlines()
-    assert table1[0] == "training data,n_train,n_test,accuracy,macro_f1,sweep_r2,sweep_spearman_rho," \
-                        "mean_test_agreement,run_id,note"
-    assert table1[1] == "real,8,4,0.75,0.7,1.0,1.0,0.8,1,"
-    assert table1[2] == "seeds,,,,,,,0.8,,no seeds"
-    assert (folder / "sweep.csv").read_text().splitlines()[1] == "real,\"real: R² = 1.00, ρ = 1.00\",0.6,4,0.5,0.4"
+    assert table1[0] == "training data,label_source,n_train,n_test,accuracy,macro_f1,sweep_r2,sweep_spearman_rho," \
+                        "sweep_fit,mean_test_agreement,run_id,note"
+    assert table1[1] == "real,,8,4,0.75,0.7,1.0,1.0,not meaningful,0.8,1,"  # 2 γ levels: R² and ρ say nothing
+    assert table1[2] == "seeds,,,,,,,,,0.8,,no seeds"
+    assert (folder / "sweep.csv").read_text().splitlines()[1] == \
+        "real,\"real: R² = 1.00, ρ = 1.00 (not meaningful)\",0.6,4,0.5,0.4"
     index = (folder / "index.html").read_text()
     assert "<script>" not in index and html.escape("<script>alert(1)</script>") in index
     assert "no seeds: &lt;b&gt;fix&lt;/b&gt;" in index
     assert "<img src='figure1_diversity.svg'" in index
-    assert "<tr><td>real</td><td>8</td><td>4</td><td>0.750</td>" in index  # counts stay whole numbers
+    assert "<tr><td>real</td><td>—</td><td>8</td><td>4</td><td>0.750</td>" in index  # counts stay whole numbers
     with zipfile.ZipFile(files["zip"]) as archive:
         names = set(archive.namelist())
     assert {"report/index.html", "report/table1.csv", "report/figure2_accuracy_vs_gamma.png"} <= names
@@ -201,7 +202,7 @@ def test_study_on_a_tiny_project(db_path, fresh_db, binary, tmp_path, monkeypatc
 
     out = tmp_path / "study"
     result = study.run_study_foreground(str(db_path), binary.id, study.StudyConfig(
-        out_dir=str(out), epochs=1, batch_size=8, max_length=32))
+        out_dir=str(out), epochs=1, batch_size=8, max_length=32, analysis_min_size=4))
     assert list(result["runs"]) == list(study.ARM_NAMES)
     assert result["failed"] == {} and result["skipped"] == {}
     for run in result["runs"].values():

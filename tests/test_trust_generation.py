@@ -154,6 +154,20 @@ def test_a_half_garbage_llm_annotation_ends_done_with_a_warning_and_counts(fresh
     assert list(unlabelled["raw_output"]) == [MARKDOWN_REPLY] * 3
 
 
+def test_the_annotation_warning_counts_replies_and_calls() -> None:
+    warning = llm_annotator.annotation_warning
+    common = {"examples": ["Maybe?", "Dunno"], "labels": ("pos", "neg"), "last_error": "x answered 503"}
+    assert warning(labelled=4, unparsed=0, errors=0, **common) == ""
+    assert warning(labelled=3, unparsed=2, errors=1, **common) == (
+        "2 of 5 replies named no label and were not stored (e.g. 'Maybe?', 'Dunno'); 1 of 6 calls failed "
+        "(last: x answered 503)")
+    assert warning(labelled=3, unparsed=0, errors=2, **common) == "2 of 5 calls failed (last: x answered 503)"
+    assert warning(labelled=0, unparsed=1, errors=2, **common) == (
+        "the LLM named no label in any of its 1 replies (e.g. 'Maybe?', 'Dunno'), so nothing was labelled: it must "
+        "answer with one of pos, neg; pick a model that follows the instruction")
+    assert llm_annotator.shorten("  a\nlong   reply " + "x" * 100, limit=12) == "a long reply…"
+
+
 def test_the_generate_page_shows_the_annotators_warning_and_failure_as_plain_text(db_path, fresh_db,
                                                                                   monkeypatch) -> None:
     project = make_project(fresh_db)

@@ -168,6 +168,6 @@ def test_the_data_page_reads_only_inside_the_data_folder(data_page, db_path, tmp
     assert not at.error
     at.button(key="data_import").click().run()
     assert not at.exception and not at.error
-    assert at.success[0].value.startswith("imported 2 items and 0 annotations from 2 rows of 'sms.csv'")
+    assert shown(at.success[0].value).startswith("imported 2 items and 0 annotations from 2 rows of 'sms.csv'")
     with connection.open_db(db_path) as db:
         assert sorted(items_db.items_frame(db, project.id)["text"]) == ["See you at 5", "Win a prize now"]

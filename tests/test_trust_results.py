@@ -214,3 +214,273 @@ def test_cli_analyse_json_has_n_and_excluded(db_path, fresh_db, project, monkeyp
     assert output["excluded"] == {"zero-shot": {"n": 3, "reason": "fewer than the minimum of 11 items"},
                                   "job 5": {"n": 3, "reason": "fewer than the minimum of 11 items"}}
     assert set(output["top5_similarity_to_real"]) == {"synthetic", "few-shot"}
+
+
+def test_diversity_page_names_the_left_out_source_and_its_n(db_path, fresh_db, project, monkeypatch) -> None:
+    from core.analysis import service as analysis
+    from tests.page_helpers import researcher_app
+    from tests.test_analysis import FakeEmbedder
+
+    monkeypatch.setattr(analysis, "load_embedder", lambda model, batch_size: FakeEmbedder())
+    _real_and_synthetic(fresh_db, project.id, n_real=40, jobs={5: ("zero-shot", 3)})
+    done = analysis.run_analysis_foreground(str(db_path), project.id, analysis.AnalysisConfig(projection="pca"))
+    at = researcher_app("analysis.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert [w.value for w in at.warning] == ["Left out of the comparison (fewer than the minimum of 10 items):"
+                                             " synthetic (n=3), zero-shot (n=3), job 5 (n=3)."]
+    assert any(c.value.startswith(f"Analysis job {done['job_id']} · 40 items per source") for c in at.caption)
+    table = at.dataframe[0].value
+    assert table[["source", "n", "n_subsample"]].drop_duplicates().values.tolist() == [["real", 40, 40]]
+    assert at.number_input[1].value == 10  # the setting, shown in the form
+
+
+# --- item 8: the study trains what its table says ----------------------------------------------------------
+
+def _raw_labels_only(db, project_id: int) -> None:
+    """Real items imported as raw per-annotator labels only (no reference label), two of them seeds, and two
+    few-shot items that carry only their intended label (nobody annotated them)."""
+    from db import seeds as seeds_db
+    from db.connection import transaction
+    from tests.test_study import NEGATIVE, POSITIVE
+    from tests.training_helpers import add_items
+
+    train = add_items(db, project_id, [{"text": t, "votes": ["pos"] * 3} for t in POSITIVE[:3]]
+                      + [{"text": t, "votes": ["neg"] * 3} for t in NEGATIVE[:3]])
+    add_items(db, project_id, [{"text": t, "split": "test", "votes": ["pos", "pos", "neg"]} for t in POSITIVE[4:6]]
+              + [{"text": t, "split": "test", "votes": ["neg"] * 3} for t in NEGATIVE[4:6]])
+    add_items(db, project_id, [{"text": "so lovely", "source": "synthetic", "label": "pos",
+                                "generation": {"generation_mode": "few-shot", "generation_job_id": 2}},
+                               {"text": "so awful", "source": "synthetic", "label": "neg",
+                                "generation": {"generation_mode": "few-shot", "generation_job_id": 2}}])
+    with transaction(db):
+        seeds_db.insert_seeds(db, project_id, [train[0], train[3]])
+
+
+def _empty(sources: str, label_source: str, n: int) -> str:
+    return (f"no training items left for sources {sources!r} with label source {label_source!r} and min agreement 0"
+            f" ({n} candidates, {n} without a label): choose other sources, another label source or a lower"
+            " threshold")
+
+
+NO_ZERO_SHOT = ("no zero-shot synthetic data: the run 'zero-shot' will be skipped — generate some with"
+                " `python -m core generate demo --mode zero-shot --per-label N`")
+
+
+@pytest.fixture
+def binary(fresh_db):
+    from core import projects
+
+    return projects.create_project(fresh_db, "demo", projects.parse_labels("pos,neg"))
+
+
+def test_reference_labels_of_raw_label_data_give_empty_runs_and_an_identical_one(fresh_db, binary) -> None:
+    from core.analysis import study
+
+    _raw_labels_only(fresh_db, binary.id)
+    found = study.check_ingredients(fresh_db, binary.id, study.StudyConfig(out_dir="x", label_source="reference"))
+    assert found.runnable == ("few-shot",)
+    assert found.skipped == {"real": _empty("real", "reference", 6), "zero-shot": "no zero-shot synthetic data",
+                             "seeds": _empty("seeds", "reference", 2)}
+    # The seeds have no reference label, so "seeds + few-shot" would train on the few-shot items alone.
+    assert found.identical == {"seeds + few-shot": "few-shot"}
+    assert [p.message for p in found.problems] == [
+        NO_ZERO_SHOT,
+        f"the run 'real' will be skipped: {_empty('real', 'reference', 6)}",
+        f"the run 'seeds' will be skipped: {_empty('seeds', 'reference', 2)}",
+        "the run 'seeds + few-shot' would train on exactly the training items of 'few-shot' (2 items): it is not"
+        " trained again, and the report marks it as identical to 'few-shot'"]
+    assert found.to_dict()["identical"] == {"seeds + few-shot": "few-shot"}
+
+
+def test_majority_labels_train_the_real_run_of_raw_label_data(fresh_db, binary) -> None:
+    from core.analysis import study
+
+    _raw_labels_only(fresh_db, binary.id)
+    found = study.check_ingredients(fresh_db, binary.id, study.StudyConfig(out_dir="x", label_source="majority"))
+    assert found.runnable == ("real", "seeds")
+    assert found.skipped == {"zero-shot": "no zero-shot synthetic data", "few-shot": _empty("few-shot", "majority", 2)}
+    assert found.identical == {"seeds + few-shot": "seeds"}
+    assert found.n_train == {"real": 6, "seeds": 2, "seeds + few-shot": 2}
+
+
+def test_no_seeds_makes_seeds_plus_few_shot_identical_to_few_shot(fresh_db, binary) -> None:
+    from core.analysis import study
+    from tests.test_study import NEGATIVE, POSITIVE, add
+
+    add(fresh_db, binary.id, POSITIVE[:3], "pos", split="train")
+    add(fresh_db, binary.id, NEGATIVE[:3], "neg", split="train")
+    add(fresh_db, binary.id, POSITIVE[4:6] + NEGATIVE[4:6], "pos", split="test")
+    add(fresh_db, binary.id, ["loved it", "fun"], "pos", split="train", source="synthetic", mode="few-shot")
+    add(fresh_db, binary.id, ["hated it", "dull"], "neg", split="train", source="synthetic", mode="few-shot")
+    found = study.check_ingredients(fresh_db, binary.id, study.StudyConfig(out_dir="x", arms=(
+        "few-shot", "seeds", "seeds + few-shot")))
+    assert found.runnable == ("few-shot",)
+    assert found.skipped == {"seeds": "no seeds"}
+    assert found.identical == {"seeds + few-shot": "few-shot"}
+    assert [p.message for p in found.problems][0] == (
+        "no seeds: the run 'seeds' will be skipped — pick seed examples on the Seeds page or run `python -m core"
+        " seeds sample demo --per-label N`")
+
+
+# --- the report says all of it ----------------------------------------------------------------------------
+
+def _fake_training(trained: list[tuple[str, ...]]):
+    """A stand-in for ``run_training``: selects the run's items like a real run and scores a fixed result."""
+    from core.training.data import select_items
+    from db import connection
+
+    def run_training(db_path, project_id, config, *, job_id=None):
+        trained.append(config.sources)
+        with connection.open_db(db_path) as db:
+            selection = select_items(db, project_id, config)
+        sweep = [{"gamma": 2 / 3, "n_items": 4, "accuracy": 0.5, "macro_f1": 0.4},
+                 {"gamma": 1.0, "n_items": 2, "accuracy": 1.0, "macro_f1": 1.0}]
+        return {"run_id": len(trained), "accuracy": 0.75, "macro_f1": 0.7, "n_train": len(selection.train),
+                "n_test": len(selection.test), "sweep": sweep, "sweep_r2": 1.0, "sweep_spearman_rho": 1.0,
+                "history": {}, "config": config.to_dict()}
+
+    return run_training
+
+
+def test_study_skips_empty_runs_and_marks_identical_ones_in_result_and_report(db_path, fresh_db, binary, tmp_path,
+                                                                               monkeypatch) -> None:
+    import pandas as pd
+
+    from core.analysis import report, study
+    from tests.test_analysis import FakeEmbedder
+
+    _raw_labels_only(fresh_db, binary.id)
+    trained: list[tuple[str, ...]] = []
+    monkeypatch.setattr("core.training.run.run_training", _fake_training(trained))
+    monkeypatch.setattr("core.analysis.service.load_embedder", lambda model, batch_size: FakeEmbedder())
+    out = tmp_path / "study"
+    result = study.run_study(str(db_path), binary.id, study.StudyConfig(out_dir=str(out), label_source="majority",
+                                                                        analysis_projection="pca"))
+    assert trained == [("real",), ("seeds",)]  # "seeds + few-shot" is not trained a second time
+    assert list(result["runs"]) == ["real", "seeds"]
+    assert result["identical"] == {"seeds + few-shot": "seeds"}
+    assert result["skipped"] == {"zero-shot": "no zero-shot synthetic data",
+                                 "few-shot": _empty("few-shot", "majority", 2)}
+    assert "  seeds + few-shot  not run: identical to 'seeds' (the same training items)" in result["message"]
+    table1 = pd.read_csv(out / "table1.csv", keep_default_na=False)
+    assert table1[["training data", "label_source", "n_train", "accuracy", "note"]].astype(str).values.tolist() == [
+        ["real", "majority", "6", "0.75", ""],
+        ["zero-shot", "", "", "", "no zero-shot synthetic data"],
+        ["few-shot", "", "", "", _empty("few-shot", "majority", 2)],
+        ["seeds", "majority", "2", "0.75", ""],
+        ["seeds + few-shot", "", "", "", "identical to 'seeds' (the same 2 training items): not trained again"]]
+    notes = report.study_notes(result)
+    assert "The run 'seeds + few-shot' is identical to 'seeds' (the same 2 training items): it was not trained" \
+           " again, and its row in Table 1 has no numbers of its own." in notes
+    index = (out / "index.html").read_text()
+    assert "identical to &#x27;seeds&#x27; (the same 2 training items)" in index
+
+
+def _study_with(runs: dict, analysis_result: dict | None = None) -> dict:
+    return {"project": "demo", "config": {"arms": list(runs), "label_source": "reference"}, "runs": runs,
+            "skipped": {}, "failed": {}, "identical": {}, "ingredients": {"problems": []},
+            "subjectivity": {"mean_test_instance_agreement": 0.8, "test_items_with_agreement": 4},
+            "analysis": analysis_result or {}, "seconds": 1.0}
+
+
+def _run(label_source: str, sweep: list[dict]) -> dict:
+    return {"run_id": 1, "accuracy": 0.75, "macro_f1": 0.7, "n_train": 8, "n_test": 4, "sweep": sweep,
+            "sweep_r2": 0.5, "sweep_spearman_rho": 0.4, "config": {"label_source": label_source}, "history": {}}
+
+
+SMALL_SWEEP = [{"gamma": 0.6, "n_items": 4, "accuracy": 0.5, "macro_f1": 0.4},
+               {"gamma": 1.0, "n_items": 2, "accuracy": 1.0, "macro_f1": 1.0}]
+LARGE_SWEEP = [{"gamma": g, "n_items": 50 - k, "accuracy": 0.5 + k / 10, "macro_f1": 0.5}
+               for k, g in enumerate((0.2, 0.4, 0.6, 0.8, 1.0))]
+
+
+def test_report_flags_small_sweeps_and_rows_of_different_label_sources(tmp_path) -> None:
+    from core.analysis import report
+
+    study = _study_with({"real": _run("reference", SMALL_SWEEP), "few-shot": _run("majority", LARGE_SWEEP)})
+    frames = report.study_frames(study)
+    assert frames["table1"][["training data", "label_source", "sweep_r2", "sweep_fit"]].values.tolist() == [
+        ["real", "reference", 0.5, "not meaningful"], ["few-shot", "majority", 0.5, ""]]
+    assert frames["sweep"].drop_duplicates("arm")["panel"].tolist() == [
+        "real: R² = 0.50, ρ = 0.40 (not meaningful)", "few-shot: R² = 0.50, ρ = 0.40"]
+    assert report.study_notes(study) == [
+        "These rows are not comparable: they were trained with different label sources (real: reference; few-shot:"
+        " majority).",
+        "real: R² and ρ are not meaningful: only 2 thresholds (at least 5 are needed) and only 2 items at γ = 1.00"
+        " (at least 30 are needed at every γ)."]
+    report.write_report(tmp_path / "r", study)
+    index = (tmp_path / "r" / "index.html").read_text()
+    assert "real: R² and ρ are not meaningful: only 2 thresholds" in index
+    assert "These rows are not comparable" in index
+    same = _study_with({"real": _run("reference", LARGE_SWEEP), "few-shot": _run("reference", LARGE_SWEEP)})
+    assert report.study_notes(same) == []
+
+
+def test_figure1_caption_states_the_common_size_that_every_row_has(db_path, fresh_db, project, tmp_path) -> None:
+    import re
+
+    import pandas as pd
+
+    from core.analysis import report
+    from core.analysis import service as analysis
+    from tests.test_analysis import FakeEmbedder
+
+    _real_and_synthetic(fresh_db, project.id, n_real=40, jobs={5: ("zero-shot", 3), 6: ("few-shot", 12)})
+    result = analysis.analyse_project(fresh_db, project.id, analysis.AnalysisConfig(projection="pca"),
+                                      embedder=FakeEmbedder())
+    study = _study_with({"real": _run("reference", LARGE_SWEEP)}, result)
+    report.write_report(tmp_path / "r", study)
+    captions = report.read_tables(tmp_path / "r")["captions"]
+    claimed = int(re.search(r"subsamples of (\d+) items from every source", captions["figure1_diversity"])[1])
+    table = pd.read_csv(tmp_path / "r" / "diversity.csv")
+    assert claimed == 12
+    assert set(table["n_subsample"]) == {claimed} and (table["n"] >= claimed).all()
+    assert sorted(set(table["source"])) == ["few-shot", "job 6", "real", "synthetic"]
+    assert captions["figure1_diversity"].endswith(
+        "Left out of the comparison (fewer than the minimum of 10 items): zero-shot (n=3), job 5 (n=3).")
+    similarity = pd.read_csv(tmp_path / "r" / "similarity.csv")
+    assert set(similarity["n_subsample"]) == {12}
+    assert "subsamples of 12 items from each synthetic source" in captions["figureB2_similarity"]
+    index = (tmp_path / "r" / "index.html").read_text()
+    assert "zero-shot (n=3), job 5 (n=3)" in index
+
+
+def test_study_page_takes_a_label_source_and_says_which_runs_it_trains(db_path, fresh_db, binary, monkeypatch,
+                                                                        launched) -> None:
+    from db import jobs as jobs_db
+    from tests.page_helpers import researcher_app
+
+    _raw_labels_only(fresh_db, binary.id)
+    at = researcher_app("study.py", db_path, fresh_db, binary.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert at.selectbox(key="study_label_source").value == "reference"
+    assert [s.value for s in at.success] == ["Runs to train: few-shot."]
+    assert ("the run 'seeds + few-shot' would train on exactly the training items of 'few-shot' (2 items): it is not"
+            " trained again, and the report marks it as identical to 'few-shot'") in [w.value for w in at.warning]
+    at.selectbox(key="study_label_source").set_value("majority").run()
+    assert [s.value for s in at.success] == ["Runs to train: real, seeds."]
+    assert at.multiselect[0].value == ["real", "seeds"]
+    at.button[0].click().run()
+    assert not at.exception
+    job = jobs_db.list_jobs(fresh_db, project_id=binary.id, kind="study")[0]
+    assert (job["config"]["label_source"], job["config"]["arms"]) == ("majority", ["real", "seeds"])
+
+
+def test_study_page_shows_the_report_notes(db_path, fresh_db, binary, tmp_path, monkeypatch) -> None:
+    from core import jobs
+    from core.analysis import report
+    from db import jobs as jobs_db
+    from tests.page_helpers import researcher_app
+
+    study = _study_with({"real": _run("reference", SMALL_SWEEP), "few-shot": _run("majority", LARGE_SWEEP)})
+    files = report.write_report(tmp_path / "r", study)
+    job_id = jobs.create(fresh_db, kind="study", project_id=binary.id, config={})
+    jobs_db.finish_job(fresh_db, job_id, status="done", result={"report": {"index": str(files["index"]),
+                                                                           "zip": str(files["zip"])}})
+    at = researcher_app("study.py", db_path, fresh_db, binary.id, monkeypatch)
+    at.run()
+    assert not at.exception
+    assert [w.value for w in at.warning][-2:] == report.study_notes(study)
+    assert at.dataframe[0].value["label_source"].tolist() == ["reference", "majority"]

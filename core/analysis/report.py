@@ -20,8 +20,10 @@ import altair as alt
 import numpy as np
 import pandas as pd
 
-from core.analysis.service import diversity_frame, similarity_frame
+from core.analysis.service import diversity_frame, excluded_note, similarity_frame
 from core.data.tables import write_csv
+from core.training.metrics import MIN_SWEEP_ITEMS, MIN_SWEEP_THRESHOLDS, sweep_fit_note
+from core.training.service import label_source_note
 
 FIGURES: dict[str, str] = {
     "table1": "Table 1: accuracy and macro-F1 of each training source on the real test split",
@@ -34,7 +36,7 @@ FIGURES: dict[str, str] = {
     "figure_map": "Map: real and synthetic items projected to 2-D (a capped sample), coloured by source",
 }
 MISSING_FIGURE: dict[str, str] = {
-    "figure1_diversity": "no source has two or more items",
+    "figure1_diversity": "no source has enough items to compare",
     "figure2_accuracy_vs_gamma": "no test item has a known instance agreement (it needs two or more labels, or an"
                                  " imported agreement value), so there is no γ to sweep — collect labels on the"
                                  " Annotate page or import an agreement column",
@@ -62,8 +64,10 @@ def source_scale(sources: pd.Series) -> alt.Scale:
 
 
 def diversity_chart(frame: pd.DataFrame) -> alt.FacetChart:
-    """Figure 1 from :func:`core.analysis.diversity_frame`: a bar per source and metric with ±std error bars."""
-    base = alt.Chart(frame).encode(x=alt.X("source:N", title=None, sort=None))
+    """Figure 1 from :func:`core.analysis.diversity_frame`: a bar per source and metric with ±std error bars;
+    each bar names its source's n, the title the common size every source was drawn at."""
+    base = alt.Chart(frame).transform_calculate(shown="datum.source + ' (n=' + datum.n + ')'").encode(
+        x=alt.X("shown:N", title=None, sort=None))
     bars = base.mark_bar().encode(
         y=alt.Y("value:Q", title="distance"), color=alt.Color("source:N", legend=None,
                                                              scale=source_scale(frame["source"])),
@@ -72,12 +76,18 @@ def diversity_chart(frame: pd.DataFrame) -> alt.FacetChart:
     errors = base.mark_errorbar(ticks=True, color="black").encode(y=alt.Y("low:Q", title="distance"), y2="high:Q")
     return (alt.layer(bars, errors).properties(width=WIDTH, height=220)
             .facet(column=alt.Column("metric:N", title=None, sort=["Remote-Clique", "Chamfer distance"]))
-            .resolve_scale(y="independent"))
+            .resolve_scale(y="independent").properties(title=_drawn_at(frame)))
+
+
+def _drawn_at(frame: pd.DataFrame) -> str:
+    sizes = sorted({int(n) for n in frame["n_subsample"]})
+    return f"every source at {sizes[0]} items" if len(sizes) == 1 else ""
 
 
 def similarity_chart(frame: pd.DataFrame) -> alt.LayerChart:
-    """Figure B.2 from :func:`core.analysis.similarity_frame`."""
-    base = alt.Chart(frame).encode(x=alt.X("source:N", title=None, sort=None))
+    """Figure B.2 from :func:`core.analysis.similarity_frame` (each bar names its source's n)."""
+    base = alt.Chart(frame).transform_calculate(shown="datum.source + ' (n=' + datum.n_synthetic + ')'").encode(
+        x=alt.X("shown:N", title=None, sort=None))
     bars = base.mark_bar().encode(
         y=alt.Y("similarity:Q", title="mean top-5 cosine similarity"),
         color=alt.Color("source:N", legend=None, scale=source_scale(frame["source"])),
@@ -85,7 +95,7 @@ def similarity_chart(frame: pd.DataFrame) -> alt.LayerChart:
                  "n_synthetic", "n_subsample"])
     errors = base.mark_errorbar(ticks=True, color="black").encode(
         y=alt.Y("low:Q", title="mean top-5 cosine similarity"), y2="high:Q")
-    return alt.layer(bars, errors).properties(width=WIDTH, height=220)
+    return alt.layer(bars, errors).properties(width=WIDTH, height=220, title=_drawn_at(frame))
 
 
 def sweep_chart(frame: pd.DataFrame) -> alt.FacetChart:
@@ -147,25 +157,46 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return "—" if number is None else f"{number:.{digits}f}"
 
 
+def _label_source(study: dict[str, Any], run: dict[str, Any]) -> str | None:
+    return (run.get("config") or {}).get("label_source") or study.get("config", {}).get("label_source")
+
+
+def _sweep_note(run: dict[str, Any]) -> str | None:
+    """Why the run's R² and ρ are not meaningful (None when they are, or when there is no sweep)."""
+    return sweep_fit_note(run["sweep"]) if run.get("sweep") else None
+
+
+def _identical_to(study: dict[str, Any], other: str) -> str:
+    n_train = (study.get("runs", {}).get(other) or {}).get("n_train")
+    items = "training items" if n_train is None else f"{n_train} training items"
+    return f"identical to {other!r} (the same {items})"
+
+
 def table1_frame(study: dict[str, Any]) -> pd.DataFrame:
-    """One row per planned run: training data, sizes, accuracy, macro-F1, sweep fit, and why a run is missing."""
+    """One row per planned run: training data, its label source, sizes, accuracy, macro-F1, sweep fit (with
+    ``sweep_fit`` "not meaningful" for a small sweep), and why a run is missing — skipped, failed, or identical
+    to another run (whose numbers are not repeated)."""
     subjectivity = study.get("subjectivity", {}).get("mean_test_instance_agreement")
     rows = []
     for name in study.get("config", {}).get("arms", []):
         run = study.get("runs", {}).get(name)
         if run is None:
-            why = study.get("skipped", {}).get(name) or study.get("failed", {}).get(name) or "not run"
-            rows.append({"training data": name, "n_train": None, "n_test": None, "accuracy": None,
-                         "macro_f1": None, "sweep_r2": None, "sweep_spearman_rho": None,
-                         "mean_test_agreement": subjectivity, "run_id": None, "note": why})
+            other = (study.get("identical") or {}).get(name)
+            why = (f"{_identical_to(study, other)}: not trained again" if other else
+                   study.get("skipped", {}).get(name) or study.get("failed", {}).get(name) or "not run")
+            rows.append({"training data": name, "label_source": None, "n_train": None, "n_test": None,
+                         "accuracy": None, "macro_f1": None, "sweep_r2": None, "sweep_spearman_rho": None,
+                         "sweep_fit": None, "mean_test_agreement": subjectivity, "run_id": None, "note": why})
             continue
-        rows.append({"training data": name, "n_train": run.get("n_train"), "n_test": run.get("n_test"),
-                     "accuracy": _finite(run.get("accuracy")), "macro_f1": _finite(run.get("macro_f1")),
-                     "sweep_r2": _finite(run.get("sweep_r2")),
+        rows.append({"training data": name, "label_source": _label_source(study, run), "n_train": run.get("n_train"),
+                     "n_test": run.get("n_test"), "accuracy": _finite(run.get("accuracy")),
+                     "macro_f1": _finite(run.get("macro_f1")), "sweep_r2": _finite(run.get("sweep_r2")),
                      "sweep_spearman_rho": _finite(run.get("sweep_spearman_rho")),
+                     "sweep_fit": "not meaningful" if _sweep_note(run) else "",
                      "mean_test_agreement": subjectivity, "run_id": run.get("run_id"), "note": ""})
-    frame = pd.DataFrame(rows, columns=["training data", "n_train", "n_test", "accuracy", "macro_f1", "sweep_r2",
-                                        "sweep_spearman_rho", "mean_test_agreement", "run_id", "note"])
+    frame = pd.DataFrame(rows, columns=["training data", "label_source", "n_train", "n_test", "accuracy", "macro_f1",
+                                        "sweep_r2", "sweep_spearman_rho", "sweep_fit", "mean_test_agreement",
+                                        "run_id", "note"])
     # Counts and ids stay whole numbers even where a skipped run leaves a gap.
     return frame.astype({"n_train": "Int64", "n_test": "Int64", "run_id": "Int64"})
 
@@ -175,6 +206,8 @@ def sweep_frame(study: dict[str, Any]) -> pd.DataFrame:
     rows = []
     for name, run in study.get("runs", {}).items():
         panel = f"{name}: R² = {_fmt(run.get('sweep_r2'), 2)}, ρ = {_fmt(run.get('sweep_spearman_rho'), 2)}"
+        if _sweep_note(run):
+            panel += " (not meaningful)"
         for point in run.get("sweep") or []:
             rows.append({"arm": name, "panel": panel, "gamma": _finite(point.get("gamma")),
                          "n_items": point.get("n_items"), "accuracy": _finite(point.get("accuracy")),
@@ -216,6 +249,43 @@ def per_class_frame(study: dict[str, Any]) -> pd.DataFrame:
                 rows.append({"arm": name, "label": label, **{k: scores.get(k) for k in
                                                                ("precision", "recall", "f1", "support")}})
     return pd.DataFrame(rows, columns=["arm", "label", "precision", "recall", "f1", "support"])
+
+
+def study_notes(study: dict[str, Any]) -> list[str]:
+    """What a reader of Table 1 and Figure 2 must know: rows trained with different label sources, runs not
+    trained because they equal another, and sweeps too small for their R² and ρ to mean anything."""
+    runs = study.get("runs", {})
+    notes = []
+    if note := label_source_note([(name, _label_source(study, run)) for name, run in runs.items()]):
+        notes.append(note)
+    for name, other in (study.get("identical") or {}).items():
+        notes.append(f"The run {name!r} is {_identical_to(study, other)}: it was not trained again, and its row"
+                     " in Table 1 has no numbers of its own.")
+    notes.extend(f"{name}: {note}." for name, run in runs.items() if (note := _sweep_note(run)))
+    return notes
+
+
+def figure_captions(study: dict[str, Any]) -> dict[str, str]:
+    """The captions of the report's table and figures, with the common size the diversity and similarity
+    figures were computed at, the sources left out of them, and a pointer to flagged sweeps."""
+    captions = dict(FIGURES)
+    analysis = study.get("analysis") or {}
+    size = analysis.get("n_subsample")
+    if size is not None:
+        captions["figure1_diversity"] = (
+            "Figure 1: diversity per source (Remote-Clique and Chamfer distance, mean ± std over seeded subsamples"
+            f" of {size} items from every source; higher is more diverse; n: the source's size)")
+        captions["figureB2_similarity"] = (
+            "Figure B.2: mean top-5 cosine similarity of real items to each synthetic source (mean ± std over"
+            f" seeded subsamples of {size} items from each synthetic source; n: the source's size)")
+    if note := excluded_note(analysis):
+        for stem in ("figure1_diversity", "figureB2_similarity"):
+            captions[stem] += f". {note}"
+    if any(_sweep_note(run) for run in study.get("runs", {}).values()):
+        captions["figure2_accuracy_vs_gamma"] += (
+            f". Panels marked “not meaningful” have fewer than {MIN_SWEEP_THRESHOLDS} thresholds or fewer than"
+            f" {MIN_SWEEP_ITEMS} items at some γ: their R² and ρ are shown but say nothing")
+    return captions
 
 
 def study_frames(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
@@ -303,11 +373,16 @@ def _index_html(study: dict[str, Any], frames: dict[str, pd.DataFrame], written:
         parts.extend(f"<li class='note'>{e(p['message'])}</li>" for p in problems)
         parts.extend(f"<li class='note'>run {e(repr(k))} failed: {e(v)}</li>" for k, v in failed.items())
         parts.append("</ul>")
-    parts.append(f"<h2>{e(FIGURES['table1'])}</h2>{_html_table(frames['table1'])}"
+    captions = figure_captions(study)
+    parts.append(f"<h2>{e(captions['table1'])}</h2>{_html_table(frames['table1'])}"
                  "<p><a href='table1.csv'>table1.csv</a> · <a href='per_class.csv'>per_class.csv</a></p>")
+    if notes := study_notes(study):
+        parts.append("<h2>Notes</h2><ul>")
+        parts.extend(f"<li class='note'>{e(note)}</li>" for note in notes)
+        parts.append("</ul>")
     for stem in ("figure1_diversity", "figure2_accuracy_vs_gamma", "figureB1_training_curves",
                  "figureB2_similarity", "figure_map"):
-        caption = FIGURES[stem]
+        caption = captions[stem]
         if f"{stem}_svg" in written:
             parts.append(f"<figure><img src='{stem}.svg' alt='{e(caption, quote=True)}'><figcaption>{e(caption)} "
                          f"(<a href='{stem}.png'>PNG</a>)</figcaption></figure>")
@@ -315,9 +390,12 @@ def _index_html(study: dict[str, Any], frames: dict[str, pd.DataFrame], written:
             parts.append(f"<p class='note'>{e(caption)}: {e(MISSING_FIGURE.get(stem, 'no data'))}.</p>")
     analysis = study.get("analysis") or {}
     if analysis:
-        parts.append(f"<h2>Diversity and similarity</h2><p>At {e(str(analysis.get('n_subsample')))} items per "
-                     "source, mean ± std over seeded subsamples; embeddings: "
-                     f"{e(str((analysis.get('embedding') or {}).get('model', '')))}.</p>")
+        size = analysis.get("n_subsample")
+        compared = (f"At {size} items per source, mean ± std over seeded subsamples" if size is not None
+                    else "No source had enough items to compare")
+        left_out = f" {excluded_note(analysis)}" if excluded_note(analysis) else ""
+        parts.append(f"<h2>Diversity and similarity</h2><p>{e(compared)}; embeddings: "
+                     f"{e(str((analysis.get('embedding') or {}).get('model', '')))}.{e(left_out)}</p>")
         parts.append(_html_table(frames["diversity"]))
         parts.append(_html_table(frames["similarity"]))
     links = " · ".join(f"<a href='{name}.csv'>{name}.csv</a>" for name in TABLES)
@@ -367,9 +445,12 @@ def zip_folder(folder: Path) -> Path:
 
 
 def read_tables(folder: Path) -> dict[str, Any]:
-    """What the study page shows from a report folder: its CSV tables and figure PNG paths."""
+    """What the study page shows from a report folder: its CSV tables, figure PNG paths, the figures' captions
+    and the notes (both from the folder's ``study.json``)."""
     folder = Path(folder)
     tables = {name: pd.read_csv(folder / f"{name}.csv") for name in TABLES if (folder / f"{name}.csv").is_file()}
     figures = {stem: folder / f"{stem}.png" for stem in FIGURES if (folder / f"{stem}.png").is_file()}
-    return {"tables": tables, "figures": figures, "captions": dict(FIGURES), "zip": folder / "report.zip",
-            "folder": folder}
+    saved = folder / "study.json"
+    study = json.loads(saved.read_text(encoding="utf-8")) if saved.is_file() else {}
+    return {"tables": tables, "figures": figures, "captions": figure_captions(study), "notes": study_notes(study),
+            "zip": folder / "report.zip", "folder": folder}

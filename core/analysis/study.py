@@ -4,7 +4,10 @@ split, sweep γ, measure diversity and similarity, and write a report folder.
 The runs ("arms") are the paper's: real, zero-shot and few-shot synthetic data, the few real seeds alone, and
 the seeds plus few-shot synthetic data. Before any training, :func:`check_ingredients` dry-runs the selection of
 every arm's items, so a missing ingredient (no seeds, no synthetic data of a mode, no test split) is reported
-at once — as what is missing, which runs it skips, and how to fix it — not discovered an hour in.
+at once — as what is missing, which runs it skips, and how to fix it — not discovered an hour in. The dry run
+also decides what each row of Table 1 means: an arm with an empty training set (e.g. reference labels on data
+imported as raw per-annotator labels only) is skipped, and an arm whose training items are exactly another
+arm's (e.g. "seeds + few-shot" when the seeds have no label) is not trained again but marked identical to it.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ class StudyConfig(Config):
     batch_size: int | None = setting(None, "training batch size (default: the training default)")
     max_length: int | None = setting(None, "tokens per text (default: the training default)")
     analysis_subsample: int | None = setting(None, "common set size of the diversity comparison")
+    analysis_min_size: int = setting(analysis.AnalysisConfig.min_size,
+                                     "sources with fewer items are left out of the diversity comparison")
     analysis_projection: Projection = setting("pca", "how the 2-D map of the report is drawn")
 
     def __post_init__(self) -> None:
@@ -78,7 +83,11 @@ class StudyConfig(Config):
                                  f" {', '.join(ARM_NAMES)}")
         # Validate the training settings now, not after the first run has trained for an hour.
         self.train_config(ARMS[0])
-        analysis.AnalysisConfig(subsample=self.analysis_subsample, projection=self.analysis_projection)  # type: ignore[arg-type]
+        self.analysis_config()
+
+    def analysis_config(self) -> analysis.AnalysisConfig:
+        return analysis.AnalysisConfig(subsample=self.analysis_subsample, min_size=self.analysis_min_size,
+                                       projection=self.analysis_projection)
 
     def train_config(self, arm: Arm) -> Any:
         from core.training.config import TrainConfig
@@ -101,11 +110,17 @@ class Problem:
 
 @dataclass(frozen=True)
 class Ingredients:
+    """What the study can run: ``runnable`` arms, ``skipped`` ones (name → why), ``identical`` ones (name → the
+    earlier arm with exactly the same training items), and ``n_train``, the training-set size of every arm whose
+    items were selected."""
+
     project: str
     counts: dict[str, int]
     runnable: tuple[str, ...]
     skipped: dict[str, str]
     problems: tuple[Problem, ...] = field(default_factory=tuple)
+    identical: dict[str, str] = field(default_factory=dict)
+    n_train: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -114,7 +129,7 @@ class Ingredients:
 
     def to_dict(self) -> dict[str, Any]:
         return {"project": self.project, "counts": self.counts, "runnable": list(self.runnable),
-                "skipped": self.skipped, "ok": self.ok,
+                "skipped": self.skipped, "identical": self.identical, "n_train": self.n_train, "ok": self.ok,
                 "problems": [{**asdict(p), "skipped": list(p.skipped)} for p in self.problems]}
 
 
@@ -137,7 +152,8 @@ def check_ingredients(db: sqlite_utils.Database, project_id: int,
     """What the study can run and what it must skip, with the fix for each missing ingredient.
 
     The counts give the exact messages; a dry run of each remaining arm's item selection (the same code the
-    training uses) catches the rest, e.g. training items that all carry one label.
+    training uses) catches the rest — an empty training set, training items that all carry one label — and
+    gives each arm's training items, so that an arm equal to an earlier one is marked identical, not trained.
     """
     from core.training.data import select_items
 
@@ -164,39 +180,71 @@ def check_ingredients(db: sqlite_utils.Database, project_id: int,
         ("seeds", "seeds", "no seeds",
          f"pick seed examples on the Seeds page or run `python -m core seeds sample {name} --per-label N`"),
     ]
+    lacking = [(source, what, fix) for count_key, source, what, fix in missing if not counts[count_key]]
     skipped: dict[str, str] = {}
-    for count_key, source, what, fix in missing:
-        if counts[count_key]:
-            continue
-        arms = tuple(arm.name for arm in wanted if source in arm.sources)
-        if not arms:
-            continue
-        runs = " and ".join(repr(a) for a in arms)
-        message = f"{what}: the run{'s' if len(arms) > 1 else ''} {runs} will be skipped — {fix}"
-        problems.append(Problem(source, message, arms))
-        for arm in arms:
-            skipped.setdefault(arm, what)
-    if counts["test"]:
-        for arm in wanted:
-            if arm.name in skipped:
-                continue
+    failed_dry_runs: list[Problem] = []
+    train_items: dict[str, frozenset[tuple[int, str]]] = {}
+    for arm in wanted:
+        missing_here = [what for source, what, _ in lacking if source in arm.sources]
+        if len(missing_here) == len(arm.sources):
+            skipped[arm.name] = missing_here[0]
+        elif counts["test"]:
             try:
-                select_items(db, project.id, config.train_config(arm))
+                selection = select_items(db, project.id, config.train_config(arm))
             except SynthloopError as exc:
                 skipped[arm.name] = str(exc)
-                problems.append(Problem(arm.name, f"the run {arm.name!r} will be skipped: {exc}", (arm.name,)))
+                failed_dry_runs.append(Problem(arm.name, f"the run {arm.name!r} will be skipped: {exc}",
+                                               (arm.name,)))
+            else:
+                train_items[arm.name] = frozenset(zip(selection.train.item_ids, selection.train.labels,
+                                                      strict=True))
+    identical = _identical_arms(train_items)
+    for source, what, fix in lacking:
+        arms = [arm.name for arm in wanted if source in arm.sources]
+        if not arms:
+            continue
+        gone = [a for a in arms if a in skipped]
+        partial = [a for a in arms if a not in skipped and a not in identical]
+        consequences = []
+        if gone:
+            consequences.append(f"the run{'s' if len(gone) > 1 else ''} {' and '.join(map(repr, gone))} will be"
+                                " skipped")
+        if partial:
+            consequences.append(f"the run{'s' if len(partial) > 1 else ''} {' and '.join(map(repr, partial))}"
+                                " will train without it")
+        problems.append(Problem(source, f"{what}: {'; '.join(consequences)} — {fix}" if consequences
+                                else f"{what} — {fix}", tuple(gone)))
+    problems.extend(failed_dry_runs)
+    for name, other in identical.items():
+        problems.append(Problem(
+            name, f"the run {name!r} would train on exactly the training items of {other!r}"
+                  f" ({len(train_items[name])} items): it is not trained again, and the report marks it as"
+                  f" identical to {other!r}", (name,)))
     if counts["test"] and not counts["test_with_agreement"]:
         problems.append(Problem(
             "agreement",
             "no test item has an instance agreement: every run is still trained and scored, but Figure 2 (accuracy"
             " against γ) will be empty — collect two or more labels per test item on the Annotate page, or import"
             " an agreement column (`--agreement-col`)"))
-    runnable = tuple(arm.name for arm in wanted if arm.name not in skipped) if counts["test"] else ()
+    runnable = tuple(name for name in train_items if name not in identical)
     if counts["test"] and not runnable:
         problems.append(Problem("training data", "nothing to train: every run of the study would be skipped — add"
                                 " the missing ingredients listed above", (), blocking=True))
     return Ingredients(project=project.name, counts=counts, runnable=runnable, skipped=skipped,
-                       problems=tuple(problems))
+                       problems=tuple(problems), identical=identical,
+                       n_train={name: len(items) for name, items in train_items.items()})
+
+
+def _identical_arms(train_items: dict[str, frozenset[tuple[int, str]]]) -> dict[str, str]:
+    """Each arm whose training items (id and label) equal an earlier arm's, mapped to that earlier arm."""
+    first: dict[frozenset[tuple[int, str]], str] = {}
+    identical: dict[str, str] = {}
+    for name, items in train_items.items():
+        if items in first:
+            identical[name] = first[items]
+        else:
+            first[items] = name
+    return identical
 
 
 def _task_subjectivity(db: sqlite_utils.Database, project_id: int) -> dict[str, Any]:
@@ -208,8 +256,8 @@ def _task_subjectivity(db: sqlite_utils.Database, project_id: int) -> dict[str, 
 
 
 RUN_KEYS = ("run_id", "accuracy", "macro_f1", "n_train", "n_test", "per_class", "confusion_matrix", "labels",
-            "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_slope", "sweep_intercept", "history", "seconds",
-            "device", "config", "zip_path")
+            "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_slope", "sweep_intercept", "sweep_fit_meaningful",
+            "sweep_fit_note", "history", "seconds", "device", "config", "zip_path")
 
 
 def run_study(
@@ -244,7 +292,8 @@ def run_study(
 
     result: dict[str, Any] = {"project_id": project.id, "project": project.name, "config": config.to_dict(),
                               "ingredients": ingredients.to_dict(), "subjectivity": subjectivity, "runs": {},
-                              "failed": {}, "skipped": dict(ingredients.skipped)}
+                              "failed": {}, "skipped": dict(ingredients.skipped),
+                              "identical": dict(ingredients.identical)}
     arms = {arm.name: arm for arm in ARMS}
     for name in ingredients.runnable:
         if step(f"training on {name} ({done + 1}/{len(ingredients.runnable)})"):
@@ -271,10 +320,8 @@ def run_study(
         return bool(progress and progress(done, steps, f"diversity and similarity: {message}"))
 
     with connection.open_db(db_path) as db:
-        result["analysis"] = analysis.analyse_project(
-            db, project.id, analysis.AnalysisConfig(subsample=config.analysis_subsample,
-                                                    projection=config.analysis_projection),  # type: ignore[arg-type]
-            progress=analysis_progress)
+        result["analysis"] = analysis.analyse_project(db, project.id, config.analysis_config(),
+                                                      progress=analysis_progress)
     if result["analysis"].get("cancelled"):
         return {**result, "cancelled": True, "message": "study cancelled"}
     done += 1
@@ -299,6 +346,8 @@ def _summary(result: dict[str, Any]) -> str:
                      f"  (n_train {run.get('n_train')}, run {run.get('run_id')})")
     for name, why in {**result["skipped"], **result["failed"]}.items():
         lines.append(f"  {name:<17} not run: {why}")
+    for name, other in result["identical"].items():
+        lines.append(f"  {name:<17} not run: identical to {other!r} (the same training items)")
     lines.append(f"zip: {result['report']['zip']}")
     return "\n".join(lines)
 

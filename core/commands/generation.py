@@ -43,7 +43,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     gen.add_argument("--backend", choices=BACKENDS)
     gen.add_argument("--model")
     gen.add_argument("--base-url")
-    gen.add_argument("--api-key-env", help="name of the environment variable holding the API key")
+    gen.add_argument("--api-key-env", help="name of the environment variable holding the API key: OPENAI_API_KEY "
+                                           "(default) or one listed in SYNTHLOOP_API_KEY_VARS")
     gen.add_argument("--concurrency", type=int)
     gen.add_argument("--temperature", type=float)
     gen.add_argument("--rpm", type=float, help="requests per minute limit")

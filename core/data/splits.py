@@ -61,3 +61,16 @@ def split_real_items(
         items_db.set_splits(db, assignment.to_dict())
     counts = assignment.value_counts()
     return SplitReport({split: int(counts.get(split, 0)) for split in SPLITS if split != "pool"})
+
+
+NO_LABEL = "(no label)"
+
+
+def split_label_counts(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    """The project's real items per reference label (rows, sorted; ``(no label)`` for unlabelled items, then a
+    total row ``all``) and split (columns in ``SPLITS`` order): what a stratified split keeps in proportion."""
+    items = items_db.items_frame(db, project_id, source="real")
+    labels = items["reference_label"].astype(object).where(items["reference_label"].notna(), NO_LABEL)
+    table = pd.crosstab(labels, items["split"]).reindex(columns=list(SPLITS), fill_value=0)
+    table.loc["all"] = table.sum()
+    return table.rename_axis(index="label", columns="split").astype(int)

@@ -300,7 +300,7 @@ def run_llm_annotation(db_path: str, job_id: int) -> dict[str, Any]:
         jobs_db.update_progress(db, job_id, result=result)
         if fatal is not None:
             raise fatal
-        if not counts["labelled"] and not cancelled:
+        if todo and not counts["labelled"] and not cancelled:
             raise SynthloopError(warning)  # the job ends failed, with the reason as its error
         return result
     finally:

@@ -190,11 +190,18 @@ def table1(frame: pd.DataFrame) -> pd.DataFrame:
 def table1_note(table: pd.DataFrame) -> str | None:
     """Says that the rows of :func:`table1` are not comparable when they were trained with different label
     sources, naming each row's; None when they share one."""
-    if table.empty or table["label source"].nunique() < 2:
+    if table.empty:
         return None
-    rows = "; ".join(f"{project}: {source}" for project, source in zip(table["project"], table["label source"],
-                                                                        strict=True))
-    return f"These rows are not comparable: they were trained with different label sources ({rows})."
+    return label_source_note(list(zip(table["project"], table["label source"], strict=True)))
+
+
+def label_source_note(rows: list[tuple[str, str]]) -> str | None:
+    """For the rows of a Table 1 (``(row name, label source)``): a note that they are not comparable when
+    their label sources differ, naming each row's; None when they share one."""
+    if len({source for _, source in rows}) < 2:
+        return None
+    named = "; ".join(f"{row}: {source}" for row, source in rows)
+    return f"These rows are not comparable: they were trained with different label sources ({named})."
 
 
 def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
