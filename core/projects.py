@@ -8,12 +8,22 @@ from typing import Any
 
 import sqlite_utils
 
-from core.errors import NotFoundError, SynthloopError
+from core.errors import NotFoundError, PermissionDenied, SynthloopError
+from core.users import User
 from db import projects as projects_db
 from db import transaction, versions
+from db import users as users_db
 
 MAX_LABELS = 50
-RESERVED_SHORTCUT_KEYS = {"c", "r"}  # taken by Streamlit itself (clear cache, rerun)
+STREAMLIT_SHORTCUT_KEYS = frozenset({"c", "r"})  # taken by Streamlit itself (clear cache, rerun)
+# The Annotate page's own shortcuts. No label may take one of their keys, so a label key never clashes with
+# them: Back and Forward are the arrow keys, which no label key (one letter or digit) can be; Unsure and Skip
+# are letters reserved here (a project saved before they were keeps its label keys, and the page then leaves
+# that action without a shortcut).
+ANNOTATE_SHORTCUTS = {"back": "left", "forward": "right", "unsure": "u", "skip": "s"}
+RESERVED_SHORTCUT_KEYS = STREAMLIT_SHORTCUT_KEYS | frozenset(ANNOTATE_SHORTCUTS.values())
+# Annotators see only the projects they are members of; the other roles see every project.
+MEMBERSHIP_ROLE = "annotator"
 
 
 @dataclass(frozen=True)
@@ -76,10 +86,15 @@ def parse_labels(labels: str | list[str], descriptions: str | dict[str, str] | N
 def _validate_keys(labels: list[LabelSpec]) -> None:
     keys = [label.key for label in labels if label.key]
     for key in keys:
-        if len(key) != 1 or key.lower() in RESERVED_SHORTCUT_KEYS:
+        # One ASCII letter or digit: what a browser shortcut can be, and what the page ignores while the comment
+        # box has the focus. Letters count without case (Streamlit binds "A" and "a" alike).
+        if len(key) != 1 or not (key.isascii() and key.isalnum()) or key.lower() in RESERVED_SHORTCUT_KEYS:
+            reserved = ", ".join(sorted(k for k in RESERVED_SHORTCUT_KEYS if len(k) == 1))
             raise SynthloopError(
-                f"keyboard key {key!r} is not usable: use one character other than {sorted(RESERVED_SHORTCUT_KEYS)}"
+                f"keyboard key {key!r} is not usable: use one letter or digit other than {reserved}"
+                " (the app and the Annotate page use those)"
             )
+    keys = [key.lower() for key in keys]
     duplicated = sorted({k for k in keys if keys.count(k) > 1})
     if duplicated:
         raise SynthloopError(f"keyboard key {duplicated[0]!r} is used by two labels: give each label its own key")
@@ -231,3 +246,65 @@ def data_version(db: sqlite_utils.Database, project_id: int) -> int:
     seeds, review status, labels, settings) by any writer, bumped by triggers: derived tables cached under it
     are exactly as fresh as the database. One indexed read."""
     return versions.project_data_version(db, project_id)
+
+
+# ------------------------------------------------------------------------------------------- members
+# Annotators see only the projects they are members of: the project picker lists only those and the Annotate
+# page refuses any other (both through the functions below). Researchers and admins see every project. A
+# researcher or admin adds annotators on the Projects page or with `python -m core project member add`; a crowd
+# worker becomes a member of their study's project when they arrive by its link.
+
+
+def add_member(db: sqlite_utils.Database, project_id: int, user_id: int) -> bool:
+    """Make the user a member of the project; True when they were not one yet (adding twice is harmless)."""
+    with transaction(db):
+        get_project(db, project_id)
+        if users_db.get_user(db, user_id) is None:
+            raise NotFoundError(f"no user with id {user_id}")
+        return projects_db.add_member(db, project_id, user_id)
+
+
+def remove_member(db: sqlite_utils.Database, project_id: int, user_id: int) -> bool:
+    """Take the user off the project; True when they were a member. Their labels stay."""
+    with transaction(db):
+        return projects_db.remove_member(db, project_id, user_id)
+
+
+def members(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
+    """The project's members (``id``, ``username``, ``role``, ``added_at``), by username."""
+    return projects_db.members(db, project_id)
+
+
+def set_annotators(db: sqlite_utils.Database, project_id: int, usernames: list[str]) -> tuple[int, int]:
+    """Make exactly ``usernames`` the project's annotator members (the Projects page's list); returns how many
+    were added and removed. Every name must be a live annotator."""
+    with transaction(db):
+        wanted = {}
+        for username in usernames:
+            row = users_db.get_user_by_name(db, username)
+            if row is None or row["role"] != MEMBERSHIP_ROLE:
+                raise SynthloopError(f"{username!r} is not an annotator: only annotators are assigned to projects"
+                                     " (researchers and admins see every project)")
+            wanted[row["id"]] = username
+        current = {row["id"] for row in projects_db.members(db, project_id) if row["role"] == MEMBERSHIP_ROLE}
+        for user_id in set(wanted) - current:
+            projects_db.add_member(db, project_id, user_id)
+        for user_id in current - set(wanted):
+            projects_db.remove_member(db, project_id, user_id)
+    return len(set(wanted) - current), len(current - set(wanted))
+
+
+def visible_projects(db: sqlite_utils.Database, user: User) -> list[dict[str, Any]]:
+    """The projects ``user`` may pick: every project, or for an annotator those they are a member of."""
+    rows = list_projects(db)
+    if user.role != MEMBERSHIP_ROLE:
+        return rows
+    mine = projects_db.member_projects(db, user.id)
+    return [row for row in rows if row["id"] in mine]
+
+
+def require_access(db: sqlite_utils.Database, project: Project, user: User) -> None:
+    """Refuse an annotator a project they are not a member of (whatever the address or the session holds)."""
+    if user.role == MEMBERSHIP_ROLE and not projects_db.is_member(db, project.id, user.id):
+        raise PermissionDenied(f"you are not assigned to the project {project.name!r}: ask a researcher to add"
+                               " you to it")

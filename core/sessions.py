@@ -98,7 +98,7 @@ def cookie_for(db: sqlite_utils.Database, key: bytes, handoff: str, *, at: datet
 def from_cookie(db: sqlite_utils.Database, key: bytes, cookie: str | None, *,
                 at: datetime | None = None) -> Resumed | None:
     """The live session a cookie names; None for no cookie, a forged or damaged one, or an ended session."""
-    if not cookie or len(cookie) > _MAX_COOKIE:
+    if not isinstance(cookie, str) or not cookie or len(cookie) > _MAX_COOKIE:
         return None
     token, _, signature = cookie.rpartition(".")
     expected = _sign(key, token)

@@ -61,6 +61,24 @@ IMPORTED_ANNOTATOR_PREFIX = "import:"
 # longer one who can log in, and never the same as a user added later under the same name.
 DELETED_USER_PREFIX = "deleted:"
 
+# --- crowd studies (core/annotation/crowd.py, quality.py)
+# A crowd worker's username is ``<platform>:<platform worker id>`` (e.g. ``prolific:5f3…``): it has ':', so no
+# account added by hand can take it.
+CrowdPlatform = Literal["prolific", "mturk", "generic"]
+CROWD_PLATFORMS: tuple[CrowdPlatform, ...] = get_args(CrowdPlatform)
+
+# ``excluded`` is not stored on the worker: it is the project's exclusion of the annotator (any annotator).
+WorkerStatus = Literal["working", "completed", "screened_out", "excluded"]
+WORKER_STATUSES: tuple[WorkerStatus, ...] = get_args(WorkerStatus)
+
+# A quality check: a gold item (a project item with a known label) or an attention check (an instruction as text).
+CheckKind = Literal["gold", "attention"]
+CHECK_KINDS: tuple[CheckKind, ...] = get_args(CheckKind)
+
+# When a check was answered: before real items (qualification) or mixed among them.
+CheckPhase = Literal["qualification", "main"]
+CHECK_PHASES: tuple[CheckPhase, ...] = get_args(CheckPhase)
+
 # --- background jobs
 JobKind = Literal["generation", "llm_annotation", "training", "analysis", "study"]
 JOB_KINDS: tuple[JobKind, ...] = get_args(JobKind)

@@ -200,25 +200,25 @@ def progress_counts(
     """``(done, remaining)``: my labels on pool items, and pool items that still need labels and that I have
     not labelled (reservations ignored).
 
-    Two index walks instead of an anti-join over the pool: the pool items that need labels (a covering index
-    range), minus those among my labels (walking my annotations, each item looked up by id).
+    Two reads of a few counter rows (``pool_fill``, ``annotator_fill``: migration 0581), whatever the number of
+    items and annotations. An item still needs labels while it has fewer than ``target``; with dynamic overlap
+    (``max_target`` and ``threshold``) also while it has fewer than ``max_target`` and its agreement, the same
+    ``top / count`` as ``item.annotation_agreement``, is under ``threshold``.
     """
-    need = "i.annotation_count < :target"
+    need = "annotation_count < :target"
     params: dict[str, Any] = {"project_id": project_id, "annotator": annotator, "target": target}
     if max_target is not None and threshold is not None and max_target > target:
-        need = (f"({need} OR (i.annotation_count < :max_target AND i.annotation_count >= :target"
-                " AND i.annotation_agreement < :threshold))")
+        need = (f"({need} OR (annotation_count < :max_target AND annotation_count >= :target"
+                " AND annotation_count >= 2 AND CAST(annotation_top AS REAL) / annotation_count < :threshold))")
         params.update(max_target=max_target, threshold=threshold)
-    base = "i.project_id = :project_id AND i.in_pool = 1 AND i.review_status = 'accepted'"
-    total = db.execute(f"SELECT COUNT(*) FROM item i WHERE {base} AND {need}", params).fetchone()[0]
-    # CROSS JOIN fixes the join order: walk my annotations (index on annotator), look each item up by id.
-    # Left to itself the planner walks the whole pool and probes my labels per item: many times slower.
-    done, mine = db.execute(
-        f"SELECT COUNT(*), COALESCE(SUM({need}), 0) FROM annotation a CROSS JOIN item i ON i.id = a.item_id"
-        f" WHERE a.annotator = :annotator AND {base}",
+    open_items = db.execute(f"SELECT COALESCE(SUM(items), 0) FROM pool_fill WHERE project_id = :project_id"
+                            f" AND {need}", params).fetchone()[0]
+    done, mine_open = db.execute(
+        f"SELECT COALESCE(SUM(labels), 0), COALESCE(SUM(CASE WHEN {need} THEN labels END), 0) FROM annotator_fill"
+        " WHERE project_id = :project_id AND labelled_by = :annotator",
         params,
     ).fetchone()
-    return int(done), int(total - mine)
+    return int(done), int(open_items - mine_open)
 
 
 # ------------------------------------------------------------------------------------ reservations

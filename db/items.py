@@ -119,13 +119,15 @@ def insert_annotation_columns(
     )
 
 
-def annotations_frame(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
-    """Every annotation of the project's items: one row per (item, annotator)."""
+def annotations_frame(db: sqlite_utils.Database, project_id: int, *, include_excluded: bool = False) -> pd.DataFrame:
+    """The data labels of the project's items: one row per (item, annotator). Annotators the project excluded
+    are left out unless ``include_excluded`` (the raw export, imports): see :func:`excluded_annotators`."""
+    skip, names = _without_excluded(db, project_id, include_excluded)
     return pd.read_sql_query(
         "SELECT a.item_id, a.annotator, a.label, a.seconds, a.unsure, a.comment, a.created_at, a.updated_at"
-        " FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ? ORDER BY a.item_id, a.id",
+        f" FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ?{skip} ORDER BY a.item_id, a.id",
         db.conn,
-        params=[project_id],
+        params=[project_id, *names],
     )
 
 
@@ -156,22 +158,75 @@ def insert_repeat_pairs(
     )
 
 
-def repeat_pairs_frame(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
-    """The repeat pairs of the project's accepted items: ``item_id, annotator, first_label, second_label``."""
+def repeat_pairs_frame(db: sqlite_utils.Database, project_id: int, *, include_excluded: bool = False) -> pd.DataFrame:
+    """The repeat pairs of the project's accepted items: ``item_id, annotator, first_label, second_label``
+    (excluded annotators left out unless ``include_excluded``)."""
+    skip, names = _without_excluded(db, project_id, include_excluded, column="r.annotator")
     return pd.read_sql_query(
         "SELECT r.item_id, r.annotator, r.first_label, r.second_label FROM repeat_pair r JOIN item i"
-        " ON i.id = r.item_id WHERE i.project_id = ? AND i.review_status = 'accepted' ORDER BY r.id",
+        f" ON i.id = r.item_id WHERE i.project_id = ? AND i.review_status = 'accepted'{skip} ORDER BY r.id",
         db.conn,
-        params=[project_id],
+        params=[project_id, *names],
     )
 
 
-def annotation_labels_frame(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+def annotation_labels_frame(db: sqlite_utils.Database, project_id: int, *,
+                            include_excluded: bool = False) -> pd.DataFrame:
     """The slim form of :func:`annotations_frame` for agreement: ``item_id``, ``annotator``, ``label`` only (half
-    the read time of every column at 250,000 annotations)."""
+    the read time of every column at 250,000 annotations); excluded annotators left out unless ``include_excluded``."""
+    skip, names = _without_excluded(db, project_id, include_excluded)
     return pd.read_sql_query(
         "SELECT a.item_id, a.annotator, a.label FROM annotation a JOIN item i ON i.id = a.item_id"
-        " WHERE i.project_id = ? ORDER BY a.item_id, a.id",
+        f" WHERE i.project_id = ?{skip} ORDER BY a.item_id, a.id",
         db.conn,
-        params=[project_id],
+        params=[project_id, *names],
     )
+
+
+# ------------------------------------------------------------------------------------ excluded annotators
+# The one rule of which labels are data: every reader above leaves out the annotators a researcher excluded from
+# the project (their labels stay in ``annotation``, and in the raw export, which asks for them).
+
+
+def _without_excluded(db: sqlite_utils.Database, project_id: int, include_excluded: bool, *,
+                      column: str = "a.annotator") -> tuple[str, list[str]]:
+    """A WHERE fragment (with its parameters) that drops the project's excluded annotators; empty without any
+    (the common case costs one indexed read, and the query stays as it was)."""
+    names = [] if include_excluded else excluded_annotators(db, project_id)
+    if not names:
+        return "", []
+    return f" AND {column} NOT IN ({', '.join('?' for _ in names)})", names
+
+
+def excluded_annotators(db: sqlite_utils.Database, project_id: int) -> list[str]:
+    return [row[0] for row in db.execute(
+        "SELECT annotator FROM excluded_annotator WHERE project_id = ? ORDER BY annotator", [project_id])]
+
+
+def exclusions_frame(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    """``annotator, reason, excluded_at`` of the project's excluded annotators."""
+    return pd.read_sql_query(
+        "SELECT annotator, reason, excluded_at FROM excluded_annotator WHERE project_id = ? ORDER BY annotator",
+        db.conn, params=[project_id])
+
+
+def set_excluded(db: sqlite_utils.Database, project_id: int, annotator: str, *, excluded: bool,
+                 reason: str = "") -> bool:
+    """Exclude the annotator from the project's data (or take them back); True when that changed anything."""
+    if excluded:
+        cursor = db.execute(
+            "INSERT INTO excluded_annotator (project_id, annotator, reason, excluded_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (project_id, annotator) DO NOTHING",
+            [project_id, annotator, reason, now()],
+        )
+    else:
+        cursor = db.execute("DELETE FROM excluded_annotator WHERE project_id = ? AND annotator = ?",
+                            [project_id, annotator])
+    return cursor.rowcount == 1
+
+
+def annotators_of(db: sqlite_utils.Database, project_id: int) -> list[str]:
+    """Everyone who labelled an item of the project (excluded annotators included)."""
+    return [row[0] for row in db.execute(
+        "SELECT DISTINCT a.annotator FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ?"
+        " ORDER BY a.annotator", [project_id])]

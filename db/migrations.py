@@ -529,3 +529,209 @@ def _sessions_and_kept_identities(db: sqlite_utils.Database) -> None:
         " UPDATE session SET revoked_at = strftime('%Y-%m-%dT%H:%M:%f+00:00', 'now')"
         " WHERE user_id = NEW.id AND revoked_at IS NULL; END"
     )
+
+
+@migration("0570_crowd_studies_and_quality")
+def _crowd_studies_and_quality(db: sqlite_utils.Database) -> None:
+    # A crowd study: a link (its unguessable token) that brings a platform's workers to one project, with their
+    # quota and the codes they are paid with. A worker is a passwordless annotator (user ``<platform>:<id>``)
+    # with a row per study they arrived through; ``annotator`` is the username, so that deleting the user moves
+    # it to the tombstone name like every other ``annotator`` column (db/users.annotator_columns).
+    # Quality checks (gold items, attention checks; ``qualification`` ones come before real items) and the
+    # answers to them are kept apart from ``annotation``: a check's answer is never a data label, so agreement,
+    # aggregation, training and exports, which read ``annotation``, cannot count it.
+    run_script(
+        db,
+        """
+        CREATE TABLE crowd_study (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            platform TEXT NOT NULL,
+            token TEXT NOT NULL UNIQUE,
+            settings TEXT NOT NULL DEFAULT '{}',
+            created_at TEXT NOT NULL
+        );
+        CREATE INDEX crowd_study_project ON crowd_study (project_id);
+
+        CREATE TABLE crowd_check (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            kind TEXT NOT NULL,
+            item_id INTEGER REFERENCES item(id) ON DELETE CASCADE,
+            text TEXT,
+            labels TEXT NOT NULL,
+            qualification INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            UNIQUE (project_id, item_id)
+        );
+        CREATE INDEX crowd_check_item ON crowd_check (item_id);
+
+        CREATE TABLE crowd_worker (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            study_id INTEGER NOT NULL REFERENCES crowd_study(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES user(id),
+            annotator TEXT NOT NULL,
+            worker_id TEXT NOT NULL,
+            platform_study_id TEXT NOT NULL DEFAULT '',
+            platform_session_id TEXT NOT NULL DEFAULT '',
+            status TEXT NOT NULL DEFAULT 'working',
+            qualified INTEGER,
+            pending_check_id INTEGER REFERENCES crowd_check(id) ON DELETE SET NULL,
+            first_seen TEXT NOT NULL,
+            last_seen TEXT NOT NULL,
+            finished_at TEXT,
+            UNIQUE (study_id, user_id)
+        );
+        CREATE INDEX crowd_worker_annotator ON crowd_worker (annotator, last_seen);
+
+        CREATE TABLE crowd_answer (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            check_id INTEGER NOT NULL REFERENCES crowd_check(id) ON DELETE CASCADE,
+            study_id INTEGER REFERENCES crowd_study(id) ON DELETE SET NULL,
+            annotator TEXT NOT NULL,
+            phase TEXT NOT NULL,
+            label TEXT,
+            correct INTEGER NOT NULL,
+            seconds REAL,
+            created_at TEXT NOT NULL,
+            UNIQUE (check_id, annotator)
+        );
+        CREATE INDEX crowd_answer_annotator ON crowd_answer (annotator, check_id);
+
+        CREATE TABLE excluded_annotator (
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            annotator TEXT NOT NULL,
+            reason TEXT NOT NULL DEFAULT '',
+            excluded_at TEXT NOT NULL,
+            PRIMARY KEY (project_id, annotator)
+        )
+        """,
+    )
+    # A gold item is shown only as a check, never handed out as data: whoever puts items into the pool (the pool
+    # page, the review page, later code), a gold item stays out (RAISE(IGNORE) skips that row's update only).
+    db.execute(
+        "CREATE TRIGGER gold_item_stays_out_of_pool BEFORE UPDATE OF in_pool ON item"
+        " WHEN NEW.in_pool = 1 AND EXISTS (SELECT 1 FROM crowd_check c WHERE c.item_id = NEW.id)"
+        " BEGIN SELECT RAISE(IGNORE); END"
+    )
+    # Excluding an annotator changes agreement, aggregation and training: bump the project's data version (0520).
+    for event in ("INSERT", "UPDATE", "DELETE"):
+        row = "OLD" if event == "DELETE" else "NEW"
+        db.execute(
+            f"CREATE TRIGGER excluded_annotator_data_version_{event.lower()} AFTER {event} ON excluded_annotator"
+            f" BEGIN INSERT INTO project_data_version (project_id, version) VALUES ({row}.project_id, 1)"
+            " ON CONFLICT (project_id) DO UPDATE SET version = version + 1; END"
+        )
+
+
+@migration("0580_project_members")
+def _project_members(db: sqlite_utils.Database) -> None:
+    # Who may annotate a project: annotators see only the projects they are members of (researchers and admins
+    # see every project). Keyed by user id, which is never reused (0560), so a deleted user's memberships can
+    # never pass to a newer user.
+    run_script(
+        db,
+        """
+        CREATE TABLE project_member (
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            user_id INTEGER NOT NULL REFERENCES user(id),
+            added_at TEXT NOT NULL,
+            PRIMARY KEY (project_id, user_id)
+        );
+        CREATE INDEX project_member_user ON project_member (user_id, project_id)
+        """,
+    )
+
+
+@migration("0581_progress_counters")
+def _progress_counters(db: sqlite_utils.Database) -> None:
+    # "n of N labelled by you" in O(1) at any number of annotations: counters kept by triggers in the same
+    # transaction as every write, bucketed by an item's label statistics (annotation_count, annotation_top), so
+    # that "still needs labels" — count below the overlap k, or (dynamic overlap) below the maximum with agreement
+    # top/count under the threshold — is decided per bucket at read time and a change of k or of the strategy's
+    # settings needs no recount. Buckets are few (count ≤ the largest overlap, top ≤ count).
+    #   pool_fill:      pool items (in the pool, accepted) per bucket
+    #   annotator_fill: an annotator's labels on pool items per bucket of the labelled item. Its column is
+    #                   ``labelled_by``, not ``annotator``: db/users.annotator_columns renames every ``annotator``
+    #                   column when a user is deleted, and these counters follow the renamed labels by trigger.
+    run_script(
+        db,
+        """
+        CREATE TABLE pool_fill (
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            annotation_count INTEGER NOT NULL,
+            annotation_top INTEGER NOT NULL,
+            items INTEGER NOT NULL,
+            PRIMARY KEY (project_id, annotation_count, annotation_top)
+        ) WITHOUT ROWID;
+        CREATE TABLE annotator_fill (
+            project_id INTEGER NOT NULL REFERENCES project(id) ON DELETE CASCADE,
+            labelled_by TEXT NOT NULL,
+            annotation_count INTEGER NOT NULL,
+            annotation_top INTEGER NOT NULL,
+            labels INTEGER NOT NULL,
+            PRIMARY KEY (project_id, labelled_by, annotation_count, annotation_top)
+        ) WITHOUT ROWID;
+        INSERT INTO pool_fill (project_id, annotation_count, annotation_top, items)
+            SELECT project_id, annotation_count, annotation_top, COUNT(*) FROM item
+            WHERE in_pool = 1 AND review_status = 'accepted'
+            GROUP BY project_id, annotation_count, annotation_top;
+        INSERT INTO annotator_fill (project_id, labelled_by, annotation_count, annotation_top, labels)
+            SELECT i.project_id, a.annotator, i.annotation_count, i.annotation_top, COUNT(*)
+            FROM annotation a JOIN item i ON i.id = a.item_id
+            WHERE i.in_pool = 1 AND i.review_status = 'accepted'
+            GROUP BY i.project_id, a.annotator, i.annotation_count, i.annotation_top
+        """,
+    )
+    counted = "{row}.in_pool = 1 AND {row}.review_status = 'accepted'"
+    changed = ("(OLD.annotation_count IS NOT NEW.annotation_count OR OLD.annotation_top IS NOT NEW.annotation_top"
+               " OR OLD.in_pool IS NOT NEW.in_pool OR OLD.review_status IS NOT NEW.review_status)")
+
+    def add_item(row: str, sign: str) -> str:
+        return (f"INSERT INTO pool_fill (project_id, annotation_count, annotation_top, items)"
+                f" VALUES ({row}.project_id, {row}.annotation_count, {row}.annotation_top, {sign}1)"
+                f" ON CONFLICT DO UPDATE SET items = items {sign} 1;")
+
+    def add_labels_of_item(row: str, sign: str) -> str:
+        # Every label on the item, counted in the item's bucket. ``AND true`` tells the parser that ON CONFLICT
+        # belongs to the upsert (SQLite's documented way out of that ambiguity).
+        return (f"INSERT INTO annotator_fill (project_id, labelled_by, annotation_count, annotation_top, labels)"
+                f" SELECT {row}.project_id, a.annotator, {row}.annotation_count, {row}.annotation_top, {sign}1"
+                f" FROM annotation a WHERE a.item_id = {row}.id AND true"
+                f" ON CONFLICT DO UPDATE SET labels = labels {sign} 1;")
+
+    # An item changes bucket (a label added, changed or removed recounts it) or enters or leaves the pool: move
+    # it and every label on it. Each statement applies one row change's difference, so nested and reordered
+    # trigger firings (item_pool_recount updates the row again) still add up.
+    db.execute(f"CREATE TRIGGER item_progress_leave AFTER UPDATE ON item WHEN {counted.format(row='OLD')}"
+               f" AND {changed} BEGIN {add_item('OLD', '-')} {add_labels_of_item('OLD', '-')} END")
+    db.execute(f"CREATE TRIGGER item_progress_enter AFTER UPDATE ON item WHEN {counted.format(row='NEW')}"
+               f" AND {changed} BEGIN {add_item('NEW', '+')} {add_labels_of_item('NEW', '+')} END")
+    db.execute(f"CREATE TRIGGER item_progress_insert AFTER INSERT ON item WHEN {counted.format(row='NEW')}"
+               f" BEGIN {add_item('NEW', '+')} END")
+    # A deleted item's labels are deleted by ON DELETE CASCADE; the triggers below take them off first.
+    db.execute(f"CREATE TRIGGER item_progress_delete BEFORE DELETE ON item WHEN {counted.format(row='OLD')}"
+               f" BEGIN {add_item('OLD', '-')} {add_labels_of_item('OLD', '-')} END")
+
+    # A label is counted in its item's bucket BEFORE the item's statistics change (the AFTER triggers of 0200),
+    # so that the item's move then carries it along with the others. An upsert that turns into an update (an
+    # edit) also fires BEFORE INSERT: the NOT EXISTS leaves it out. A cascade from a deleted item finds the item
+    # gone (already taken off above) and counts nothing.
+    def add_label(sign: str, row: str) -> str:
+        return (f"INSERT INTO annotator_fill (project_id, labelled_by, annotation_count, annotation_top, labels)"
+                f" SELECT i.project_id, {row}.annotator, i.annotation_count, i.annotation_top, {sign}1 FROM item i"
+                f" WHERE i.id = {row}.item_id AND {counted.format(row='i')}"
+                f" ON CONFLICT DO UPDATE SET labels = labels {sign} 1;")
+
+    db.execute(
+        "CREATE TRIGGER annotation_progress_insert BEFORE INSERT ON annotation"
+        " WHEN NOT EXISTS (SELECT 1 FROM annotation WHERE item_id = NEW.item_id AND annotator = NEW.annotator)"
+        f" BEGIN {add_label('+', 'NEW')} END"
+    )
+    db.execute(f"CREATE TRIGGER annotation_progress_delete BEFORE DELETE ON annotation BEGIN {add_label('-', 'OLD')} END")
+    # A label moved to another item or annotator (a deleted user's labels move to the tombstone name).
+    db.execute(
+        "CREATE TRIGGER annotation_progress_move BEFORE UPDATE OF item_id, annotator ON annotation"
+        " WHEN OLD.item_id IS NOT NEW.item_id OR OLD.annotator IS NOT NEW.annotator"
+        f" BEGIN {add_label('-', 'OLD')} {add_label('+', 'NEW')} END"
+    )

@@ -121,3 +121,40 @@ def label_usage(db: sqlite_utils.Database, project_id: int) -> dict[str, int]:
         [project_id, project_id],
     ).fetchall()
     return {label: count for label, count in rows}
+
+
+# ------------------------------------------------------------------------------------------- members
+
+
+def add_member(db: sqlite_utils.Database, project_id: int, user_id: int) -> bool:
+    """Make the user a member of the project; False when they were one already."""
+    cursor = db.execute(
+        "INSERT INTO project_member (project_id, user_id, added_at) VALUES (?, ?, ?)"
+        " ON CONFLICT (project_id, user_id) DO NOTHING",
+        [project_id, user_id, now()],
+    )
+    return cursor.rowcount == 1
+
+
+def remove_member(db: sqlite_utils.Database, project_id: int, user_id: int) -> bool:
+    cursor = db.execute("DELETE FROM project_member WHERE project_id = ? AND user_id = ?", [project_id, user_id])
+    return cursor.rowcount == 1
+
+
+def is_member(db: sqlite_utils.Database, project_id: int, user_id: int) -> bool:
+    return db.execute(
+        "SELECT 1 FROM project_member WHERE project_id = ? AND user_id = ?", [project_id, user_id]
+    ).fetchone() is not None
+
+
+def member_projects(db: sqlite_utils.Database, user_id: int) -> set[int]:
+    return {row[0] for row in db.execute("SELECT project_id FROM project_member WHERE user_id = ?", [user_id])}
+
+
+def members(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]]:
+    """The project's live members (a deleted user's membership stays with their tombstone and is not listed)."""
+    return list(db.query(
+        "SELECT u.id, u.username, u.role, m.added_at FROM project_member m JOIN user u ON u.id = m.user_id"
+        " WHERE m.project_id = ? AND u.deleted_at IS NULL ORDER BY u.username",
+        [project_id],
+    ))

@@ -13,16 +13,20 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
+from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from core import jobs, projects, store, users
+from core import jobs, projects, sessions, store, users
 from core.errors import SynthloopError
 from core.vocab import ACTIVE_STATUSES, ROLES
 
 # session_state keys (UI state only; records live in SQLite)
 USER_ID = "auth_user_id"
+SESSION_ID = "auth_session_id"  # the session row (core/sessions.py) this tab is logged in by
 PROJECT_ID = "current_project_id"
 ROUTED = "routed_by_entry_point"
 ANALYSIS_MAP = "analysis_map"  # the map chart's selection (pages/analysis.py)
@@ -60,6 +64,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/annotate.py", "Annotate", ":material/edit_note:", EVERYONE, "Annotate"),
     PageSpec("pages/pool.py", "Annotation pool", ":material/checklist:", RESEARCH, "Annotate"),
     PageSpec("pages/agreement.py", "Agreement", ":material/handshake:", RESEARCH, "Annotate"),
+    PageSpec("pages/crowd.py", "Crowd study", ":material/groups:", RESEARCH, "Annotate"),
     PageSpec("pages/train.py", "Train", ":material/model_training:", RESEARCH, "Train"),
     PageSpec("pages/runs.py", "Runs", ":material/leaderboard:", RESEARCH, "Train"),
     PageSpec("pages/analysis.py", "Diversity", ":material/scatter_plot:", RESEARCH, "Analyse"),
@@ -90,22 +95,90 @@ def database() -> Iterator:
         yield db
 
 
+# ------------------------------------------------------------------------------------------ sessions
+# A login is a session row (core/sessions.py) whose signed cookie the browser holds, so that a refresh or a new
+# tab (each a new Streamlit session) resumes it. The cookie is set and cleared by the routes of app.py; they
+# set this flag when they serve this process. Without them (``streamlit run streamlit_app.py``, AppTest) a
+# login lasts as long as the tab.
+cookie_routes_served = False
+
+
+def url_path(spec: PageSpec) -> str:
+    """The address of a registered page (``/annotate``), the same for the router and the login's return."""
+    return Path(spec.file).stem
+
+
 def log_in(user: users.User) -> None:
-    """Start this browser session as ``user`` (every way in — password, invite, first admin — ends here)."""
+    """Start a session of ``user`` in this tab and hand its cookie to the browser, which comes back to the page
+    it was on (every way in — password, invite, first admin, crowd link — ends here)."""
+    with database() as db:
+        login = sessions.start(db, user)
     st.session_state[USER_ID] = user.id
+    st.session_state[SESSION_ID] = login.session_id
+    query = urlencode({"token": login.handoff, "next": _landing_path(user)})
+    _send_browser_to(f"{sessions.START_PATH}?{query}")
 
 
 def log_out() -> None:
+    """End every session of the user (this browser's and any other), forget this tab's state, drop the cookie."""
+    user_id = st.session_state.get(USER_ID)
+    if isinstance(user_id, int):
+        with database() as db:
+            sessions.end_all(db, user_id)
     st.session_state.clear()
+    _send_browser_to(sessions.END_PATH)
 
 
 def logged_in_user() -> users.User | None:
-    """The session's user, re-read from the database (a deleted user or a changed role counts at once)."""
-    user_id = st.session_state.get(USER_ID)
-    if not isinstance(user_id, int):
-        return None
+    """The tab's user. Its session is re-checked on every run, so a logout elsewhere, a changed password or
+    role, or a deletion logs the tab out at its next action; a refresh or a new tab resumes the cookie's session."""
+    session_id = st.session_state.get(SESSION_ID)
     with database() as db:
-        return users.current_user(db, user_id)
+        if isinstance(session_id, int):
+            user = sessions.user_of(db, session_id)
+            if user is None:
+                st.session_state.clear()  # the session ended: nothing of it may linger in this tab
+            return user
+        resumed = _session_of_cookie(db)
+        if resumed is not None:
+            st.session_state[USER_ID] = resumed.user.id
+            st.session_state[SESSION_ID] = resumed.session_id
+            return resumed.user
+        # Page tests (AppTest) log in by setting the user id alone; the app's logins always carry a session.
+        user_id = st.session_state.get(USER_ID)
+        return users.current_user(db, user_id) if isinstance(user_id, int) else None
+
+
+def _session_of_cookie(db) -> sessions.Resumed | None:
+    cookie = st.context.cookies.get(sessions.COOKIE_NAME)
+    if not isinstance(cookie, str) or not cookie:  # (AppTest's cookies are mock objects)
+        return None
+    try:
+        key = sessions.secret(db_path())
+    except SynthloopError as exc:
+        show_error(exc)
+        st.stop()
+    return sessions.from_cookie(db, key, cookie)
+
+
+def _landing_path(user: users.User) -> str:
+    """Where the browser returns after a login: the page this tab shows when the user's role may see it (a
+    login from a deep link or a refresh lands there), else the app's first page (the router serves a user's
+    first page at ``/`` only)."""
+    path = urlsplit(st.context.url or "").path
+    page = path.rstrip("/").rpartition("/")[2]
+    return path if page in {url_path(spec) for spec in pages_for(user.role)[1:]} else "/"
+
+
+def _send_browser_to(address: str) -> None:
+    """Load ``address`` in this tab, through the message ``st.login`` uses to reach its identity provider (the
+    browser follows it at once); only when app.py's routes answer here (see ``cookie_routes_served``)."""
+    context = get_script_run_ctx()
+    if not cookie_routes_served or context is None:
+        return
+    message = ForwardMsg()
+    message.auth_redirect.url = address
+    context.enqueue(message)
 
 
 def page_guard(page_file: str) -> users.User:
@@ -213,3 +286,9 @@ def cache_derived(spinner: str | bool = False) -> Callable[[Callable], Callable]
     """``st.cache_data`` for a derived table computed by ``fn(_db, key: CacheKey, *options)``: the open
     connection ``_db`` is not part of the key (the leading underscore), the key and the options are."""
     return st.cache_data(max_entries=CACHE_ENTRIES, show_spinner=spinner)
+
+
+def vega_lite_spec(chart) -> dict:
+    """An Altair chart as the Vega-Lite spec ``st.vega_lite_chart`` draws, for a cached function to make once:
+    ``st.altair_chart`` serialises and validates the chart at every rerun (tens of milliseconds a chart)."""
+    return chart.to_dict()

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from core.agreement.charts import agreement_bins, agreement_histogram
-from core.agreement.project import agreement_view
+from core.agreement.project import ExclusionEffect, agreement_view, exclusion_effect
 from core.agreement.report import AgreementReport, ReportConfig
 from core.annotation.adjudication import adjudicate
 from core.errors import SynthloopError
@@ -17,9 +17,11 @@ from pages._common import (
     cache_derived,
     current_project,
     database,
+    escape_markdown,
     page_guard,
     project_cache_key,
     show_error,
+    vega_lite_spec,
 )
 
 user = page_guard(__file__)
@@ -44,12 +46,33 @@ QUEUE_ROWS = 200
 
 @cache_derived("Computing agreement…")
 def _agreement(_db, key: CacheKey, n_boot: int, seed: int,
-               include_adjudicated: bool) -> tuple[AgreementReport, pd.DataFrame, pd.DataFrame]:
-    """The report, the histogram's bins and the queue's first rows: only what the page shows, since a cached
-    entry is copied on every rerun."""
+               include_adjudicated: bool) -> tuple[AgreementReport, dict | None, pd.DataFrame]:
+    """The report, the histogram (None when no item has two labels) and the queue's first rows: only what the
+    page shows, since a cached entry is copied on every rerun."""
     view = agreement_view(_db, key.project, config=ReportConfig(n_boot=n_boot, seed=seed),
                           include_adjudicated=include_adjudicated)
-    return view.report, agreement_bins(view.items), view.queue.head(QUEUE_ROWS)
+    bins = agreement_bins(view.items)
+    histogram = None if bins.empty else vega_lite_spec(agreement_histogram(bins))
+    return view.report, histogram, view.queue.head(QUEUE_ROWS)
+
+
+@cache_derived()
+def _exclusion(_db, key: CacheKey) -> ExclusionEffect | None:
+    """Alpha with and without the annotators excluded on the Crowd study page (None: nobody is excluded)."""
+    return exclusion_effect(_db, key.project)
+
+
+def _exclusion_note(effect: ExclusionEffect | None) -> None:
+    if effect is None:
+        return
+
+    def fmt(alpha: float | None) -> str:
+        return "undefined" if alpha is None else f"{alpha:.3f}"
+
+    st.warning(f"{len(effect.excluded)} excluded annotators ({effect.n_annotations_excluded} labels) are left out "
+               f"of every figure here: alpha without them {fmt(effect.alpha_without)}, with them "
+               f"{fmt(effect.alpha_with)}.", icon=":material/person_remove:")
+    st.caption("Excluded: " + escape_markdown(", ".join(effect.excluded)))
 
 
 def _intra_annotator(intra: dict | None) -> None:
@@ -72,8 +95,8 @@ def _intra_annotator(intra: dict | None) -> None:
 def _overview() -> None:
     try:
         with database() as db:
-            report, histogram_bins, queue = _agreement(db, project_cache_key(db, project), int(n_boot), int(seed),
-                                                       bool(include_done))
+            report, histogram, queue = _agreement(db, project_cache_key(db, project), int(n_boot), int(seed),
+                                                  bool(include_done))
     except SynthloopError as exc:
         show_error(exc)
         return
@@ -91,6 +114,8 @@ def _overview() -> None:
                         f"({report.n_items_single_label} with one, {report.n_items_unlabelled} with none)")
     {"reliable": st.success, "tentative": st.warning, "low": st.error, "undefined": st.info}[report.band](
         f"Reading: {report.band_text}")
+    with database() as db:
+        _exclusion_note(_exclusion(db, project_cache_key(db, project)))
     st.caption(f"{report.n_annotations} annotations by {report.n_annotators} annotators · {report.n_ties} items "
                f"tie for the majority · {report.n_items_excluded} items excluded (fewer than 2 labels)"
                + (f" · {report.n_items_imported_agreement} items use their imported agreement"
@@ -99,8 +124,8 @@ def _overview() -> None:
     hist, sources = st.columns([3, 2])
     with hist:
         st.subheader("Instance agreement")
-        if not histogram_bins.empty:
-            st.altair_chart(agreement_histogram(histogram_bins), width="stretch")
+        if histogram is not None:
+            st.vega_lite_chart(histogram, width="stretch")
         else:
             st.info("No item has two labels yet.")
     with sources:

@@ -2,123 +2,244 @@
 
 Blind by design: the page shows the text and my own label only — never another annotator's label, the
 reference or intended label, the source (real or synthetic) or the split.
+
+A label click re-runs only the fragment below (the item, the buttons, the progress): the router, the sidebar and
+the guidelines are not drawn again. The fragment re-checks the session and the project each time, so a logout
+elsewhere, a deletion or a lost assignment still ends the work at the next click.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import streamlit as st
 
-from core.annotation.assignment import my_earlier_item, next_item, progress, skip_item, submit_label
+from core import projects
+from core.annotation import crowd
+from core.annotation.assignment import AssignedItem, my_earlier_item
 from core.annotation.pool import SKIP_RULE, assignment_settings
 from core.errors import SynthloopError
-from pages._common import ANNOTATE_BACK, ANNOTATE_SHOWN, current_project, database, page_guard, show_error
+from core.projects import ANNOTATE_SHORTCUTS, MEMBERSHIP_ROLE, Project
+from pages._common import (
+    ANNOTATE_BACK,
+    ANNOTATE_SHOWN,
+    PROJECT_ID,
+    current_project,
+    database,
+    escape_markdown,
+    logged_in_user,
+    page_guard,
+    show_error,
+)
 
 user = page_guard(__file__)
+annotator = user.username
+if user.role == MEMBERSHIP_ROLE and st.session_state.get(PROJECT_ID) is None:
+    st.info("No project is assigned to you yet: a researcher adds you to one, then it appears here.")
+    st.stop()
+
+
+def _check_access(db, project: Project) -> None:
+    # A crowd worker is confined to their study's project by core.annotation.crowd (its queue calls refuse any
+    # other project, with a message meant for the worker); everyone else must be assigned to the project.
+    if crowd.confined_project(db, annotator) is None:
+        projects.require_access(db, project, user)
+
+
 with database() as db:
     project = current_project(db)
-
-annotator = user.username
-settings = assignment_settings(project)
-back = int(st.session_state.get(ANNOTATE_BACK, 0))
-label_keys = {label.key.lower() for label in project.labels if label.key}
-
-
-def _nav(key: str) -> str | None:
-    """A navigation shortcut, unless a label already uses that key."""
-    return None if key in label_keys else key
-
-
-with database() as db:
     try:
-        item = (my_earlier_item(db, project, annotator, back) if back
-                else next_item(db, project, annotator))
-        progress = progress(db, project, annotator)
+        _check_access(db, project)
+        ending = crowd.ending(db, project, annotator)
     except SynthloopError as exc:
         show_error(exc)
         st.stop()
-if back and item is None:  # went back past my first label
-    st.session_state[ANNOTATE_BACK] = back = 0
-    st.rerun()
 
-st.title(project.name)
-st.progress(progress.done / progress.total if progress.total else 1.0,
-            text=f"{progress.done} of {progress.total} labelled by you")
+
+# ------------------------------------------------------------------ crowd studies: the end of a worker's study
+def _crowd_end_screen(end: crowd.Ending) -> None:
+    """The completion (or screened-out) code as plain text, and the way back to the platform."""
+    st.title("Thank you")
+    st.success(end.message, icon=":material/check_circle:")
+    if end.code:
+        st.write("Your completion code:")
+        st.code(end.code, language=None)
+    if end.url:
+        st.link_button(f"Return to {end.platform}" if end.platform else "Return to the study", end.url,
+                       type="primary", icon=":material/open_in_new:")
+    elif end.code:
+        st.caption(f"Enter this code on {end.platform or 'the study page'} to finish.")
+
+
+if ending is not None:
+    _crowd_end_screen(ending)
+    st.stop()
+# ------------------------------------------------------------------
+
+settings = assignment_settings(project)
+skip_rule = SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")
+# Names and descriptions come from the project's researchers (or a file): shown as the characters they are,
+# never as Markdown (an image link in a label name would make every annotator's browser fetch it).
+st.title(escape_markdown(project.name))
 with st.expander("Guidelines", icon=":material/menu_book:"):
     if project.guidelines.strip():
-        st.markdown(project.guidelines)
+        st.markdown(project.guidelines)  # written by the project's researchers, as Markdown on purpose
     for label in project.labels:
-        key = f" (key {label.key})" if label.key else ""
-        st.markdown(f"**{label.name}**{key}: {label.description or '—'}")
-    st.caption(SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}"))
+        key = f" (key {escape_markdown(label.key)})" if label.key else ""
+        st.markdown(f"**{escape_markdown(label.name)}**{key}: {escape_markdown(label.description) or '—'}")
+    st.caption(skip_rule)
 
-if item is None:
-    if progress.skipped:
-        st.info(f"Only items you skipped are left ({progress.skipped}); they come back shortly.")
-    else:
-        st.success("Your queue is empty: thank you! New items appear here when the researcher adds them.")
-    if progress.done and st.button("Back to my last label", icon=":material/undo:", shortcut=_nav("b")):
-        st.session_state[ANNOTATE_BACK] = 1
-        st.rerun()
-    st.stop()
 
-shown = st.session_state.get(ANNOTATE_SHOWN)
-if not shown or shown[0] != item.item_id:
-    st.session_state[ANNOTATE_SHOWN] = shown = (item.item_id, time.time())
+@dataclass
+class Shown:
+    """The item on screen (kept in ``session_state[ANNOTATE_SHOWN]``): when it was shown, for the seconds spent;
+    the Unsure flag; and a serial number, per session, that names its widgets, so that a new item starts with an
+    empty comment and widget keys never carry an item id to the browser."""
 
-if back:
-    st.caption(f"Reviewing your label {back} back · your label: **{item.label}** · click a label to change it")
-with st.container(border=True):
-    st.text(item.text)  # untrusted text: shown as plain text, never as Markdown or HTML
+    item_id: int | None
+    since: float
+    serial: int
+    unsure: bool = False
+    error: SynthloopError | None = None  # what the last click's core call refused, shown once
 
-st.checkbox("Unsure", value=item.unsure, key=f"unsure_{item.item_id}")
-st.text_input("Comment (optional)", value=item.comment, key=f"comment_{item.item_id}", max_chars=2000)
 
-def _submit(label_name: str) -> None:
-    """Store the label before the rerun that the click starts, so one script run shows the next item."""
+def _shown(item: AssignedItem) -> Shown:
+    shown = st.session_state.get(ANNOTATE_SHOWN)
+    if shown is None or shown.item_id != item.item_id:
+        serial = shown.serial + 1 if shown is not None else 1
+        shown = Shown(item.item_id, time.time(), serial, unsure=item.unsure)
+        st.session_state[ANNOTATE_SHOWN] = shown
+    return shown
+
+
+def _moved_on(shown: Shown) -> None:
+    shown.item_id = None  # the next run shows the next item under a new serial
+
+
+def _refused(shown: Shown, exc: SynthloopError) -> None:
+    shown.error = exc
+
+
+def _submit(project: Project, shown: Shown, label_name: str) -> None:
+    """Store the label in the click's callback, before the fragment runs: one run then shows the next item."""
+    back = int(st.session_state.get(ANNOTATE_BACK, 0))
     try:
         with database() as db:
-            submit_label(
-                db, project, annotator, item.item_id, label_name,
-                unsure=bool(st.session_state.get(f"unsure_{item.item_id}", False)),
-                comment=st.session_state.get(f"comment_{item.item_id}", ""),
-                seconds=round(time.time() - shown[1], 1),
-            )
+            crowd.submit_label(db, project, annotator, shown.item_id, label_name, unsure=shown.unsure,
+                               comment=st.session_state.get(f"comment_{shown.serial}", ""),
+                               seconds=round(time.time() - shown.since, 1))
     except SynthloopError as exc:
-        show_error(exc)
+        _refused(shown, exc)
     else:
         st.session_state[ANNOTATE_BACK] = max(0, back - 1)
-        st.session_state.pop(ANNOTATE_SHOWN, None)
+        _moved_on(shown)
 
 
-columns = st.columns(max(len(project.labels), 1))
-for column, label in zip(columns, project.labels, strict=False):
-    # Streamlit prints the shortcut key on the button itself.
-    column.button(label.name, key=f"label_{label.name}", help=label.description or None,
-                  shortcut=label.key or None, type="primary" if label.name == item.label else "secondary",
-                  width="stretch", on_click=_submit, args=(label.name,))
-
-left, middle, right = st.columns(3)
-if left.button("Back", icon=":material/arrow_back:", shortcut=_nav("b"),
-               disabled=progress.done <= back, help="Review and change your earlier labels"):
-    st.session_state[ANNOTATE_BACK] = back + 1
-    st.rerun()
-if back:
-    if middle.button("Forward", icon=":material/arrow_forward:",
-                     shortcut=_nav("n")):
-        st.session_state[ANNOTATE_BACK] = back - 1
-        st.rerun()
-    if right.button("Back to new items", icon=":material/fast_forward:"):
-        st.session_state[ANNOTATE_BACK] = 0
-        st.rerun()
-elif middle.button("Skip", icon=":material/skip_next:", shortcut=_nav("s"),
-                   help=SKIP_RULE.format(minutes=f"{settings.skip_minutes:g}")):
+def _skip(project: Project, shown: Shown) -> None:
     try:
         with database() as db:
-            skip_item(db, project, annotator, item.item_id)
+            crowd.skip_item(db, project, annotator, shown.item_id)
     except SynthloopError as exc:
-        show_error(exc)
+        _refused(shown, exc)
     else:
-        st.session_state.pop(ANNOTATE_SHOWN, None)
-        st.rerun()
+        _moved_on(shown)
+
+
+def _toggle_unsure(shown: Shown) -> None:
+    shown.unsure = not shown.unsure
+
+
+def _go_back(steps: int) -> None:
+    st.session_state[ANNOTATE_BACK] = max(0, int(st.session_state.get(ANNOTATE_BACK, 0)) + steps)
+
+
+def _to_new_items() -> None:
+    st.session_state[ANNOTATE_BACK] = 0
+
+
+@st.fragment
+def annotate() -> None:
+    if logged_in_user() is None:  # the session ended meanwhile (logout elsewhere, deletion, role change)
+        st.rerun(scope="app")
+    back = int(st.session_state.get(ANNOTATE_BACK, 0))
+    with database() as db:
+        try:
+            current = projects.get_project(db, project.id)  # labels edited meanwhile count at the next click
+            _check_access(db, current)
+            item = my_earlier_item(db, current, annotator, back) if back else None
+            if back and item is None:  # went back past my first label
+                st.session_state[ANNOTATE_BACK] = back = 0
+            if not back:
+                # core.annotation.crowd serves a crowd worker's queue (qualification, quality checks, quota) and
+                # is core.annotation.assignment for everyone else.
+                item = crowd.next_item(db, current, annotator)
+            progress = crowd.progress(db, current, annotator)
+            finished = item is None and crowd.ending(db, current, annotator) is not None
+        except SynthloopError as exc:
+            show_error(exc)
+            return
+    if finished:  # a worker's study ended with this click: the page shows their end screen
+        st.rerun(scope="app")
+
+    st.progress(progress.done / progress.total if progress.total else 1.0,
+                text=f"{progress.done} of {progress.total} labelled by you")
+    shown = st.session_state.get(ANNOTATE_SHOWN)
+    if shown is not None and shown.error is not None:
+        show_error(shown.error)
+        shown.error = None
+    if item is None:
+        if progress.skipped:
+            st.info(f"Only items you skipped are left ({progress.skipped}); they come back shortly.")
+        else:
+            st.success("Your queue is empty: thank you! New items appear here when the researcher adds them.")
+        if progress.done:
+            st.button("Back to my last label", icon=":material/undo:", shortcut=ANNOTATE_SHORTCUTS["back"],
+                      key="nav_back", on_click=_go_back, args=(1,))
+        return
+    shown = _shown(item)
+
+    if back:
+        st.caption(f"Reviewing your label {back} back · your label: **{escape_markdown(item.label or '')}**"
+                   " · click a label to change it")
+    with st.container(border=True):
+        st.text(item.text)  # untrusted text: shown as plain text, never as Markdown or HTML
+
+    label_keys = {label.key.lower() for label in current.labels if label.key}
+
+    def page_key(action: str) -> str | None:
+        """The page's shortcut for ``action``, unless a label of a project saved before it was reserved has it."""
+        key = ANNOTATE_SHORTCUTS[action]
+        return None if key in label_keys else key
+
+    # Buttons, not an <input>: Streamlit ignores shortcut keys while an input has the focus, so a checkbox for
+    # Unsure would swallow the label keys after a click on it. Only the comment box keeps them for typing.
+    columns = st.columns(max(len(current.labels), 1))
+    for column, label in zip(columns, current.labels, strict=False):
+        # Streamlit prints the shortcut key on the button itself.
+        column.button(escape_markdown(label.name), key=f"label_{label.name}", shortcut=label.key or None,
+                      type="primary" if label.name == item.label else "secondary", width="stretch",
+                      on_click=_submit, args=(current, shown, label.name))
+        if label.description:
+            column.caption(escape_markdown(label.description))
+    unsure, comment = st.columns([1, 3], vertical_alignment="bottom")
+    unsure.button("Unsure", key=f"unsure_{shown.serial}", shortcut=page_key("unsure"),
+                  icon=":material/check_box:" if shown.unsure else ":material/check_box_outline_blank:",
+                  help="Mark this label as a guess", on_click=_toggle_unsure, args=(shown,))
+    comment.text_input("Comment (optional)", value=item.comment, key=f"comment_{shown.serial}", max_chars=2000)
+
+    left, middle, right = st.columns(3)
+    left.button("Back", icon=":material/arrow_back:", shortcut=ANNOTATE_SHORTCUTS["back"], key="nav_back",
+                disabled=progress.done <= back, help="Review and change your earlier labels",
+                on_click=_go_back, args=(1,))
+    if back:
+        middle.button("Forward", icon=":material/arrow_forward:", shortcut=ANNOTATE_SHORTCUTS["forward"],
+                      key="nav_forward", on_click=_go_back, args=(-1,))
+        right.button("Back to new items", icon=":material/fast_forward:", key="nav_newest",
+                     on_click=_to_new_items)
+    else:
+        middle.button("Skip", icon=":material/skip_next:", shortcut=page_key("skip"), key="nav_skip",
+                      help=skip_rule, on_click=_skip, args=(current, shown))
+
+
+annotate()

@@ -12,17 +12,6 @@ from core.data import export as exporter
 from core.errors import SynthloopError
 from pages._common import CacheKey, cache_derived, current_project, database, page_guard, project_cache_key, show_error
 
-user = page_guard(__file__)
-with database() as db:
-    project = current_project(db)
-
-st.title(f"Export · {project.name}")
-VIEWS = {"aggregated": "Aggregated: a row per item", "raw": "Raw: a row per annotation"}
-left, right = st.columns(2)
-view = left.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="export_view")
-file_format = right.selectbox("Format", vocab.EXPORT_FORMATS, key="export_format",
-                              help="CSV cells starting with = + - @ are neutralised for spreadsheets;"
-                                   " JSONL and Parquet keep every value exactly.")
 PREVIEW_ROWS = 50
 
 
@@ -34,6 +23,17 @@ def _export(_db, key: CacheKey, view: str, file_format: str) -> tuple[exporter.E
     return dataclasses.replace(export, frame=export.frame.head(PREVIEW_ROWS)), export.rows
 
 
+user = page_guard(__file__)
+with database() as db:
+    project = current_project(db)
+
+st.title(f"Export · {project.name}")
+VIEWS = {"aggregated": "Aggregated: a row per item", "raw": "Raw: a row per annotation"}
+left, right = st.columns(2)
+view = left.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="export_view")
+file_format = right.selectbox("Format", vocab.EXPORT_FORMATS, key="export_format",
+                              help="CSV cells starting with = + - @ are neutralised for spreadsheets;"
+                                   " JSONL and Parquet keep every value exactly.")
 try:
     with database() as db:
         export, rows = _export(db, project_cache_key(db, project), view, file_format)

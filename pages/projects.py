@@ -6,7 +6,7 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core import projects
+from core import projects, users
 from core.errors import SynthloopError
 from pages._common import PROJECT_ID, database, page_guard, show_error
 
@@ -110,6 +110,26 @@ if save:
     else:
         st.toast("Saved.")
         st.rerun()
+
+with st.expander("Annotators of this project", icon=":material/group_add:"):
+    st.caption("Annotators see and label only the projects they are assigned to; researchers and admins see every"
+               " project. Crowd workers are assigned by their study link.")
+    with database() as db:
+        annotators = [row["username"] for row in users.list_users(db) if row["role"] == projects.MEMBERSHIP_ROLE]
+        assigned = [row["username"] for row in projects.members(db, project.id)
+                    if row["role"] == projects.MEMBERSHIP_ROLE]
+    with st.form(f"members_{project.id}"):
+        chosen = st.multiselect("Assigned annotators", annotators, default=assigned,
+                                key=f"projects_members_{project.id}")
+        save_members = st.form_submit_button("Save assignments", key="projects_members_save")
+    if save_members:
+        try:
+            with database() as db:
+                added, removed = projects.set_annotators(db, project.id, chosen)
+        except SynthloopError as exc:
+            show_error(exc)
+        else:
+            st.toast(f"Assignments saved: {added} added, {removed} removed.")
 
 with st.expander("Delete this project", icon=":material/delete:"):
     st.warning("Deleting removes the project with all its items, annotations, seeds and runs. It cannot be undone.")

@@ -19,6 +19,7 @@ from pages._common import (
     page_guard,
     runs_cache_key,
     show_error,
+    vega_lite_spec,
 )
 
 
@@ -37,8 +38,11 @@ def _run_details(_db, key: CacheKey, run_id: int) -> dict:
 
 
 @cache_derived()
-def _sweep_results(_db, key: CacheKey, run_ids: list[int]) -> list[dict]:
-    return service.sweep_results(_db, key.db_file, run_ids)
+def _sweep(_db, key: CacheKey, run_ids: list[int], metric: str) -> tuple[list[dict], dict | None]:
+    """The overlaid runs' results and their chart (None when no run has a sweep)."""
+    overlays = service.sweep_results(_db, key.db_file, run_ids)
+    has_sweep = any(o["sweep"] for o in overlays)
+    return overlays, vega_lite_spec(charts.sweep_chart(overlays, metric=metric)) if has_sweep else None
 
 
 user = page_guard(__file__)
@@ -138,13 +142,13 @@ if details["status"] == "done":
         metric = st.radio("Metric", ["accuracy", "macro_f1"], horizontal=True, key="runs_sweep_metric")
         if sweep_tab.open:
             with database() as db:
-                overlays = _sweep_results(db, runs_key, overlay)
-            if any(o["sweep"] for o in overlays):
+                overlays, sweep_spec = _sweep(db, runs_key, overlay, metric)
+            if sweep_spec is not None:
                 for overlaid in overlays:
                     if overlaid["sweep"] and overlaid["sweep_fit_note"]:
                         st.warning(f"Run {overlaid['run_id']} ({overlaid['data_source']}): "
                                    f"{overlaid['sweep_fit_note']}.", icon=":material/warning:")
-                st.altair_chart(charts.sweep_chart(overlays, metric=metric), width="stretch")
+                st.vega_lite_chart(sweep_spec, width="stretch")
                 st.dataframe(service.sweep_table(overlays), hide_index=True)
             else:
                 st.caption("No test item has a known instance agreement (it needs ≥ 2 labels or an imported "

@@ -40,6 +40,7 @@ def app_db(db_path, monkeypatch):
         set_pool(db, project.id)
         annotator = users.add_user(db, "ann", role="annotator", password="annotator-pw")
         researcher = users.add_user(db, "res", role="researcher", password="researcher-pw")
+        projects.add_member(db, project.id, annotator.id)
     return {"path": db_path, "project": project, "ids": ids, "annotator": annotator, "researcher": researcher}
 
 
@@ -71,7 +72,7 @@ def test_annotate_page_is_blind_and_a_click_stores_the_label(app_db) -> None:
     assert "0 of 4 labelled by you" in shown
     labels = {b.label: b.proto.shortcut for b in at.button if b.key and b.key.startswith("label_")}
     assert labels == {"pos": "1", "neg": "2", "neu": "3"}  # Streamlit shows the key on each button
-    at.checkbox[0].check()
+    at.button(key="unsure_1").click().run()
     at.text_input[0].input("hard one")
     at.button(key="label_neg").click().run()
     assert not at.exception

@@ -115,7 +115,8 @@ def test_data_page_imports_a_file_and_browses_items(app_db, tmp_path, monkeypatc
         items = items_db.items_frame(db, project.id)
     assert items["external_id"].tolist() == ["1", "2", "3"] and set(items["split"]) == {"test"}
 
-    # Browse: filters and counts; item text only inside a dataframe.
+    # Browse (its tab open: only the open tab reads): filters and counts; item text only inside a dataframe.
+    at.session_state[DATA_TAB] = "Browse items"
     at.selectbox(key="browse_label").set_value("spam").run()
     browse = at.dataframe[-1].value
     assert browse["item_id"].tolist() == ["1", "3"]

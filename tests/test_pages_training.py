@@ -12,6 +12,7 @@ from core.training import run as runs
 from core.training.config import TrainConfig
 from db import jobs as jobs_db
 from db import runs as runs_db
+from pages._common import RUNS_DETAIL_TAB
 from tests.page_helpers import researcher_app as _app
 from tests.training_helpers import add_items
 
@@ -125,7 +126,13 @@ def test_runs_page_table1_details_and_delete(db_path, fresh_db, labelled, monkey
     assert table1.iloc[0].tolist()[2:] == pytest.approx([0.8, 0.9, 0.6, 0.7, 2])
     assert at.dataframe[1].value["run"].tolist() == [few, real]
     assert {m.label: m.value for m in at.metric}["Accuracy"] == "0.700"
-    assert len(at.get("vega_lite_chart")) == 4  # sweep, confusion matrix, loss per step, dev per epoch
+    assert len(at.get("vega_lite_chart")) == 1  # the sweep: only the open tab draws
+    at.session_state[RUNS_DETAIL_TAB] = "Per class"
+    at.run()
+    assert len(at.get("vega_lite_chart")) == 1  # the confusion matrix
+    at.session_state[RUNS_DETAIL_TAB] = "Training curves"
+    at.run()
+    assert len(at.get("vega_lite_chart")) == 2  # loss per step, dev per epoch
     at.checkbox(key="runs_delete_confirm").check().run()
     at.button(key="runs_delete").click().run()
     assert not at.exception

@@ -4,9 +4,33 @@ small γ sweeps and Table 1 rows of different label sources are flagged. Exact v
 
 from __future__ import annotations
 
+import json
+import re
+import subprocess
+import sys
+
+import pandas as pd
 import pytest
 
+from core import cli, jobs, projects
+from core.analysis import report, study
+from core.analysis import service as analysis
+from core.errors import SynthloopError
+from core.training import service as training
+from core.training.config import TrainConfig
+from core.training.data import select_items
 from core.training.metrics import agreement_sweep, sweep_fit_note
+from db import connection
+from db import jobs as jobs_db
+from db import runs as runs_db
+from db import seeds as seeds_db
+from db.connection import transaction
+from tests.conftest import ROOT
+from tests.page_helpers import researcher_app, shown
+from tests.test_analysis import FakeEmbedder
+from tests.test_analysis import add_items as add_analysed_items
+from tests.test_study import NEGATIVE, POSITIVE, add
+from tests.training_helpers import add_items
 
 # --- item 11: small γ sweeps are flagged -------------------------------------------------------------------
 
@@ -51,9 +75,6 @@ def test_sweep_with_five_thresholds_of_thirty_items_is_meaningful() -> None:
 
 def _finished_run(db, project_id: int, sources: tuple[str, ...], accuracy: float, *, label_source: str = "reference",
                   sweep: list[dict] | None = None) -> int:
-    from core.training.config import TrainConfig
-    from db import runs as runs_db
-
     config = TrainConfig(sources=sources, label_source=label_source)
     run_id = runs_db.create_run(db, project_id=project_id, config=config.to_dict(), data_source=config.data_source,
                                 status="running")
@@ -74,12 +95,10 @@ TWO_POINTS = ("R² and ρ are not meaningful: only 2 thresholds (at least 5 are 
 
 
 def test_table1_splits_and_flags_rows_of_different_label_sources(fresh_db, project) -> None:
-    from core.training import service
-
     _finished_run(fresh_db, project.id, ("real",), 0.9)
     _finished_run(fresh_db, project.id, ("real",), 0.5, label_source="majority")
     _finished_run(fresh_db, project.id, ("few-shot",), 0.7)
-    table = service.table1(service.runs_frame(fresh_db))
+    table = training.table1(training.runs_frame(fresh_db))
     assert list(table.columns) == ["project", "label source", "real · macro-F1", "real · accuracy",
                                    "few-shot · macro-F1", "few-shot · accuracy", "runs"]
     # Before, the two real runs were averaged into one cell (0.7) although they learnt from different labels.
@@ -89,29 +108,25 @@ def test_table1_splits_and_flags_rows_of_different_label_sources(fresh_db, proje
          "few-shot · accuracy": pytest.approx(float("nan"), nan_ok=True), "runs": 1},
         {"project": "demo", "label source": "reference", "real · macro-F1": pytest.approx(0.8),
          "real · accuracy": 0.9, "few-shot · macro-F1": pytest.approx(0.6), "few-shot · accuracy": 0.7, "runs": 2}]
-    assert service.table1_note(table) == ("These rows are not comparable: they were trained with different label"
+    assert training.table1_note(table) == ("These rows are not comparable: they were trained with different label"
                                           " sources (demo: majority; demo: reference).")
-    same = service.table1(service.runs_frame(fresh_db, label_sources=["reference"]))
-    assert service.table1_note(same) is None
+    same = training.table1(training.runs_frame(fresh_db, label_sources=["reference"]))
+    assert training.table1_note(same) is None
 
 
 def test_runs_frame_and_sweep_table_mark_a_small_sweep(db_path, fresh_db, project) -> None:
-    from core.training import service
-
     small = _finished_run(fresh_db, project.id, ("real",), 0.9)
     large_sweep = [{"gamma": g, "n_items": 40 - k, "accuracy": 0.5 + k / 10, "macro_f1": 0.5}
                    for k, g in enumerate((0.2, 0.4, 0.6, 0.8, 1.0))]
     large = _finished_run(fresh_db, project.id, ("few-shot",), 0.7, sweep=large_sweep)
-    frame = service.runs_frame(fresh_db)
+    frame = training.runs_frame(fresh_db)
     assert frame.set_index("run")["sweep_note"].fillna("").to_dict() == {small: TWO_POINTS, large: ""}
-    table = service.sweep_table(service.sweep_results(fresh_db, db_path, [small, large]))
+    table = training.sweep_table(training.sweep_results(fresh_db, db_path, [small, large]))
     assert table["R² and ρ"].tolist() == [TWO_POINTS, "meaningful"]
     assert table["R²"].tolist() == [1.0, 1.0]  # the numbers stay, marked
 
 
 def test_runs_page_flags_label_sources_and_small_sweeps(db_path, fresh_db, project, monkeypatch) -> None:
-    from tests.page_helpers import researcher_app, shown
-
     real = _finished_run(fresh_db, project.id, ("real",), 0.9)
     _finished_run(fresh_db, project.id, ("real",), 0.5, label_source="majority")
     at = researcher_app("runs.py", db_path, fresh_db, project.id, monkeypatch)
@@ -126,16 +141,15 @@ def test_runs_page_flags_label_sources_and_small_sweeps(db_path, fresh_db, proje
 
 # --- item 9: diversity at one common size, small sources left out ------------------------------------------
 
-def _real_and_synthetic(db, project_id: int, *, n_real: int, jobs: dict[int, tuple[str, int]]) -> None:
-    """``n_real`` real items, and per generation job ``{job_id: (mode, n_items)}`` synthetic items."""
-    from tests.test_analysis import add_items
-
-    add_items(db, project_id, [{"text": f"real text {i}", "source": "real", "split": "train",
-                                "reference_label": "pos"} for i in range(n_real)])
-    for job_id, (mode, n) in jobs.items():
-        add_items(db, project_id, [{"text": f"{mode} text {job_id}.{i}", "source": "synthetic", "split": "train",
-                                    "reference_label": "pos", "generation_job_id": job_id, "generation_mode": mode}
-                                   for i in range(n)])
+def _real_and_synthetic(db, project_id: int, *, n_real: int, generated: dict[int, tuple[str, int]]) -> None:
+    """``n_real`` real items, and per generation job (``generated``: ``{job_id: (mode, n_items)}``) its
+    synthetic items."""
+    add_analysed_items(db, project_id, [{"text": f"real text {i}", "source": "real", "split": "train",
+                                         "reference_label": "pos"} for i in range(n_real)])
+    for job_id, (mode, n) in generated.items():
+        add_analysed_items(db, project_id, [{"text": f"{mode} text {job_id}.{i}", "source": "synthetic",
+                                             "split": "train", "reference_label": "pos", "generation_job_id": job_id,
+                                             "generation_mode": mode} for i in range(n)])
 
 
 LEFT_OUT_3 = {"n": 3, "n_subsample": None, "n_repeats": 0, "remote_clique": None, "remote_clique_std": None,
@@ -143,10 +157,7 @@ LEFT_OUT_3 = {"n": 3, "n_subsample": None, "n_repeats": 0, "remote_clique": None
 
 
 def test_a_3_item_source_is_not_compared_beside_40_real_items(fresh_db, project) -> None:
-    from core.analysis import service as analysis
-    from tests.test_analysis import FakeEmbedder
-
-    _real_and_synthetic(fresh_db, project.id, n_real=40, jobs={5: ("zero-shot", 3)})
+    _real_and_synthetic(fresh_db, project.id, n_real=40, generated={5: ("zero-shot", 3)})
     result = analysis.analyse_project(fresh_db, project.id, analysis.AnalysisConfig(projection="pca"),
                                       embedder=FakeEmbedder())
     assert result["config"]["min_size"] == 10
@@ -165,11 +176,8 @@ def test_a_3_item_source_is_not_compared_beside_40_real_items(fresh_db, project)
 
 
 def test_every_compared_source_is_at_the_common_size(fresh_db, project) -> None:
-    from core.analysis import service as analysis
-    from tests.test_analysis import FakeEmbedder
-
     # zero-shot 15 (job 5); few-shot 23 (job 6: 12, job 7: 11); real 40. The smallest main source is zero-shot.
-    _real_and_synthetic(fresh_db, project.id, n_real=40, jobs={5: ("zero-shot", 15), 6: ("few-shot", 12),
+    _real_and_synthetic(fresh_db, project.id, n_real=40, generated={5: ("zero-shot", 15), 6: ("few-shot", 12),
                                                                7: ("few-shot", 11)})
     result = analysis.analyse_project(fresh_db, project.id, analysis.AnalysisConfig(projection="pca", subsample=30),
                                       embedder=FakeEmbedder())
@@ -188,23 +196,14 @@ def test_every_compared_source_is_at_the_common_size(fresh_db, project) -> None:
 
 
 def test_min_size_is_a_validated_setting() -> None:
-    from core.analysis import service as analysis
-    from core.errors import SynthloopError
-
     with pytest.raises(SynthloopError, match=r"analysis setting min_size=1 is not valid: use a whole number ≥ 2"):
         analysis.AnalysisConfig(min_size=1)
     assert analysis.AnalysisConfig.from_dict({"min_size": 3}).min_size == 3
 
 
 def test_cli_analyse_json_has_n_and_excluded(db_path, fresh_db, project, monkeypatch, capsys) -> None:
-    import json
-
-    from core import cli
-    from core.analysis import service as analysis
-    from tests.test_analysis import FakeEmbedder
-
     monkeypatch.setattr(analysis, "load_embedder", lambda model, batch_size: FakeEmbedder())
-    _real_and_synthetic(fresh_db, project.id, n_real=12, jobs={5: ("zero-shot", 3), 6: ("few-shot", 11)})
+    _real_and_synthetic(fresh_db, project.id, n_real=12, generated={5: ("zero-shot", 3), 6: ("few-shot", 11)})
     assert cli.main(["analyse", "demo", "--json", "--db", str(db_path), "--min-size", "11"]) == 0
     output = json.loads(capsys.readouterr().out)
     assert {name: (output[name]["n"], output[name]["excluded"]) for name in ("real", "synthetic", "zero-shot",
@@ -217,12 +216,8 @@ def test_cli_analyse_json_has_n_and_excluded(db_path, fresh_db, project, monkeyp
 
 
 def test_diversity_page_names_the_left_out_source_and_its_n(db_path, fresh_db, project, monkeypatch) -> None:
-    from core.analysis import service as analysis
-    from tests.page_helpers import researcher_app
-    from tests.test_analysis import FakeEmbedder
-
     monkeypatch.setattr(analysis, "load_embedder", lambda model, batch_size: FakeEmbedder())
-    _real_and_synthetic(fresh_db, project.id, n_real=40, jobs={5: ("zero-shot", 3)})
+    _real_and_synthetic(fresh_db, project.id, n_real=40, generated={5: ("zero-shot", 3)})
     done = analysis.run_analysis_foreground(str(db_path), project.id, analysis.AnalysisConfig(projection="pca"))
     at = researcher_app("analysis.py", db_path, fresh_db, project.id, monkeypatch)
     at.run()
@@ -240,11 +235,6 @@ def test_diversity_page_names_the_left_out_source_and_its_n(db_path, fresh_db, p
 def _raw_labels_only(db, project_id: int) -> None:
     """Real items imported as raw per-annotator labels only (no reference label), two of them seeds, and two
     few-shot items that carry only their intended label (nobody annotated them)."""
-    from db import seeds as seeds_db
-    from db.connection import transaction
-    from tests.test_study import NEGATIVE, POSITIVE
-    from tests.training_helpers import add_items
-
     train = add_items(db, project_id, [{"text": t, "votes": ["pos"] * 3} for t in POSITIVE[:3]]
                       + [{"text": t, "votes": ["neg"] * 3} for t in NEGATIVE[:3]])
     add_items(db, project_id, [{"text": t, "split": "test", "votes": ["pos", "pos", "neg"]} for t in POSITIVE[4:6]]
@@ -269,14 +259,11 @@ NO_ZERO_SHOT = ("no zero-shot synthetic data: the run 'zero-shot' will be skippe
 
 @pytest.fixture
 def binary(fresh_db):
-    from core import projects
 
     return projects.create_project(fresh_db, "demo", projects.parse_labels("pos,neg"))
 
 
 def test_reference_labels_of_raw_label_data_give_empty_runs_and_an_identical_one(fresh_db, binary) -> None:
-    from core.analysis import study
-
     _raw_labels_only(fresh_db, binary.id)
     found = study.check_ingredients(fresh_db, binary.id, study.StudyConfig(out_dir="x", label_source="reference"))
     assert found.runnable == ("few-shot",)
@@ -294,8 +281,6 @@ def test_reference_labels_of_raw_label_data_give_empty_runs_and_an_identical_one
 
 
 def test_majority_labels_train_the_real_run_of_raw_label_data(fresh_db, binary) -> None:
-    from core.analysis import study
-
     _raw_labels_only(fresh_db, binary.id)
     found = study.check_ingredients(fresh_db, binary.id, study.StudyConfig(out_dir="x", label_source="majority"))
     assert found.runnable == ("real", "seeds")
@@ -305,9 +290,6 @@ def test_majority_labels_train_the_real_run_of_raw_label_data(fresh_db, binary) 
 
 
 def test_no_seeds_makes_seeds_plus_few_shot_identical_to_few_shot(fresh_db, binary) -> None:
-    from core.analysis import study
-    from tests.test_study import NEGATIVE, POSITIVE, add
-
     add(fresh_db, binary.id, POSITIVE[:3], "pos", split="train")
     add(fresh_db, binary.id, NEGATIVE[:3], "neg", split="train")
     add(fresh_db, binary.id, POSITIVE[4:6] + NEGATIVE[4:6], "pos", split="test")
@@ -321,14 +303,17 @@ def test_no_seeds_makes_seeds_plus_few_shot_identical_to_few_shot(fresh_db, bina
     assert [p.message for p in found.problems][0] == (
         "no seeds: the run 'seeds' will be skipped — pick seed examples on the Seeds page or run `python -m core"
         " seeds sample demo --per-label N`")
+    alone = study.check_ingredients(fresh_db, binary.id, study.StudyConfig(out_dir="x", arms=("seeds + few-shot",)))
+    assert (alone.runnable, alone.identical) == (("seeds + few-shot",), {})
+    assert alone.problems[0].message == (
+        "no seeds: the run 'seeds + few-shot' will train on its other data only — pick seed examples on the Seeds"
+        " page or run `python -m core seeds sample demo --per-label N`")
 
 
 # --- the report says all of it ----------------------------------------------------------------------------
 
 def _fake_training(trained: list[tuple[str, ...]]):
     """A stand-in for ``run_training``: selects the run's items like a real run and scores a fixed result."""
-    from core.training.data import select_items
-    from db import connection
 
     def run_training(db_path, project_id, config, *, job_id=None):
         trained.append(config.sources)
@@ -345,11 +330,6 @@ def _fake_training(trained: list[tuple[str, ...]]):
 
 def test_study_skips_empty_runs_and_marks_identical_ones_in_result_and_report(db_path, fresh_db, binary, tmp_path,
                                                                                monkeypatch) -> None:
-    import pandas as pd
-
-    from core.analysis import report, study
-    from tests.test_analysis import FakeEmbedder
-
     _raw_labels_only(fresh_db, binary.id)
     trained: list[tuple[str, ...]] = []
     monkeypatch.setattr("core.training.run.run_training", _fake_training(trained))
@@ -396,20 +376,18 @@ LARGE_SWEEP = [{"gamma": g, "n_items": 50 - k, "accuracy": 0.5 + k / 10, "macro_
 
 
 def test_report_flags_small_sweeps_and_rows_of_different_label_sources(tmp_path) -> None:
-    from core.analysis import report
-
-    study = _study_with({"real": _run("reference", SMALL_SWEEP), "few-shot": _run("majority", LARGE_SWEEP)})
-    frames = report.study_frames(study)
+    planned = _study_with({"real": _run("reference", SMALL_SWEEP), "few-shot": _run("majority", LARGE_SWEEP)})
+    frames = report.study_frames(planned)
     assert frames["table1"][["training data", "label_source", "sweep_r2", "sweep_fit"]].values.tolist() == [
         ["real", "reference", 0.5, "not meaningful"], ["few-shot", "majority", 0.5, ""]]
     assert frames["sweep"].drop_duplicates("arm")["panel"].tolist() == [
         "real: R² = 0.50, ρ = 0.40 (not meaningful)", "few-shot: R² = 0.50, ρ = 0.40"]
-    assert report.study_notes(study) == [
+    assert report.study_notes(planned) == [
         "These rows are not comparable: they were trained with different label sources (real: reference; few-shot:"
         " majority).",
         "real: R² and ρ are not meaningful: only 2 thresholds (at least 5 are needed) and only 2 items at γ = 1.00"
         " (at least 30 are needed at every γ)."]
-    report.write_report(tmp_path / "r", study)
+    report.write_report(tmp_path / "r", planned)
     index = (tmp_path / "r" / "index.html").read_text()
     assert "real: R² and ρ are not meaningful: only 2 thresholds" in index
     assert "These rows are not comparable" in index
@@ -418,19 +396,11 @@ def test_report_flags_small_sweeps_and_rows_of_different_label_sources(tmp_path)
 
 
 def test_figure1_caption_states_the_common_size_that_every_row_has(db_path, fresh_db, project, tmp_path) -> None:
-    import re
-
-    import pandas as pd
-
-    from core.analysis import report
-    from core.analysis import service as analysis
-    from tests.test_analysis import FakeEmbedder
-
-    _real_and_synthetic(fresh_db, project.id, n_real=40, jobs={5: ("zero-shot", 3), 6: ("few-shot", 12)})
+    _real_and_synthetic(fresh_db, project.id, n_real=40, generated={5: ("zero-shot", 3), 6: ("few-shot", 12)})
     result = analysis.analyse_project(fresh_db, project.id, analysis.AnalysisConfig(projection="pca"),
                                       embedder=FakeEmbedder())
-    study = _study_with({"real": _run("reference", LARGE_SWEEP)}, result)
-    report.write_report(tmp_path / "r", study)
+    planned = _study_with({"real": _run("reference", LARGE_SWEEP)}, result)
+    report.write_report(tmp_path / "r", planned)
     captions = report.read_tables(tmp_path / "r")["captions"]
     claimed = int(re.search(r"subsamples of (\d+) items from every source", captions["figure1_diversity"])[1])
     table = pd.read_csv(tmp_path / "r" / "diversity.csv")
@@ -448,9 +418,6 @@ def test_figure1_caption_states_the_common_size_that_every_row_has(db_path, fres
 
 def test_study_page_takes_a_label_source_and_says_which_runs_it_trains(db_path, fresh_db, binary, monkeypatch,
                                                                         launched) -> None:
-    from db import jobs as jobs_db
-    from tests.page_helpers import researcher_app
-
     _raw_labels_only(fresh_db, binary.id)
     at = researcher_app("study.py", db_path, fresh_db, binary.id, monkeypatch)
     at.run()
@@ -469,18 +436,30 @@ def test_study_page_takes_a_label_source_and_says_which_runs_it_trains(db_path, 
 
 
 def test_study_page_shows_the_report_notes(db_path, fresh_db, binary, tmp_path, monkeypatch) -> None:
-    from core import jobs
-    from core.analysis import report
-    from db import jobs as jobs_db
-    from tests.page_helpers import researcher_app
-
-    study = _study_with({"real": _run("reference", SMALL_SWEEP), "few-shot": _run("majority", LARGE_SWEEP)})
-    files = report.write_report(tmp_path / "r", study)
+    planned = _study_with({"real": _run("reference", SMALL_SWEEP), "few-shot": _run("majority", LARGE_SWEEP)})
+    files = report.write_report(tmp_path / "r", planned)
     job_id = jobs.create(fresh_db, kind="study", project_id=binary.id, config={})
     jobs_db.finish_job(fresh_db, job_id, status="done", result={"report": {"index": str(files["index"]),
                                                                            "zip": str(files["zip"])}})
     at = researcher_app("study.py", db_path, fresh_db, binary.id, monkeypatch)
     at.run()
     assert not at.exception
-    assert [w.value for w in at.warning][-2:] == report.study_notes(study)
+    assert [w.value for w in at.warning][-2:] == report.study_notes(planned)
     assert at.dataframe[0].value["label_source"].tolist() == ["reference", "majority"]
+
+
+def test_cli_study_label_source(db_path, fresh_db, binary, tmp_path) -> None:
+    _raw_labels_only(fresh_db, binary.id)
+
+    def study_cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "core", "study", "demo", "--out", str(tmp_path / "r"),
+                               "--db", str(db_path), *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    checked = study_cli("--label-source", "majority", "--check", "--json")
+    assert checked.returncode == 0, checked.stderr
+    output = json.loads(checked.stdout)
+    assert (output["runnable"], output["identical"]) == (["real", "seeds"], {"seeds + few-shot": "seeds"})
+    wrong = study_cli("--label-source", "gold")
+    assert (wrong.returncode, wrong.stdout) == (2, "")
+    assert wrong.stderr == ("error: python -m core study: argument --label-source: invalid choice: 'gold' (choose"
+                            " from 'reference', 'majority', 'aggregate', 'adjudicated') (see --help)\n")

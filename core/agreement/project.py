@@ -11,6 +11,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.agreement.dawid_skene import model_aggregate
+from core.agreement.metrics import encode, krippendorff_alpha
 from core.agreement.report import AgreementReport, ReportConfig, agreement_report
 from core.annotation.adjudication import adjudication_rows
 from core.data.items import item_table
@@ -79,6 +80,42 @@ def final_labels(db: sqlite_utils.Database, project_id: int, *, model: bool = Fa
         aggregate = model_aggregate(items_db.annotations_frame(db, project_id))
         out = out.join(aggregate, how="left")
     return out
+
+
+# ------------------------------------------------------------------------------------------ exclusion
+
+
+@dataclass(frozen=True)
+class ExclusionEffect:
+    """What excluding annotators did to the task's agreement (:mod:`core.annotation.quality`): alpha over the
+    project's accepted items without them (the figure every report uses) and with them."""
+
+    excluded: tuple[str, ...]
+    n_annotations_excluded: int  # their labels on the project's accepted items
+    alpha_without: float | None
+    alpha_with: float | None
+
+    def to_dict(self) -> dict:
+        return {"excluded": list(self.excluded), "n_annotations_excluded": self.n_annotations_excluded,
+                "krippendorff_alpha_without_excluded": self.alpha_without,
+                "krippendorff_alpha_with_excluded": self.alpha_with}
+
+
+def exclusion_effect(db: sqlite_utils.Database, project: Project) -> ExclusionEffect | None:
+    """Alpha with and without the project's excluded annotators; None when nobody is excluded."""
+    excluded = items_db.excluded_annotators(db, project.id)
+    if not excluded:
+        return None
+    item_ids = items_db.items_frame(db, project.id)["id"]
+    every = items_db.annotation_labels_frame(db, project.id, include_excluded=True)
+    every = every[every["item_id"].isin(item_ids)]
+    kept = every[~every["annotator"].isin(excluded)]
+    labels = _report_labels(project, every)
+    return ExclusionEffect(
+        excluded=tuple(excluded), n_annotations_excluded=len(every) - len(kept),
+        alpha_without=krippendorff_alpha(encode(kept, labels=labels).counts),
+        alpha_with=krippendorff_alpha(encode(every, labels=labels).counts),
+    )
 
 
 # ------------------------------------------------------------------------------------------ the page view

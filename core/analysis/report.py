@@ -393,9 +393,10 @@ def _index_html(study: dict[str, Any], frames: dict[str, pd.DataFrame], written:
         size = analysis.get("n_subsample")
         compared = (f"At {size} items per source, mean ± std over seeded subsamples" if size is not None
                     else "No source had enough items to compare")
-        left_out = f" {excluded_note(analysis)}" if excluded_note(analysis) else ""
+        left_out = excluded_note(analysis)
         parts.append(f"<h2>Diversity and similarity</h2><p>{e(compared)}; embeddings: "
-                     f"{e(str((analysis.get('embedding') or {}).get('model', '')))}.{e(left_out)}</p>")
+                     f"{e(str((analysis.get('embedding') or {}).get('model', '')))}."
+                     f"{e(' ' + left_out) if left_out else ''}</p>")
         parts.append(_html_table(frames["diversity"]))
         parts.append(_html_table(frames["similarity"]))
     links = " · ".join(f"<a href='{name}.csv'>{name}.csv</a>" for name in TABLES)

@@ -211,7 +211,7 @@ def check_ingredients(db: sqlite_utils.Database, project_id: int,
                                 " skipped")
         if partial:
             consequences.append(f"the run{'s' if len(partial) > 1 else ''} {' and '.join(map(repr, partial))}"
-                                " will train without it")
+                                " will train on its other data only")
         problems.append(Problem(source, f"{what}: {'; '.join(consequences)} — {fix}" if consequences
                                 else f"{what} — {fix}", tuple(gone)))
     problems.extend(failed_dry_runs)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from core import projects, vocab
-from core.agreement.project import items_agreement, project_agreement
+from core.agreement.project import exclusion_effect, items_agreement, project_agreement
 from core.agreement.report import ReportConfig
 from core.annotation.adjudication import adjudicate
 from core.annotation.pool import (
@@ -69,6 +69,8 @@ def _agreement(args: argparse.Namespace, db: Any) -> dict[str, Any]:
                                     model=not args.no_model)
     report = project_agreement(db, project, config=config)
     result = {"project": project.name, **report.to_dict()}
+    exclusion = exclusion_effect(db, project)  # annotators excluded by `crowd exclude` (None: nobody)
+    result["exclusion"] = exclusion.to_dict() if exclusion else None
     if args.items_out:
         path = Path(args.items_out)
         if path.parent and not path.parent.exists():
@@ -88,6 +90,10 @@ def _agreement(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         "mean instance agreement: " + ("—" if report.mean_instance_agreement is None
                                        else f"{report.mean_instance_agreement:.3f}"),
     ]
+    if exclusion:
+        lines.append(f"without {len(exclusion.excluded)} excluded annotators ({', '.join(exclusion.excluded)});"
+                     " with them alpha would be "
+                     + ("undefined" if exclusion.alpha_with is None else f"{exclusion.alpha_with:.3f}"))
     for row in report.per_annotator:
         value = row["agreement_with_others"]
         lines.append(f"  {row['annotator']}: {row['n']} compared, agreement with others "

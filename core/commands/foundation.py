@@ -43,6 +43,17 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     create.set_defaults(handler=_project_create)
     plist = project.add_parser("list", parents=[common], help="list projects")
     plist.set_defaults(handler=_project_list)
+    member = project.add_parser(
+        "member", help="who may annotate a project (annotators see only the projects they are members of)"
+    ).add_subparsers(dest="member_command", required=True)
+    for action, text in (("add", "assign users to the project"), ("remove", "take users off the project")):
+        change = member.add_parser(action, parents=[common], help=text)
+        change.add_argument("project")
+        change.add_argument("users", nargs="+", metavar="USER")
+        change.set_defaults(handler=_member_change, adding=action == "add")
+    mlist = member.add_parser("list", parents=[common], help="list the project's members")
+    mlist.add_argument("project")
+    mlist.set_defaults(handler=_member_list)
 
     split = subparsers.add_parser(
         "split", parents=[common], help="split real items into train/dev/test (stratified by label, seeded)"
@@ -101,6 +112,22 @@ def _project_create(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     )
     return {"id": project.id, "name": project.name, "labels": project.label_names,
             "message": f"created project {project.name!r} (id {project.id}) with labels {', '.join(project.label_names)}"}
+
+
+def _member_change(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    project = projects.get_project(db, args.project)
+    change = projects.add_member if args.adding else projects.remove_member
+    changed = [name for name in args.users if change(db, project.id, users.get_user(db, name).id)]
+    verb = "added to" if args.adding else "removed from"
+    return {"project": project.name, "changed": changed,
+            "message": f"{', '.join(changed) or 'nobody'} {verb} project {project.name!r}"}
+
+
+def _member_list(args: argparse.Namespace, db: Any) -> dict[str, Any]:
+    project = projects.get_project(db, args.project)
+    rows = projects.members(db, project.id)
+    return {"project": project.name, "members": [{k: r[k] for k in ("username", "role", "added_at")} for r in rows],
+            "message": "\n".join(f"{r['username']} ({r['role']})" for r in rows) or "no members"}
 
 
 def _project_list(args: argparse.Namespace, db: Any) -> dict[str, Any]:

@@ -135,7 +135,7 @@ def raw_view(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
 
     Like the aggregated view it covers accepted items only (rejected synthetic items are not data)."""
     items = items_db.items_frame(db, project_id)
-    annotations = items_db.annotations_frame(db, project_id)
+    annotations = items_db.annotations_frame(db, project_id, include_excluded=True)  # raw: every label kept
     lookup = pd.DataFrame({"item_id": items["id"], "public_id": public_item_ids(items), "text": items["text"]})
     table = annotations.merge(lookup, on="item_id", how="inner", sort=False)
     table["item_id"] = table["public_id"]

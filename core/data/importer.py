@@ -7,7 +7,10 @@ writes the plan in one transaction, so a bad file changes nothing.
 
 Identity rules (DESIGN.md): rows that share an id are one item (long form repeats the text per annotator);
 items with distinct ids are never merged, their duplicate texts are only reported; without an id column a row
-whose normalised text duplicates an existing item or an earlier row is skipped and reported.
+whose normalised text duplicates an existing item or an earlier row is skipped and reported. An item already in
+the project keeps its labels: only new annotations (and a reference label where it had none) are written, and a
+different label in the file is reported as a conflict. Malformed rows (fewer fields than the header, a bare CR
+in an unquoted field) and duplicate column names are refused, never read as data.
 
 Work per row is vectorised (pandas/numpy); Python loops run once per item (text hashing) or per distinct value.
 """
@@ -82,6 +85,8 @@ class ImportSpec(Config):
     ``split`` is a fixed split for every row (default ``train``); ``split_col`` reads it per row instead.
     Raw labels come either in long form (``annotator_col`` + ``annotation_col``: a row per item and annotator;
     needs ``id_col``) or in wide form (``annotator_cols``: a column per annotator, empty = not labelled).
+    ``repeated_ratings`` says which rating is kept when an annotator rates an item again (every repeat is kept
+    as a pair either way); ``label_map`` turns file codes (0/1, pos/neg) into project labels.
     """
 
     KIND = "import option"
@@ -985,8 +990,8 @@ class ImportReport:
 
     @property
     def message(self) -> str:
-        """The summary and, when there are conflicts, the conflict line."""
-        return "; ".join(part for part in (self.summary, self.conflict_line) if part)
+        """The summary and, on a line of its own, the conflicts (if any)."""
+        return "\n".join(part for part in (self.summary, self.conflict_line) if part)
 
     @property
     def conflict_line(self) -> str | None:
@@ -1056,7 +1061,8 @@ def import_frame(
         existing = items_db.items_frame(db, project_id, include_rejected=True)[
             ["id", "external_id", "text", "text_hash", "reference_label"]]
         plan = plan_import(frame, spec, project, existing, add_missing_labels=add_missing_labels,
-                           existing_annotations=lambda: items_db.annotations_frame(db, project_id))
+                           existing_annotations=lambda: items_db.annotations_frame(
+                               db, project_id, include_excluded=True))
         if plan.labels_to_add:
             projects.add_labels(db, project_id, list(plan.labels_to_add))
         new_ids = np.asarray(

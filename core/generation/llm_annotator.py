@@ -156,7 +156,7 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: LLMAnnotato
     elif config.selection == "ids":
         items = items[items["id"].isin(config.item_ids)]
     if not config.overwrite:
-        annotations = items_db.annotations_frame(db, project_id)
+        annotations = items_db.annotations_frame(db, project_id, include_excluded=True)
         done = set(annotations.loc[annotations["annotator"] == config.annotator, "item_id"])
         if config.selection == "unlabelled":
             done |= set(annotations.loc[~annotations["annotator"].str.startswith(LLM_ANNOTATOR_PREFIX), "item_id"])

@@ -31,6 +31,7 @@ CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
 ]
+ENTRY_POINT = "app.py"  # what the README's run command starts
 VIEWPORT = {"width": 1200, "height": 800}
 # Two shared cores: a rerun that imports pandas/altair or starts a job can take several seconds.
 EXPECT_TIMEOUT_MS = 30_000
@@ -63,8 +64,9 @@ def cli(db_path: str | os.PathLike[str], *args: str, stdin: str | None = None, e
 
 
 class AppServer:
-    """``streamlit run streamlit_app.py`` on 127.0.0.1 with ``SYNTHLOOP_DB`` set; stopped (its whole process
-    group) on exit. Its output goes to ``log_path`` so a failing test can show it."""
+    """``streamlit run app.py`` (the README's command: the app with its session-cookie routes) on 127.0.0.1 with
+    ``SYNTHLOOP_DB`` set; stopped (its whole process group) on exit. Its output goes to ``log_path`` so a failing
+    test can show it."""
 
     def __init__(self, db_path: str | os.PathLike[str], *, env: dict[str, str] | None = None,
                  log_path: str | os.PathLike[str] | None = None, port: int | None = None,
@@ -85,7 +87,7 @@ class AppServer:
         env = {**os.environ, "SYNTHLOOP_DB": str(self.db_path), "PYTHONUNBUFFERED": "1", **self.env}
         self._log = open(self.log_path, "ab")  # noqa: SIM115 — closed in stop()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "streamlit", "run", "streamlit_app.py", "--server.headless", "true",
+            [PYTHON, "-m", "streamlit", "run", ENTRY_POINT, "--server.headless", "true",
              "--server.port", str(self.port), "--server.address", "127.0.0.1",
              "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
              "--server.runOnSave", "false", *self.extra_args],
@@ -202,15 +204,29 @@ def open_app(page, url: str) -> None:
     wait_idle(page)
 
 
+def _handed_over(url: str) -> bool:
+    """The page the browser lands on after a login's trip through the cookie route (not the route, not the
+    invite link)."""
+    return "/auth/" not in url and "invite=" not in url
+
+
+def logging_in(page):
+    """``with logging_in(page): <the action that logs in>``: a login sends the tab through the app's session
+    route (which sets the cookie) and back, a new page load; this waits for it, so nothing done next is lost."""
+    return page.expect_navigation(url=_handed_over, wait_until="load")
+
+
 def login(page, url: str, username: str, password: str) -> None:
-    """Open the app and log in with the login form; waits for the sidebar with the user's name."""
+    """Open the app and log in with the login form; waits for the session cookie and the sidebar with the user's
+    name."""
     from playwright.sync_api import expect
 
     open_app(page, url)
     form = page.locator('[data-testid="stForm"]')
     form.get_by_label("Username").fill(username)
     form.get_by_label("Password", exact=True).fill(password)
-    form.get_by_role("button", name="Log in").click()
+    with logging_in(page):
+        form.get_by_role("button", name="Log in").click()
     expect(sidebar(page).get_by_text(username, exact=False).first).to_be_visible()
     wait_idle(page)
 
@@ -218,7 +234,8 @@ def login(page, url: str, username: str, password: str) -> None:
 def login_with_invite(page, url: str, token: str, username: str) -> None:
     from playwright.sync_api import expect
 
-    open_app(page, f"{url}/?invite={token}")
+    with logging_in(page):
+        page.goto(f"{url}/?invite={token}")
     expect(sidebar(page).get_by_text(username, exact=False).first).to_be_visible()
     wait_idle(page)
 
