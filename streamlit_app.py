@@ -9,6 +9,7 @@ from core import jobs, projects, users
 from core.annotation import crowd
 from core.errors import SynthloopError
 from pages._common import (
+    DEEP_LINK,
     PAGES,
     PROJECT_ID,
     ROUTED,
@@ -118,9 +119,9 @@ def _crowd_arrival() -> bool:
     except SynthloopError as exc:
         error = exc
 
-        def _why() -> None:
+        def _why() -> None:  # for the worker: a calm note, not an error box
             st.title("Synthloop")
-            show_error(error)
+            st.info(escape_markdown(str(error)), icon=":material/info:")
 
         st.navigation([st.Page(_why, title="Synthloop", icon=":material/info:")], position="hidden").run()
         return True
@@ -147,6 +148,7 @@ def main() -> None:
         return
     user = logged_in_user()  # stops with the message when SYNTHLOOP_DB cannot be the database
     _failed_at_start(db_path())
+    deep_link = st.session_state.pop(DEEP_LINK, None)
     if user is None:
         st.session_state.pop(USER_ID, None)
         # Every page's address shows the login form too, so a refresh or a bookmark of a page without a (live)
@@ -154,14 +156,25 @@ def main() -> None:
         login = st.Page(_login_screen, title="Log in", icon=":material/login:", default=True)
         aliases = [st.Page(_login_screen, title="Log in", url_path=url_path(spec), visibility="hidden")
                    for spec in PAGES]
-        st.navigation([login, *aliases], position="hidden").run()
+        navigation = st.navigation([login, *aliases], position="hidden")
+        _open_deep_link(deep_link, aliases)
+        navigation.run()
         return
     _sidebar(user)
     sections: dict[str, list] = {}
     for spec in pages_for(user.role):
         sections.setdefault(spec.section, []).append(
             st.Page(spec.file, title=spec.title, icon=spec.icon, url_path=url_path(spec)))
-    st.navigation(sections).run()
+    navigation = st.navigation(sections)
+    _open_deep_link(deep_link, [page for section in sections.values() for page in section])
+    navigation.run()
+
+
+def _open_deep_link(deep_link: str | None, pages: list) -> None:
+    """Open the page a session asked for before the router ran (see ``pages._common.page_guard``)."""
+    target = next((page for page in pages if deep_link and page.url_path == deep_link), None)
+    if target is not None:
+        st.switch_page(target, query_params=st.query_params.to_dict())
 
 
 main()

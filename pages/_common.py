@@ -29,6 +29,7 @@ USER_ID = "auth_user_id"
 SESSION_ID = "auth_session_id"  # the session row (core/sessions.py) this tab is logged in by
 PROJECT_ID = "current_project_id"
 ROUTED = "routed_by_entry_point"
+DEEP_LINK = "deep_link"  # the page a session asked for before the router ran (page_guard → the router opens it)
 ANALYSIS_MAP = "analysis_map"  # the map chart's selection (pages/analysis.py)
 ANALYSIS_COLOUR = "analysis_colour"  # colour the map by source or label
 ANNOTATE_BACK = "annotate_back"  # 0: my next item; n ≥ 1: my n-th most recent label, open for editing
@@ -185,10 +186,10 @@ def page_guard(page_file: str) -> users.User:
     """Stop rendering unless the logged-in user's role (re-read from the database) may see this page."""
     name = Path(page_file).name
     spec = next(page for page in PAGES if Path(page.file).name == name)
+    if not st.session_state.get(ROUTED):
+        _route_through_entry_point(spec)
     user = logged_in_user()
     if user is None:
-        if not st.session_state.get(ROUTED):
-            _route_through_entry_point()
         st.warning("Please log in first.")
         st.stop()
     if user.role not in spec.roles:
@@ -197,12 +198,15 @@ def page_guard(page_file: str) -> users.User:
     return user
 
 
-def _route_through_entry_point() -> None:
-    """Send a session that reached a page without the router (a cold server's first request may run a page of
-    ``pages/`` directly) to the entry point, keeping the query string so an invite link still logs in."""
-    # Without an entry point to go to (a page run on its own, as in tests) the page refuses below.
+def _route_through_entry_point(spec: PageSpec) -> None:
+    """Send a session that reached a page without the router to the entry point, which then opens this page
+    (``DEEP_LINK``). A cold server's first request — a refresh or a bookmark after a restart — may run a page of
+    ``pages/`` directly. The query string is kept, so an invite link still logs in."""
+    st.session_state[DEEP_LINK] = url_path(spec)
     with contextlib.suppress(StreamlitAPIException):
         st.switch_page("streamlit_app.py", query_params=st.query_params.to_dict())
+    # No entry point to go to (a page run on its own, as in tests): the page itself decides below.
+    del st.session_state[DEEP_LINK]
 
 
 def current_project(db) -> projects.Project:

@@ -126,6 +126,7 @@ def _submit(project: Project, shown: Shown, label_name: str) -> None:
     back = int(st.session_state.get(ANNOTATE_BACK, 0))
     try:
         with database() as db:
+            _check_access(db, project)
             crowd.submit_label(db, project, annotator, shown.item_id, label_name, unsure=shown.unsure,
                                comment=st.session_state.get(f"comment_{shown.serial}", ""),
                                seconds=round(time.time() - shown.since, 1))
@@ -139,6 +140,7 @@ def _submit(project: Project, shown: Shown, label_name: str) -> None:
 def _skip(project: Project, shown: Shown) -> None:
     try:
         with database() as db:
+            _check_access(db, project)
             crowd.skip_item(db, project, annotator, shown.item_id)
     except SynthloopError as exc:
         _refused(shown, exc)

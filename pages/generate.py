@@ -221,32 +221,32 @@ with jobs_tab:
         with database() as db:
             summary = service.job_summary(db, job_id)
             rejected = service.rejected_outputs(db, job_id)
-        st.markdown(f"**Status:** {summary['status']} · {summary['mode']} · {summary['backend']} · "
-                    f"{escape_markdown(summary['model'])}")
-        if summary["error"]:
-            st.error(escape_markdown(summary["error"].splitlines()[0]))
-        for label, n in summary["accepted_per_label"].items():
-            target = summary["target_per_label"]
+        st.markdown(f"**Status:** {summary.status} · {summary.mode} · {summary.backend} · "
+                    f"{escape_markdown(summary.model)}")
+        if summary.error:
+            st.error(escape_markdown(summary.error.splitlines()[0]))
+        for label, n in summary.accepted_per_label.items():
+            target = summary.target_per_label
             st.progress(min(1.0, n / target), text=f"{escape_markdown(label)}: {n} / {target}")
         cols = st.columns(6)
-        cols[0].metric("Accepted", summary["accepted"])
-        cols[1].metric("Rejected", sum(summary["rejected"].values()))
-        cols[2].metric("Calls", f"{summary['calls']} ({summary['failed_calls']} failed)")
-        cols[3].metric("Tokens", f"{summary['prompt_tokens']:,} + {summary['completion_tokens']:,}")
-        cols[4].metric("Cost", f"{summary['cost']:.4f}")
-        eta = summary["eta_s"]
+        cols[0].metric("Accepted", summary.accepted)
+        cols[1].metric("Rejected", sum(summary.rejected.values()))
+        cols[2].metric("Calls", f"{summary.calls} ({summary.failed_calls} failed)")
+        cols[3].metric("Tokens", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}")
+        cols[4].metric("Cost", f"{summary.cost:.4f}")
+        eta = summary.eta_s
         cols[5].metric("ETA", "—" if eta is None else f"{eta:.0f} s")
-        if summary["rejected"]:
+        if summary.rejected:
             st.caption("Rejected texts by reason")
-            st.dataframe(pd.DataFrame({"reason": list(summary["rejected"]),
-                                       "texts": list(summary["rejected"].values())}), hide_index=True)
+            st.dataframe(pd.DataFrame({"reason": list(summary.rejected),
+                                       "texts": list(summary.rejected.values())}), hide_index=True)
         if not rejected.empty:
             with st.expander("Recent rejected outputs and failed calls"):
                 st.dataframe(rejected, hide_index=True)
 
         left, right = st.columns(2)
-        cancel = left.button("Cancel job", disabled=not summary["active"], icon=":material/stop:")
-        resume = right.button("Resume job", disabled=not summary["resumable"], icon=":material/replay:",
+        cancel = left.button("Cancel job", disabled=not summary.active, icon=":material/stop:")
+        resume = right.button("Resume job", disabled=not summary.resumable, icon=":material/replay:",
                               help="generates only what is still missing per label")
         if cancel or resume:
             try:

@@ -45,7 +45,7 @@ def test_db_imports_no_higher_layer(path: Path) -> None:
 
 @pytest.mark.parametrize(
     "path",
-    [*_python_files("core"), *_python_files("pages"), ROOT / "streamlit_app.py"],
+    [*_python_files("core"), *_python_files("pages"), ROOT / "streamlit_app.py", ROOT / "app.py"],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
 def test_no_sql_outside_db(path: Path) -> None:
@@ -53,7 +53,7 @@ def test_no_sql_outside_db(path: Path) -> None:
     assert match is None, f"SQL in {path.relative_to(ROOT)}: {match.group(0)[:60]!r}"
 
 
-@pytest.mark.parametrize("path", [*_python_files("pages"), ROOT / "streamlit_app.py"],
+@pytest.mark.parametrize("path", [*_python_files("pages"), ROOT / "streamlit_app.py", ROOT / "app.py"],
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_pages_render_no_raw_html(path: Path) -> None:
     assert "unsafe_allow_html=True" not in path.read_text(encoding="utf-8")
@@ -118,7 +118,7 @@ def _string_collections(path: Path) -> list[tuple[int, frozenset[str]]]:
 
 @pytest.mark.parametrize(
     "path",
-    [p for p in [*_python_files("core"), *_python_files("pages"), ROOT / "streamlit_app.py"]
+    [p for p in [*_python_files("core"), *_python_files("pages"), ROOT / "streamlit_app.py", ROOT / "app.py"]
      if p.name != "vocab.py"],
     ids=lambda p: str(p.relative_to(ROOT)),
 )
@@ -143,12 +143,13 @@ def test_every_config_field_has_help_and_round_trips() -> None:
 
     for module in ("core.data.importer", "core.generation.config", "core.generation.llm_annotator",
                    "core.training.config", "core.analysis.service", "core.analysis.study", "core.agreement.report",
-                   "core.annotation.pool"):
+                   "core.annotation.pool", "core.annotation.crowd"):
         importlib.import_module(module)
     configs = {c for c in _all_subclasses(Config) if dataclasses.is_dataclass(c)}
     assert {c.__name__ for c in configs} >= {"ImportSpec", "GenerationConfig", "BackendSettings",
                                              "LLMAnnotatorConfig", "TrainConfig", "AnalysisConfig", "StudyConfig",
-                                             "ReportConfig", "AssignmentSettings", "PromptTemplates"}
+                                             "ReportConfig", "AssignmentSettings", "PromptTemplates",
+                                             "StudySettings"}
     for config in configs:
         missing = [name for name, text in field_help(config).items() if not text]
         assert not missing, f"{config.__name__} fields without help: {missing}"

@@ -121,7 +121,7 @@ def test_generation_reaches_exactly_its_target_through_every_kind_of_fault(db_pa
             summary = generation.job_summary(db, job_id)
             errors = generation.rejected_outputs(db, job_id)
     assert job["status"] == "done", job["error"]
-    assert summary["accepted_per_label"] == {"pos": 6, "neg": 6}
+    assert summary.accepted_per_label == {"pos": 6, "neg": 6}
     items = _synthetic_items(db_path)
     assert len(items) == 12
     assert sorted(label for _, label, _, _ in items) == ["neg"] * 6 + ["pos"] * 6
@@ -132,9 +132,9 @@ def test_generation_reaches_exactly_its_target_through_every_kind_of_fault(db_pa
             "EmptyChoices"} <= kinds, kinds
     codes = {detail.split(":")[0] for detail in errors.loc[errors["reason"] == "error", "detail"]}
     assert {"malformed", "empty"} <= codes, codes
-    assert summary["failed_calls"] == len(errors[errors["reason"] == "error"]) > 0
+    assert summary.failed_calls == len(errors[errors["reason"] == "error"]) > 0
     # Retries (429, 5xx, timeouts, truncated, dropped) happen inside the client: more requests than calls.
-    assert server.completions > summary["calls"]
+    assert server.completions > summary.calls
     assert elapsed < 60
 
 
@@ -187,12 +187,12 @@ def test_a_killed_generation_job_resumes_to_exactly_its_target_without_duplicate
 
     assert job["status"] == "done", job["error"]
     after = _synthetic_items(db_path)
-    assert summary["accepted_per_label"] == {"pos": 8, "neg": 8}
+    assert summary.accepted_per_label == {"pos": 8, "neg": 8}
     assert len(after) == 16, f"{len(after)} synthetic items, target 16"
     assert len({h for _, _, _, h in after}) == 16, "a duplicate text was accepted"
     assert set(before) <= set(after), "an item accepted before the kill was lost or changed"
-    assert summary["rejected"].get("duplicate", 0) + summary["rejected"].get("near-duplicate", 0) > 0, \
-        f"the repeated replies were not rejected as duplicates: {summary['rejected']}"
+    assert summary.rejected.get("duplicate", 0) + summary.rejected.get("near-duplicate", 0) > 0, \
+        f"the repeated replies were not rejected as duplicates: {summary.rejected}"
 
 
 def _dump(db_path: Path, tables: tuple[str, ...]) -> dict[str, list[tuple]]:

@@ -59,10 +59,10 @@ def test_job_reaches_exactly_the_target_and_stores_every_call(fresh_db, db_path)
                                      "similarity": None}]
         assert call["prompt_tokens"] > 0 and call["latency_s"] > 0
     summary = service.job_summary(fresh_db, job_id)
-    assert (summary["calls"], summary["failed_calls"], summary["accepted"], summary["rejected"]) == (12, 0, 12, {})
+    assert (summary.calls, summary.failed_calls, summary.accepted, summary.rejected) == (12, 0, 12, {})
     row = gen_db.get_generation_job(fresh_db, job_id)
     assert (row["status"], row["n_calls"], row["n_accepted"]) == ("done", 12, 12)
-    assert row["prompt_tokens"] == summary["prompt_tokens"] > 0
+    assert row["prompt_tokens"] == summary.prompt_tokens > 0
 
 
 def test_concurrent_multi_text_replies_never_overshoot_the_target(fresh_db, db_path) -> None:
@@ -154,9 +154,9 @@ def test_cancel_stops_the_job_cleanly(fresh_db, db_path) -> None:
         service.cancel_generation(fresh_db, job_id)
         thread.join(20)
     summary = service.job_summary(fresh_db, job_id)
-    assert summary["status"] == "cancelled"
-    assert 4 <= summary["accepted"] < 1000
-    assert summary["accepted"] == len(synthetic(fresh_db, project.id))
+    assert summary.status == "cancelled"
+    assert 4 <= summary.accepted < 1000
+    assert summary.accepted == len(synthetic(fresh_db, project.id))
     assert service.resume_generation(fresh_db, job_id, launch=False) == job_id
     assert core_jobs.get(fresh_db, job_id)["status"] == "queued"
 
@@ -190,7 +190,7 @@ def test_kill_9_midway_then_resume_ends_at_exactly_the_target_without_duplicates
     calls = gen_db.calls_frame(fresh_db, job_id, limit=10_000)
     assert calls["n_accepted"].sum() == 80  # every stored item belongs to a stored call, and vice versa
     summary = service.job_summary(fresh_db, job_id)
-    assert summary["status"] == "done" and summary["accepted"] == 80
+    assert summary.status == "done" and summary.accepted == 80
     with pytest.raises(SynthloopError, match="already reached its target of 40 per label"):
         service.resume_generation(fresh_db, job_id, launch=False)
 

@@ -288,7 +288,7 @@ def test_generate_page_defaults_are_the_cli_defaults(db_path, fresh_db, monkeypa
     _by_label(again.number_input, "Texts per label (target)").set_value(1)
     again.button(key=START).click().run()
     assert not again.exception and len(launched) == 1
-    assert service.job_summary(fresh_db, launched[0][1])["config"]["prompt_form"] == "list"  # embedded: list
+    assert service.job_summary(fresh_db, launched[0][1]).config["prompt_form"] == "list"  # embedded: list
 
 
 def _app_again(at, db_path, project_id):
@@ -314,6 +314,6 @@ def test_resume_is_offered_only_for_a_job_below_its_target(db_path, fresh_db, mo
     at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
     at.run()
     summary = service.job_summary(fresh_db, job_id)
-    assert (summary["status"], summary["accepted"], summary["active"], summary["resumable"]) == ("failed", 2, False,
+    assert (summary.status, summary.accepted, summary.active, summary.resumable) == ("failed", 2, False,
                                                                                                False)
     assert _by_label(at.button, "Resume job").disabled and _by_label(at.button, "Cancel job").disabled

@@ -84,5 +84,5 @@ def test_few_shot_needs_seeds_and_list_form_needs_seeds_per_label(fresh_db) -> N
     job_id = service.start_generation(fresh_db, project.id, launch=False, mode="few-shot", backend="openai",
                                       model="m", base_url="http://127.0.0.1:9/v1")
     summary = service.job_summary(fresh_db, job_id)
-    assert (summary["status"], summary["target"], summary["accepted"], summary["mode"]) == ("queued", 20, 0, "few-shot")
+    assert (summary.status, summary.target, summary.accepted, summary.mode) == ("queued", 20, 0, "few-shot")
     assert list(service.list_generation_jobs(fresh_db, project.id)["job_id"]) == [job_id]

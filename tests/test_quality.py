@@ -214,3 +214,20 @@ def test_check_input_is_validated(labelled) -> None:
     assert table.to_dict("records") == [{"check_id": attention.id, "kind": "attention", "item_id": None,
                                          "text": "Please choose “b” for this item.", "labels": "b",
                                          "qualification": False, "answers": 0, "correct": 0}]
+
+
+def test_agreement_page_shows_alpha_with_and_without_the_excluded(labelled, db_path, monkeypatch) -> None:
+    from tests.page_helpers import researcher_app, shown
+
+    db, project, _ids = labelled
+    at = researcher_app("agreement.py", db_path, db, project.id, monkeypatch).run()
+    assert not at.exception
+    assert not [w for w in at.warning if "excluded" in w.value]
+    assert at.metric[0].value == "0.057"
+    quality.set_excluded(db, project, "z")
+    at.run()
+    assert not at.exception
+    assert at.metric[0].value == "0.533"
+    (note,) = [shown(w.value) for w in at.warning if "excluded" in w.value]
+    assert note == ("1 excluded annotators (4 labels) are left out of every figure here: alpha without them 0.533,"
+                    " with them 0.057.")

@@ -360,7 +360,7 @@ def _run_two_jobs_with_keys(db_path: Path, planted: str, wrong: str, monkeypatch
         assert f"Bearer {planted}" in sent and f"Bearer {wrong}" in sent
         exports = [exporter.export_data(db, project.id, view=view, fmt=fmt).data
                    for view in vocab.EXPORT_VIEWS for fmt in vocab.EXPORT_FORMATS]
-        assert generation.job_summary(db, good)["accepted"] == 4
+        assert generation.job_summary(db, good).accepted == 4
     return exports
 
 

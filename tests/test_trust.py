@@ -241,7 +241,7 @@ def test_the_reads_pages_poll_mark_a_dead_job_failed(fresh_db, db_path: Path) ->
 
     died = f"the job's process (pid {pid}) died without finishing (killed or crashed)"
     summary = generation.job_summary(fresh_db, generation_job)  # the Generate page's poll
-    assert (summary["status"], summary["error"]) == ("failed", f"{died}: resume the job to generate only the rest")
+    assert (summary.status, summary.error) == ("failed", f"{died}: resume the job to generate only the rest")
     watched = jobs.watch(fresh_db, study_job)  # the shared progress panel's poll (Study, Diversity)
     assert (watched["status"], watched["error"]) == ("failed", f"{died}: start the study again")
     [row] = training.recent_progress(fresh_db, tiny.id)  # the Train page's poll
@@ -275,7 +275,7 @@ def test_job_run_started_twice_at_once_runs_the_job_once(fresh_db, db_path: Path
                          f" or stop it with `python -m core job cancel {job_id}`\n")
     assert (winner.returncode, winner_out) == (0, f"job {job_id} done\n"), winner_err
     summary = generation.job_summary(fresh_db, job_id)
-    assert summary["accepted_per_label"] == {"pos": 5, "neg": 5}
+    assert summary.accepted_per_label == {"pos": 5, "neg": 5}
     assert gen_db.calls_frame(fresh_db, job_id, limit=1000)["n_accepted"].sum() == 10
 
 

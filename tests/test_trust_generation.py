@@ -238,7 +238,7 @@ def test_a_generation_job_rejects_echoes_with_their_own_reason(fresh_db, db_path
         job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=2, concurrency=1)
         run_generation(str(db_path), job_id)
     summary = generation.job_summary(fresh_db, job_id)
-    assert summary["accepted"] == 4 and summary["rejected"] == {"echo": 3} and summary["calls"] == 7
+    assert summary.accepted == 4 and summary.rejected == {"echo": 3} and summary.calls == 7
     rejected = generation.rejected_outputs(fresh_db, job_id)
     assert sorted(rejected["text"]) == ["A favourable review.", "Use at most 50 words.", "pos"]
     assert set(rejected["reason"]) == {"echo"}

@@ -149,23 +149,23 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     summary = service.run_in_foreground(db, job_id)
     result = {
         "job_id": job_id,
-        "status": summary["status"],
-        "accepted": summary["accepted"],
-        "accepted_per_label": summary["accepted_per_label"],
-        "target_per_label": summary["target_per_label"],
-        "rejected": summary["rejected"],
-        "calls": summary["calls"],
-        "failed_calls": summary["failed_calls"],
-        "prompt_tokens": summary["prompt_tokens"],
-        "completion_tokens": summary["completion_tokens"],
-        "cost": summary["cost"],
+        "status": summary.status,
+        "accepted": summary.accepted,
+        "accepted_per_label": summary.accepted_per_label,
+        "target_per_label": summary.target_per_label,
+        "rejected": summary.rejected,
+        "calls": summary.calls,
+        "failed_calls": summary.failed_calls,
+        "prompt_tokens": summary.prompt_tokens,
+        "completion_tokens": summary.completion_tokens,
+        "cost": summary.cost,
         "seconds": round(time.monotonic() - started, 3),
     }
-    per_label = ", ".join(f"{k} {v}/{summary['target_per_label']}" for k, v in summary["accepted_per_label"].items())
-    rejected = ", ".join(f"{k} {v}" for k, v in summary["rejected"].items()) or "none"
-    result["message"] = (f"job {job_id} {summary['status']}: accepted {summary['accepted']} ({per_label}); "
-                         f"rejected: {rejected}; {summary['calls']} calls ({summary['failed_calls']} failed), "
-                         f"{summary['prompt_tokens']}+{summary['completion_tokens']} tokens, {result['seconds']:.1f} s")
+    per_label = ", ".join(f"{k} {v}/{summary.target_per_label}" for k, v in summary.accepted_per_label.items())
+    rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.items()) or "none"
+    result["message"] = (f"job {job_id} {summary.status}: accepted {summary.accepted} ({per_label}); "
+                         f"rejected: {rejected}; {summary.calls} calls ({summary.failed_calls} failed), "
+                         f"{summary.prompt_tokens}+{summary.completion_tokens} tokens, {result['seconds']:.1f} s")
     return result
 
 

@@ -274,7 +274,7 @@ def cancel_generation(db: sqlite_utils.Database, job_id: int) -> None:
     core_jobs.cancel(db, job_id)
 
 
-def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
+def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> GenerationJobSummary:
     """Run a queued job in this process with the same runner the app launches (the CLI's ``generate``)."""
     job = core_jobs.run(db_file(db), job_id)
     if job["status"] == "failed":
@@ -282,9 +282,41 @@ def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
     return job_summary(db, job_id)
 
 
-def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
-    """Status (with ``active``: queued or running, and ``resumable``), per-label progress (accepted/target),
-    rejections by reason, tokens, cost and ETA of one job."""
+@dataclass(frozen=True)
+class GenerationJobSummary:
+    """One generation job as the Generate page and ``generate --json`` show it. ``active``: queued or running;
+    ``resumable``: see :func:`is_resumable`; ``eta_s`` only while running."""
+
+    job_id: int
+    generation_job_id: int
+    status: str
+    active: bool
+    resumable: bool
+    message: str
+    error: str
+    mode: str
+    backend: str
+    model: str
+    target_per_label: int
+    accepted_per_label: dict[str, int]
+    accepted: int
+    target: int
+    rejected: dict[str, int]
+    calls: int
+    failed_calls: int
+    prompt_tokens: int
+    completion_tokens: int
+    mean_latency_s: float | None
+    cost: float
+    eta_s: float | None
+    seconds: float | None
+    created_at: str
+    finished_at: str | None
+    config: dict[str, Any]
+
+
+def job_summary(db: sqlite_utils.Database, job_id: int) -> GenerationJobSummary:
+    """Status, per-label progress (accepted/target), rejections by reason, tokens, cost and ETA of one job."""
     generation_job = _generation_job(db, job_id)
     job = core_jobs.watch(db, job_id)  # the Generate page polls this: a dead job shows as failed
     gid = int(generation_job["id"])
@@ -292,34 +324,19 @@ def job_summary(db: sqlite_utils.Database, job_id: int) -> dict[str, Any]:
     accepted = gen_db.accepted_per_label(db, gid)
     totals = gen_db.call_totals(db, gid)
     live = job["result"] or {}
-    return {
-        "job_id": job_id,
-        "generation_job_id": gid,
-        "status": job["status"],
-        "active": job["status"] in ACTIVE_STATUSES,
-        "resumable": is_resumable(job["status"], config, accepted),
-        "message": job["message"],
-        "error": job["error"],
-        "mode": config.mode,
-        "backend": config.backend,
-        "model": config.model,
-        "target_per_label": config.per_label,
-        "accepted_per_label": {label: int(accepted.get(label, 0)) for label in config.labels},
-        "accepted": int(sum(accepted.get(label, 0) for label in config.labels)),
-        "target": config.target_total,
-        "rejected": gen_db.rejected_by_reason(db, gid),
-        "calls": totals["calls"],
-        "failed_calls": totals["failed_calls"],
-        "prompt_tokens": totals["prompt_tokens"],
-        "completion_tokens": totals["completion_tokens"],
-        "mean_latency_s": totals["mean_latency_s"],
-        "cost": round(config.cost(totals["prompt_tokens"], totals["completion_tokens"]), 6),
-        "eta_s": live.get("eta_s") if job["status"] == "running" else None,
-        "seconds": live.get("seconds"),
-        "created_at": job["created_at"],
-        "finished_at": job["finished_at"],
-        "config": config.to_dict(),
-    }
+    return GenerationJobSummary(
+        job_id=job_id, generation_job_id=gid, status=job["status"], active=job["status"] in ACTIVE_STATUSES,
+        resumable=is_resumable(job["status"], config, accepted), message=job["message"], error=job["error"],
+        mode=config.mode, backend=config.backend, model=config.model, target_per_label=config.per_label,
+        accepted_per_label={label: int(accepted.get(label, 0)) for label in config.labels},
+        accepted=int(sum(accepted.get(label, 0) for label in config.labels)), target=config.target_total,
+        rejected=gen_db.rejected_by_reason(db, gid), calls=totals["calls"], failed_calls=totals["failed_calls"],
+        prompt_tokens=totals["prompt_tokens"], completion_tokens=totals["completion_tokens"],
+        mean_latency_s=totals["mean_latency_s"],
+        cost=round(config.cost(totals["prompt_tokens"], totals["completion_tokens"]), 6),
+        eta_s=live.get("eta_s") if job["status"] == "running" else None, seconds=live.get("seconds"),
+        created_at=job["created_at"], finished_at=job["finished_at"], config=config.to_dict(),
+    )
 
 
 def list_generation_jobs(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:

@@ -97,6 +97,26 @@ def test_a_refresh_and_a_new_tab_keep_the_researcher_on_their_page(tmp_path: Pat
     shots(tab, "a new tab")
 
 
+def test_a_refresh_after_a_server_restart_keeps_the_page(tmp_path: Path, start_app, new_page, shots) -> None:
+    """A restarted server's first request is special in Streamlit (it may run the page file without the router,
+    listing every file of pages/ as a page): the session and the page must still come back whole."""
+    db_path = tmp_path / "restart.db"
+    _database(db_path)
+    app = start_app(db_path)
+    page = new_page()
+    support.login(page, app.url, "rex", PASSWORD)
+    support.goto(page, "Agreement")
+    address = page.url
+    app.stop()
+    app.start()  # the same port: the browser's cookie and address stay valid
+    page.reload()
+    support.wait_idle(page, settle_ms=1000)
+    expect(support.sidebar(page).get_by_text("rex · researcher")).to_be_visible()
+    assert _heading(page)[0] == "Agreement" and page.url == address
+    assert "common" not in [link.lower() for link in support.nav_links(page)]
+    shots(page, "after a restart and a refresh")
+
+
 def test_a_refresh_keeps_the_annotator_on_annotate(tmp_path: Path, start_app, new_page, shots) -> None:
     db_path = tmp_path / "annotator.db"
     token = _database(db_path)
