@@ -123,6 +123,8 @@ def _refused(shown: Shown, exc: SynthloopError) -> None:
 
 def _submit(project: Project, shown: Shown, label_name: str) -> None:
     """Store the label in the click's callback, before the fragment runs: one run then shows the next item."""
+    if logged_in_user() is None:  # the session ended elsewhere: the fragment's run then shows the login form
+        return
     back = int(st.session_state.get(ANNOTATE_BACK, 0))
     try:
         with database() as db:
@@ -138,6 +140,8 @@ def _submit(project: Project, shown: Shown, label_name: str) -> None:
 
 
 def _skip(project: Project, shown: Shown) -> None:
+    if logged_in_user() is None:
+        return
     try:
         with database() as db:
             _check_access(db, project)

@@ -33,7 +33,7 @@ def _runs_tables(_db, key: CacheKey, project_names: list[str] | None = None, mod
 
 
 @cache_derived()
-def _run_details(_db, key: CacheKey, run_id: int) -> dict:
+def _run_details(_db, key: CacheKey, run_id: int) -> service.RunDetails:
     return service.run_details(_db, key.db_file, run_id)
 
 
@@ -117,19 +117,19 @@ with right:
             st.success(f"Deleted run {run_id}.")
             st.rerun()
 with left:
-    st.markdown(f"**{details['label']}**")
-    if details["status"] == "failed":
-        st.error(details["error"] or "failed", icon=":material/error:")
-    elif details["status"] != "done":
-        st.info(f"Run {run_id} is {details['status']}: results appear when it has finished.")
+    st.markdown(f"**{escape_markdown(details.label)}**")
+    if details.status == "failed":
+        st.error(escape_markdown(details.error or "failed"), icon=":material/error:")
+    elif details.status != "done":
+        st.info(f"Run {run_id} is {details.status}: results appear when it has finished.")
 
-if details["status"] == "done":
+if details.status == "done":
     a, b, c, d, e = st.columns(5)
-    a.metric("Accuracy", f"{details['accuracy']:.3f}")
-    b.metric("Macro-F1", f"{details['macro_f1']:.3f}")
-    c.metric("Training items", details["n_train"])
-    d.metric("Test items", details["n_test"])
-    e.metric("Seconds", f"{details['seconds'] or 0:.0f}")
+    a.metric("Accuracy", f"{details.accuracy:.3f}")
+    b.metric("Macro-F1", f"{details.macro_f1:.3f}")
+    c.metric("Training items", details.n_train)
+    d.metric("Test items", details.n_test)
+    e.metric("Seconds", f"{details.seconds or 0:.0f}")
 
     # Only the open tab computes (Streamlit runs every tab's code otherwise: four charts and the predictions).
     sweep_tab, classes_tab, curves_tab, predictions_tab, config_tab = st.tabs(
@@ -155,19 +155,19 @@ if details["status"] == "done":
                            "agreement), so there is no sweep.")
     with classes_tab:
         if classes_tab.open:
-            st.dataframe(details["per_class_table"], column_config={
+            st.dataframe(details.per_class_table, column_config={
                 c: st.column_config.NumberColumn(format="%.3f") for c in ("precision", "recall", "f1")})
             st.markdown("Confusion matrix (rows: true label, columns: predicted label)")
-            st.altair_chart(charts.confusion_chart(details["confusion_table"]), width="stretch")
+            st.altair_chart(charts.confusion_chart(details.confusion_table), width="stretch")
     with curves_tab:
         if curves_tab.open:
-            history = details["history"] or {}
+            history = details.history
             st.altair_chart(charts.loss_chart(history), width="stretch")
             st.altair_chart(charts.dev_chart(history), width="stretch")
     with predictions_tab:
         if predictions_tab.open:
-            st.dataframe(details["predictions"], hide_index=True)
+            st.dataframe(details.predictions, hide_index=True)
     with config_tab:
         if config_tab.open:
-            st.json(details["config"])
-            st.json(details["data_report"], expanded=False)
+            st.json(details.config)
+            st.json(details.data_report, expanded=False)

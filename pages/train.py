@@ -25,7 +25,7 @@ from pages._common import (
 
 
 @cache_derived("Counting the items…")
-def _training_options(_db, key: CacheKey) -> dict:
+def _training_options(_db, key: CacheKey) -> service.TrainingOptions:
     return service.training_options(_db, key.project.id)
 
 
@@ -41,7 +41,7 @@ with database() as db:
     options = _training_options(db, project_cache_key(db, project))
 
 defaults = TrainConfig()
-counts = options["counts"]
+counts = options.counts
 SOURCE_TITLES = {"real": "Real training split", "zero-shot": "Zero-shot synthetic", "few-shot": "Few-shot synthetic",
                  "seeds": "Seed examples"}
 MODELS = ["embedded", *PAPER_MODELS]
@@ -51,7 +51,7 @@ MODEL_TITLES = {"embedded": "embedded MiniLM (offline, fast)", "bert-base-uncase
 st.title(f"Train · {project.name}")
 st.caption("Fine-tune a transformer classifier on real and/or synthetic items and evaluate it on the real "
            f"{defaults.eval_split} split, with accuracy against the test items' agreement.")
-if not options["eval_items"]["test"]:
+if not options.eval_items["test"]:
     st.warning("This project has no labelled real test items yet: import items with split 'test' (and a label "
                "column), or have them annotated, before training.")
 
@@ -64,7 +64,7 @@ with st.form("train_form"):
                            or source == "few-shot" and counts["real"] == 0 and counts["few-shot"] > 0,
                            key=f"train_source_{source}")
     ]
-    job_counts = options["generation_jobs"]
+    job_counts = options.generation_jobs
     chosen_jobs = st.multiselect("Generation jobs", list(job_counts), format_func=lambda j: f"job {j} "
                                  f"({job_counts[j]} items)", help="Add the synthetic items of these jobs.",
                                  key="train_jobs")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,19 @@ SOURCE_ORDER = DATA_SOURCES
 METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
 
 
-def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, Any]:
-    """What can be trained on and tested: item counts per source, generation jobs, evaluation items."""
+@dataclass(frozen=True)
+class TrainingOptions:
+    """What a project can train on and be tested on. ``counts``: candidate training items per training source;
+    ``generation_jobs``: accepted items per generation job; ``eval_items``: labelled real items per held-out
+    split; ``rated_items``: items with a known instance agreement (what γ can filter)."""
+
+    counts: dict[str, int]
+    generation_jobs: dict[int, int]
+    eval_items: dict[str, int]
+    rated_items: int
+
+
+def training_options(db: sqlite_utils.Database, project_id: int) -> TrainingOptions:
     table = item_table(db, project_id)
     real = table[table["source"] == "real"]
     synthetic = table[table["source"] == "synthetic"]
@@ -42,13 +54,11 @@ def training_options(db: sqlite_utils.Database, project_id: int) -> dict[str, An
                    .sum())
         for split in HELD_OUT_SPLITS
     }
-    return {
-        "counts": {"real": int((real["split"] == "train").sum()), "zero-shot": int((modes == "zero-shot").sum()),
-                   "few-shot": int((modes == "few-shot").sum()), "seeds": len(seeds_db.seed_item_ids(db, project_id))},
-        "generation_jobs": per_job,
-        "eval_items": labelled_eval,
-        "rated_items": int(table["instance_agreement"].notna().sum()),
-    }
+    return TrainingOptions(
+        counts={"real": int((real["split"] == "train").sum()), "zero-shot": int((modes == "zero-shot").sum()),
+                "few-shot": int((modes == "few-shot").sum()), "seeds": len(seeds_db.seed_item_ids(db, project_id))},
+        generation_jobs=per_job, eval_items=labelled_eval, rated_items=int(table["instance_agreement"].notna().sum()),
+    )
 
 
 def train_foreground(db_path: str | os.PathLike[str], project_id: int, config: TrainConfig) -> dict[str, Any]:
@@ -204,9 +214,31 @@ def label_source_note(rows: list[tuple[str, str]]) -> str | None:
     return f"These rows are not comparable: they were trained with different label sources ({named})."
 
 
-def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
-    """Everything the run's detail view shows: the result dict plus history, data report, error, predictions
-    (DataFrame), per-class table (DataFrame) and confusion matrix (DataFrame, rows true, columns predicted)."""
+@dataclass(frozen=True)
+class RunDetails:
+    """What the Runs page's detail view shows of one run. ``result`` is the run's ``train --json`` object
+    (DESIGN.md); the tables are DataFrames (the confusion matrix: rows true, columns predicted)."""
+
+    run_id: int
+    label: str
+    status: str
+    error: str | None
+    accuracy: float | None
+    macro_f1: float | None
+    n_train: int | None
+    n_test: int | None
+    seconds: float | None
+    config: dict[str, Any]
+    data_report: dict[str, Any]
+    history: dict[str, Any]
+    created_at: str
+    per_class_table: pd.DataFrame
+    confusion_table: pd.DataFrame
+    predictions: pd.DataFrame
+    result: dict[str, Any]
+
+
+def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_id: int) -> RunDetails:
     run = runs.get_run(db, run_id)
     result = runs.result_dict(run, db_path)
     labels = result["labels"] or []
@@ -216,11 +248,14 @@ def run_details(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_
     matrix = pd.DataFrame(result["confusion_matrix"] or [], index=labels[:len(result["confusion_matrix"] or [])],
                           columns=labels if result["confusion_matrix"] else [])
     matrix.index.name, matrix.columns.name = "true", "predicted"
-    return {**result, "history": run["history"], "data_report": (run["metrics"] or {}).get("data", {}),
-            "error": run["error"], "train_item_ids": run["train_item_ids"], "created_at": run["created_at"],
-            "per_class_table": per_class, "confusion_table": matrix,
-            "predictions": runs_db.predictions_frame(db, run_id),
-            "label": f"run {run_id} · {run['project_name']} · {run['data_source']} · {run['model']}"}
+    return RunDetails(
+        run_id=run_id, label=f"run {run_id} · {run['project_name']} · {run['data_source']} · {run['model']}",
+        status=result["status"], error=run["error"], accuracy=result["accuracy"], macro_f1=result["macro_f1"],
+        n_train=result["n_train"], n_test=result["n_test"], seconds=result["seconds"], config=result["config"],
+        data_report=(run["metrics"] or {}).get("data", {}), history=run["history"] or {},
+        created_at=run["created_at"], per_class_table=per_class, confusion_table=matrix,
+        predictions=runs_db.predictions_frame(db, run_id), result=result,
+    )
 
 
 def sweep_results(db: sqlite_utils.Database, db_path: str | os.PathLike[str], run_ids: list[int]) -> list[dict[str, Any]]:
