@@ -42,8 +42,6 @@ import json
 import os
 import random
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -62,7 +60,6 @@ from core import projects, users
 from core.annotation.assignment import next_item, progress, submit_label
 from core.annotation.pool import set_pool
 from core.data import importer
-from core.serving.launcher import free_port
 from db import connection
 from db import items as items_db
 from tests.e2e import support
@@ -296,44 +293,6 @@ def _cpu_by_kind(root_pid: int) -> dict[str, float]:
     return totals
 
 
-class Served:
-    """``python -m core serve --workers N`` on a free loopback port (the README's serving command)."""
-
-    def __init__(self, db_path: Path, workers: int, log_path: Path) -> None:
-        self.db_path, self.workers, self.log_path = db_path, workers, log_path
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def __enter__(self) -> Served:
-        self._log = open(self.log_path, "ab")  # closed in __exit__
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "core", "serve", "--workers", str(self.workers), "--port", str(self.port),
-             "--address", "127.0.0.1", "--db", str(self.db_path)],
-            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"serve exited with {self.proc.returncode}: {self.log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/_stcore/health",
-                                                                      timeout=2) as response:
-                if response.status == 200 and (self.workers == 1 or response.headers.get("Server", "")
-                                               .startswith("nginx")):
-                    return self
-            time.sleep(0.5)
-        raise RuntimeError(f"serve did not answer within 180 s: {self.log_path.read_text()[-3000:]}")
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)  # the launcher stops nginx and the app processes
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._log.close()
-
-
 # ------------------------------------------------------------------------------------------- the run
 
 
@@ -486,7 +445,7 @@ def run(args: argparse.Namespace) -> dict:
                         "think_s": list(args.think), "cpus": os.cpu_count(),
                         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
                         "baseline_core": _summary("core only, 1 client", 1, baseline, baseline_s)}
-        with Served(db_path, args.workers, Path(tmp) / "serve.log") as served:
+        with support.ServeCommand(db_path, workers=args.workers, log_path=Path(tmp) / "serve.log") as served:
             browser_stats: Stats | None = None
             if args.browser:
                 import threading

@@ -31,9 +31,9 @@ NO_SEEDS = ("no seeds: the runs 'seeds' and 'seeds + few-shot' will be skipped �
             " page or run `python -m core seeds sample demo --per-label N`")
 NO_AGREEMENT = ("no test item has an instance agreement: every run is still trained and scored, but Figure 2"
                 " (accuracy against γ) will be empty — collect two or more labels per test item on the Annotate"
-                " page, or import an agreement column (`--agreement-col`)")
+                " page, or import a published agreement column")
 NO_TEST = ("no test split: project 'demo' has no labelled real items with split 'test', so no run can be evaluated"
-           " and the study cannot start — import labelled real items with `--split test` (or a split column),"
+           " and the study cannot start — import labelled real items into the test split (or with a split column),"
            " then run the study again")
 
 

@@ -167,12 +167,12 @@ def check_ingredients(db: sqlite_utils.Database, project_id: int,
         problems.append(Problem(
             "test split",
             f"no test split: project {project.name!r} has no labelled real items with split 'test', so no run can be"
-            " evaluated and the study cannot start — import labelled real items with `--split test` (or a split"
-            " column), then run the study again",
+            " evaluated and the study cannot start — import labelled real items into the test split (or with a"
+            " split column), then run the study again",
             tuple(arm.name for arm in wanted), blocking=True))
     missing = [
         ("real_train", "real", "no labelled real training items",
-         "import real items with `--split train` and a label column"),
+         "import real items into the train split with a label column"),
         ("zero-shot", "zero-shot", "no zero-shot synthetic data",
          f"generate some with `python -m core generate {name} --mode zero-shot --per-label N`"),
         ("few-shot", "few-shot", "no few-shot synthetic data",
@@ -225,7 +225,7 @@ def check_ingredients(db: sqlite_utils.Database, project_id: int,
             "agreement",
             "no test item has an instance agreement: every run is still trained and scored, but Figure 2 (accuracy"
             " against γ) will be empty — collect two or more labels per test item on the Annotate page, or import"
-            " an agreement column (`--agreement-col`)"))
+            " a published agreement column"))
     runnable = tuple(name for name in train_items if name not in identical)
     if counts["test"] and not runnable:
         problems.append(Problem("training data", "nothing to train: every run of the study would be skipped — add"

@@ -344,3 +344,63 @@ def small_png(png: bytes, path: str | os.PathLike[str], *, max_bytes: int = 150_
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(data)
     return len(data)
+
+
+class ServeCommand:
+    """``python -m core serve --workers N`` (the README's command for several app processes behind nginx) on a
+    free loopback port with ``--db``; stopped with SIGTERM (the launcher stops nginx and the app processes)."""
+
+    def __init__(self, db_path: str | os.PathLike[str], *, workers: int, log_path: str | os.PathLike[str]) -> None:
+        self.db_path, self.workers, self.log_path = Path(db_path), workers, Path(log_path)
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, *, timeout_s: float = 180) -> ServeCommand:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 — closed in stop()
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "core", "serve", "--workers", str(self.workers), "--port", str(self.port),
+             "--address", "127.0.0.1", "--db", str(self.db_path)],
+            cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"serve exited with {self.proc.returncode}:\n{self.log_tail()}")
+            with contextlib.suppress(OSError), urllib.request.urlopen(f"{self.url}/_stcore/health",
+                                                                      timeout=2) as response:
+                behind_proxy = response.headers.get("Server", "").startswith("nginx")
+                if response.status == 200 and (self.workers == 1 or behind_proxy):
+                    return self
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"serve did not answer on {self.url} within {timeout_s:.0f} s:\n{self.log_tail()}")
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+        self._log.close()
+        self.proc = None
+
+    def __enter__(self) -> ServeCommand:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
