@@ -238,3 +238,18 @@ def list_jobs(db: sqlite_utils.Database, *, project_id: int | None = None, kind:
     """Recent jobs, newest first; a job whose process died is marked failed first."""
     fail_orphaned_jobs(db)
     return jobs_db.list_jobs(db, project_id=project_id, kind=kind)
+
+
+def run_foreground(db_path: str | os.PathLike[str], job_id: int) -> dict[str, Any]:
+    """Run a recorded job in this process (the CLI's path: the app lists it like any other); its result with
+    ``job_id``, or a ``SynthloopError`` saying how it ended."""
+    job = run(db_path, job_id)
+    if job["status"] != "done":
+        raise SynthloopError(f"{job['kind']} job {job_id} {job['status']}: {job['error'] or job['message']}")
+    return {"job_id": job_id, **job["result"]}
+
+
+def latest(db: sqlite_utils.Database, project_id: int, kind: str) -> dict[str, Any] | None:
+    """The project's most recent job of this kind (any status), or None."""
+    rows = jobs_db.list_jobs(db, project_id=project_id, kind=kind, limit=1)
+    return rows[0] if rows else None

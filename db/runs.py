@@ -73,10 +73,8 @@ def get_run(db: sqlite_utils.Database, run_id: int) -> dict[str, Any] | None:
     return _row_to_run(rows[0]) if rows else None
 
 
-def list_runs(
-    db: sqlite_utils.Database, *, project_id: int | None = None, statuses: Sequence[str] | None = None
-) -> list[dict[str, Any]]:
-    """Runs newest first, each with its project's name and its job's status, error and progress."""
+def _run_filter(project_id: int | None, statuses: Sequence[str] | None) -> tuple[str, list[Any]]:
+    """`` WHERE …`` (or nothing) for the run lists' optional project and status filters."""
     clauses, params = [], []
     if project_id is not None:
         clauses.append("r.project_id = ?")
@@ -84,7 +82,14 @@ def list_runs(
     if statuses:
         clauses.append(f"r.status IN ({', '.join('?' for _ in statuses)})")
         params.extend(statuses)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    return (f" WHERE {' AND '.join(clauses)}" if clauses else ""), params
+
+
+def list_runs(
+    db: sqlite_utils.Database, *, project_id: int | None = None, statuses: Sequence[str] | None = None
+) -> list[dict[str, Any]]:
+    """Runs newest first, each with its project's name and its job's status, error and progress."""
+    where, params = _run_filter(project_id, statuses)
     return [_row_to_run(r) for r in db.query(f"{_RUN_SELECT}{where} ORDER BY r.id DESC", params)]
 
 
@@ -119,8 +124,8 @@ def predictions_frame(db: sqlite_utils.Database, run_id: int) -> pd.DataFrame:
 
 # What lists of runs show of the JSON columns: a summary row's ``config`` and ``metrics`` hold only these keys,
 # and it has no ``history`` or ``train_item_ids`` (tens of thousands of ids per run, parsed for nothing).
-SUMMARY_CONFIG_KEYS = ("epochs", "min_agreement")
-SUMMARY_METRIC_KEYS = ("accuracy", "macro_f1", "sweep_r2", "sweep_spearman_rho", "sweep")
+SUMMARY_CONFIG_KEYS = ("epochs", "min_agreement", "objective")
+SUMMARY_METRIC_KEYS = ("accuracy", "macro_f1", "sweep_r2", "sweep_spearman_rho", "sweep", "soft_metrics")
 
 
 def _json_subset(column: str, keys: Sequence[str]) -> str:
@@ -134,14 +139,7 @@ def list_run_summaries(
     """:func:`list_runs` in slim rows, newest first: every plain column with the project's name and the job's
     status, error and progress, ``config`` and ``metrics`` cut to ``SUMMARY_CONFIG_KEYS`` and
     ``SUMMARY_METRIC_KEYS``, without ``history`` and ``train_item_ids``."""
-    clauses, params = [], []
-    if project_id is not None:
-        clauses.append("r.project_id = ?")
-        params.append(project_id)
-    if statuses:
-        clauses.append(f"r.status IN ({', '.join('?' for _ in statuses)})")
-        params.extend(statuses)
-    where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
+    where, params = _run_filter(project_id, statuses)
     rows = db.query(
         "SELECT r.id, r.project_id, r.job_id, r.status, r.seed, r.model, r.label_source, r.data_source, r.n_train,"
         " r.n_test, r.error, r.artifact_path, r.device, r.seconds, r.created_at, r.started_at, r.finished_at,"

@@ -324,16 +324,11 @@ def run_analysis_foreground(db_path: str, project_id: int, config: AnalysisConfi
     """The CLI's path: the same job, run in this process, so its result is recorded for the page too."""
     with connection.open_db(db_path) as db:
         job_id = start_analysis(db, project_id, config, launch_now=False)
-    job = core_jobs.run(db_path, job_id)
-    if job["status"] != "done":
-        raise SynthloopError(f"analysis job {job_id} {job['status']}: {job['error'] or job['message']}")
-    return {"job_id": job_id, **job["result"]}
+    return core_jobs.run_foreground(db_path, job_id)
 
 
 def latest_analysis_job(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:
-    """The project's most recent analysis job (any status), or None."""
-    rows = jobs_db.list_jobs(db, project_id=project_id, kind="analysis", limit=1)
-    return rows[0] if rows else None
+    return core_jobs.latest(db, project_id, "analysis")
 
 
 def latest_analysis(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:

@@ -395,15 +395,11 @@ def run_study_foreground(db_path: str, project_id: int, config: StudyConfig) -> 
     with connection.open_db(db_path) as db:
         job_id = start_study(db, project_id, config.replace(out_dir=str(Path(config.out_dir).resolve())),
                              launch_now=False)
-    job = core_jobs.run(db_path, job_id)
-    if job["status"] != "done":
-        raise SynthloopError(f"study job {job_id} {job['status']}: {job['error'] or job['message']}")
-    return {"job_id": job_id, **job["result"]}
+    return core_jobs.run_foreground(db_path, job_id)
 
 
 def latest_study_job(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:
-    rows = jobs_db.list_jobs(db, project_id=project_id, kind="study", limit=1)
-    return rows[0] if rows else None
+    return core_jobs.latest(db, project_id, "study")
 
 
 def latest_study(db: sqlite_utils.Database, project_id: int) -> dict[str, Any] | None:
