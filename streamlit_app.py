@@ -12,6 +12,7 @@ from pages._common import (
     DEEP_LINK,
     PAGES,
     PROJECT_ID,
+    PROJECT_PARAM,
     ROUTED,
     USER_ID,
     database,
@@ -73,9 +74,6 @@ def _login_screen() -> None:
                 return
             log_in(user)
             st.rerun()
-
-
-PROJECT_PARAM = "project"
 
 
 def _project_in_address() -> int | None:

@@ -126,9 +126,9 @@ def throughput(latency: float, levels: list[int]) -> list[dict]:
 
 
 # The previous binding's side of the embedded comparison, run in another interpreter (one that has llama-cpp-python,
-# e.g. a throwaway venv: it compiles for ~10 min). It loads the model once, says so, then replays each line of calls
-# from stdin exactly as the llama-cpp-python EmbeddedBackend did (chat completion, or the chat template rendered
-# with the prefill appended and continued) and answers with the completion tokens and the seconds they took.
+# e.g. a throwaway venv: it compiles for ~10 min). It loads the model once, says so, then makes each call read from
+# stdin (one JSON request a line) exactly as the llama-cpp-python EmbeddedBackend did (chat completion, or the chat
+# template rendered with the prefill appended and continued) and answers with its completion tokens and seconds.
 LLAMA_CPP_PYTHON_REPLAY = r"""
 import json, sys, time
 import llama_cpp
@@ -157,18 +157,16 @@ formatter = Jinja2ChatFormatter(template=llama.metadata["tokenizer.chat_template
 llama.create_completion("Warm-up.", temperature=0.8, max_tokens=4, seed=0)
 print(json.dumps({"load_s": load_s, "version": llama_cpp.__version__}), flush=True)
 for line in sys.stdin:
-    tokens, seconds = 0, 0.0
-    for call in json.loads(line):
-        messages = call.pop("messages")
-        started = time.perf_counter()
-        if messages[-1]["role"] == "assistant":
-            prompt = formatter(messages=messages[:-1]).prompt + messages[-1]["content"]
-            reply = llama.create_completion(prompt, **call)
-        else:
-            reply = llama.create_chat_completion(messages=messages, **call)
-        seconds += time.perf_counter() - started
-        tokens += reply["usage"]["completion_tokens"]
-    print(json.dumps({"tokens": tokens, "seconds": seconds}), flush=True)
+    call = json.loads(line)
+    messages = call.pop("messages")
+    started = time.perf_counter()
+    if messages[-1]["role"] == "assistant":
+        prompt = formatter(messages=messages[:-1]).prompt + messages[-1]["content"]
+        reply = llama.create_completion(prompt, **call)
+    else:
+        reply = llama.create_chat_completion(messages=messages, **call)
+    seconds = time.perf_counter() - started
+    print(json.dumps({"tokens": reply["usage"]["completion_tokens"], "seconds": seconds}), flush=True)
 """
 
 
@@ -185,8 +183,9 @@ class LlamaCppPythonReplay:
         ready = json.loads(line)
         self.load_s, self.version = ready["load_s"], ready["version"]
 
-    def replay(self, calls: list[dict]) -> tuple[int, float]:
-        self.proc.stdin.write(json.dumps(calls) + "\n")
+    def call(self, request: dict) -> tuple[int, float]:
+        """One request: ``(completion tokens, seconds)``."""
+        self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         answer = json.loads(self.proc.stdout.readline())
         return answer["tokens"], answer["seconds"]
@@ -202,9 +201,9 @@ def embedded(calls: int, max_tokens: int, rounds: int = 4, llama_cpp_python: str
     Each round runs a job, then replays its calls on the same loaded ``xllamacpp.Server`` (same request bodies:
     messages, seeds, temperature, token cap, so both sides generate the same tokens and only the time differs) and,
     with ``llama_cpp_python`` (the path of a Python that has it), on the previous binding in that interpreter with
-    the same thread count. Its sampler differs, so it generates other tokens (counts printed). Rounds alternate so
-    that changes in machine load hit every side alike. Also reported: the share of the job's wall time spent
-    inside the backend call.
+    the same thread count, call by call in alternating order so that changes in machine load hit both bindings
+    alike. Its sampler differs, so it generates other tokens (counts printed). Also reported: the share of the
+    job's wall time spent inside the backend call.
     """
     from core.generation.backends import EMBEDDED_CONTEXT, EmbeddedBackend, llama_chat_request, llama_threads
 
@@ -247,15 +246,17 @@ def embedded(calls: int, max_tokens: int, rounds: int = 4, llama_cpp_python: str
             requests = [llama_chat_request(messages, temperature=config.temperature, max_tokens=max_tokens,
                                            seed=(config.seed + number) % 2**31)
                         for number, messages in enumerate(replay)]
-            for request in requests:
+            for number, request in enumerate(requests):
+                if old is not None and number % 2:
+                    tokens, seconds = old.call(dict(request))
+                    old_tokens, old_seconds = old_tokens + tokens, old_seconds + seconds
                 started = time.perf_counter()
                 reply = server.handle_chat_completions(request)
                 raw_seconds += time.perf_counter() - started
                 raw_tokens += reply["usage"]["completion_tokens"]
-            if old is not None:
-                tokens, seconds = old.replay(requests)
-                old_tokens += tokens
-                old_seconds += seconds
+                if old is not None and not number % 2:
+                    tokens, seconds = old.call(dict(request))
+                    old_tokens, old_seconds = old_tokens + tokens, old_seconds + seconds
     if old is not None:
         old.close()
     raw_rate, job_rate = raw_tokens / raw_seconds, job_tokens / job_seconds

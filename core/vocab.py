@@ -46,6 +46,14 @@ DATA_SOURCES: tuple[DataSource, ...] = get_args(DataSource)
 LabelSource = Literal["reference", "majority", "aggregate", "adjudicated"]
 LABEL_SOURCES: tuple[LabelSource, ...] = get_args(LabelSource)
 
+# What a run's loss compares the prediction with: the one label per item (``hard``) or the item's distribution over
+# the labels (``soft``), taken from the human votes or from the Dawid–Skene posterior (``SoftSource``).
+Objective = Literal["hard", "soft"]
+OBJECTIVES: tuple[Objective, ...] = get_args(Objective)
+
+SoftSource = Literal["votes", "dawid-skene"]
+SOFT_SOURCES: tuple[SoftSource, ...] = get_args(SoftSource)
+
 # --- annotation
 Strategy = Literal["closest", "least", "random", "disagreement"]
 STRATEGIES: tuple[Strategy, ...] = get_args(Strategy)

@@ -28,6 +28,7 @@ from core.vocab import ACTIVE_STATUSES, ROLES
 USER_ID = "auth_user_id"
 SESSION_ID = "auth_session_id"  # the session row (core/sessions.py) this tab is logged in by
 PROJECT_ID = "current_project_id"
+PROJECT_PARAM = "project"  # the query parameter that keeps the project in the address (refresh, copied link)
 ROUTED = "routed_by_entry_point"
 DEEP_LINK = "deep_link"  # the page a session asked for before the router ran (page_guard → the router opens it)
 ANALYSIS_MAP = "analysis_map"  # the map chart's selection (pages/analysis.py)
@@ -168,7 +169,10 @@ def _landing_path(user: users.User) -> str:
     first page at ``/`` only)."""
     path = urlsplit(st.context.url or "").path
     page = path.rstrip("/").rpartition("/")[2]
-    return path if page in {url_path(spec) for spec in pages_for(user.role)[1:]} else "/"
+    if page not in {url_path(spec) for spec in pages_for(user.role)[1:]}:
+        path = "/"
+    project_id = st.session_state.get(PROJECT_ID)  # e.g. a crowd link's project
+    return f"{path}?{urlencode({PROJECT_PARAM: project_id})}" if isinstance(project_id, int) else path
 
 
 def _send_browser_to(address: str) -> None:

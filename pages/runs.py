@@ -70,8 +70,9 @@ with database() as db:
                                  chosen_labels or None, chosen_status or None)
 
 st.subheader("Table 1: macro-F1 and accuracy by training data")
-st.caption("Rows: projects and label sources; columns: training data source × metric, averaged over the "
-           "finished runs shown (use the filter to compare one model at a time).")
+st.caption("Rows: projects, label sources and objectives (hard: one label per item; soft: the human vote "
+           "distribution); columns: training data source × metric, averaged over the finished runs shown (use the "
+           "filter to compare one model at a time).")
 if summary.empty:
     st.caption("No finished runs match the filter.")
 else:
@@ -84,6 +85,12 @@ st.subheader("All runs")
 st.dataframe(runs, hide_index=True, column_config={
     "macro_f1": st.column_config.NumberColumn("macro-F1", format="%.3f"),
     "accuracy": st.column_config.NumberColumn(format="%.3f"),
+    "soft_cross_entropy": st.column_config.NumberColumn("cross-entropy", format="%.3f",
+                                                        help="against the human votes of test items with ≥ 2 labels"),
+    "soft_manhattan": st.column_config.NumberColumn("Manhattan", format="%.3f"),
+    "soft_ece": st.column_config.NumberColumn("ECE", format="%.3f"),
+    "soft_entropy_agreement_rho": st.column_config.NumberColumn("entropy–agreement ρ", format="%.2f"),
+    "soft_n_items": st.column_config.NumberColumn("items with ≥ 2 labels"),
     "sweep_r2": st.column_config.NumberColumn("sweep R²", format="%.2f"),
     "sweep_spearman_rho": st.column_config.NumberColumn("sweep ρ", format="%.2f"),
     "sweep_note": st.column_config.TextColumn("sweep R² and ρ"),
@@ -130,6 +137,18 @@ if details.status == "done":
     c.metric("Training items", details.n_train)
     d.metric("Test items", details.n_test)
     e.metric("Seconds", f"{details.seconds or 0:.0f}")
+    if soft := details.result.get("soft_metrics"):
+        st.caption(f"Against the human vote distribution of the {soft['n_items']} test items with ≥ 2 labels:")
+        a, b, c, d, _ = st.columns(5)
+        for column, name, key in ((a, "Cross-entropy", "cross_entropy"), (b, "Manhattan", "manhattan"),
+                                  (c, "ECE", "ece"), (d, "Entropy–agreement ρ", "entropy_agreement_spearman")):
+            column.metric(name, "n/a" if soft[key] is None else f"{soft[key]:.3f}")
+    if heads := details.result.get("annotator_heads"):
+        st.caption("Annotator heads: each annotator's head, scored on the test items that annotator labelled "
+                   "(the item prediction is the majority of the heads, ties broken by their mean probability).")
+        st.dataframe(heads, hide_index=True, key="runs_annotator_heads", column_config={
+            "n_test_labels": st.column_config.NumberColumn("test labels"),
+            "error_rate": st.column_config.NumberColumn("error rate", format="%.3f")})
 
     # Only the open tab computes (Streamlit runs every tab's code otherwise: four charts and the predictions).
     sweep_tab, classes_tab, curves_tab, predictions_tab, config_tab = st.tabs(

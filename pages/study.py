@@ -81,6 +81,9 @@ captions = shown["captions"]
 if "table1" in shown["tables"]:
     st.markdown(f"**{captions['table1']}**")
     st.dataframe(shown["tables"]["table1"], hide_index=True)
+if "disagreement" in shown["tables"]:
+    st.markdown(f"**{captions['disagreement']}**")
+    st.dataframe(shown["tables"]["disagreement"], hide_index=True)
 for note in shown["notes"]:
     st.warning(note, icon=":material/warning:")
 for stem, path in shown["figures"].items():

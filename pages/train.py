@@ -8,9 +8,9 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.training import service
-from core.training.config import LABEL_SOURCE_HELP, PAPER_MODELS, TrainConfig
+from core.training.config import LABEL_SOURCE_HELP, OBJECTIVE_HELP, PAPER_MODELS, SOFT_SOURCE_HELP, TrainConfig
 from core.training.run import start_training
-from core.vocab import ACTIVE_STATUSES, HELD_OUT_SPLITS, LABEL_SOURCES
+from core.vocab import ACTIVE_STATUSES, HELD_OUT_SPLITS, LABEL_SOURCES, OBJECTIVES, SOFT_SOURCES
 from pages._common import (
     CacheKey,
     cache_derived,
@@ -76,6 +76,21 @@ with st.form("train_form"):
                                       "above 0, items without a known agreement are left out).",
                                  key="train_min_agreement")
     left, right = st.columns(2)
+    objective = left.radio("Objective", OBJECTIVES, format_func=lambda o: f"{o}: {OBJECTIVE_HELP[o]}",
+                           key="train_objective")
+    soft_source = right.radio("Soft targets (soft objective)", SOFT_SOURCES,
+                              format_func=lambda s: f"{s}: {SOFT_SOURCE_HELP[s]}", key="train_soft_source",
+                              help="Only human labels count (not LLM annotators).")
+    left, right = st.columns(2)
+    annotator_heads = left.checkbox(
+        "Annotator heads", key="train_annotator_heads",
+        help="One output head per annotator on a shared encoder (multi-task), trained on each annotator's own "
+             "labels (LLM annotators never get a head). The item prediction is the majority of the heads' labels, "
+             "ties broken by their mean probability; the run reports each annotator's error rate.")
+    min_annotator_labels = right.number_input("Min annotator labels", 1, 10_000_000, defaults.min_annotator_labels,
+                                              key="train_min_annotator_labels",
+                                              help="Training labels an annotator needs to get a head.")
+    left, right = st.columns(2)
     model_choice = left.selectbox("Model", MODELS, format_func=MODEL_TITLES.get, key="train_model")
     model_other = right.text_input("…or a local model folder / hub id", key="train_model_other",
                                    help="A folder saved with save_pretrained, or a hub id already in the local "
@@ -100,7 +115,9 @@ if submitted:
             sources=tuple(chosen_sources), generation_job_ids=tuple(chosen_jobs), label_source=label_source,
             min_agreement=float(min_agreement), model=model_other.strip() or model_choice, epochs=int(epochs),
             learning_rate=float(learning_rate), batch_size=int(batch_size), max_length=int(max_length),
-            seed=int(seed), cap_per_label=int(cap) or None, eval_split=eval_split,
+            seed=int(seed), cap_per_label=int(cap) or None, eval_split=eval_split, objective=objective,
+            soft_source=soft_source, annotator_heads=annotator_heads,
+            min_annotator_labels=int(min_annotator_labels),
         )
         with database() as db:
             started = start_training(db, db_path(), project.id, config)

@@ -98,7 +98,8 @@ with right:
             st.toast(f"The invite link of {chosen!r} no longer works.")
             st.rerun()
 
-confirm = st.checkbox(f"Yes, delete {chosen!r} (their annotations stay, under their name)", key="users_confirm")
+confirm = st.checkbox(f"Yes, delete {chosen!r} (their labels stay, kept apart from anyone added later under this"
+                      " name)", key="users_confirm")
 if st.button("Delete user", key="users_delete", disabled=not confirm or chosen == user.username,
              help="You cannot delete yourself."):
     try:

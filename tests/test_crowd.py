@@ -347,7 +347,8 @@ def test_cli_link_gold_report_exclude_export(db_path, tmp_path) -> None:
 
     excluded = _cli(db_path, "crowd", "exclude", "crowd", PID, "--reason", "too fast")
     assert excluded.returncode == 0, excluded.stderr
-    assert excluded.stdout.startswith(f"{name} excluded from 'crowd'")
+    assert excluded.stdout == (f"{name} excluded from the agreement, aggregation and training of 'crowd' (their"
+                               " labels stay in the database and the raw export)\n")
     agreement = json.loads(_cli(db_path, "agreement", "crowd", "--json", "--n-boot", "10").stdout)
     assert agreement["exclusion"]["excluded"] == [name] and agreement["n_annotations"] == 1
     missing = _cli(db_path, "crowd", "exclude", "crowd", "nobody")
@@ -414,3 +415,36 @@ def test_annotate_page_refuses_another_project_to_a_worker(db_path, fresh_db, mo
     assert not at.exception
     assert shown(at.error[0].value) == "This project is not part of your study: reload the page to return to your task."
     assert not at.text  # no item of the other project
+
+
+def test_crowd_page_lists_workers_checks_quality_and_excludes(db_path, fresh_db, monkeypatch) -> None:
+    project, ids = _project(fresh_db)
+    study = _study(fresh_db, project, quota=2, completion_code="DONE")
+    name = crowd.arrive(fresh_db, study.token, PROLIFIC).user.username
+    _label_all(fresh_db, project, name)
+    at = researcher_app("crowd.py", db_path, fresh_db, project.id, monkeypatch).run()
+    assert not at.exception
+    frames = {tuple(df.value.columns)[:3]: df.value for df in at.dataframe}
+    workers = frames[crowd.WORKER_COLUMNS[:3]]
+    assert workers[["annotator", "status", "items_done"]].to_dict("records") == \
+        [{"annotator": name, "status": "completed", "items_done": 2}]
+    assert [b.label for b in at.get("download_button")] == ["Download workers (CSV)"]
+
+    [gold_ref] = [t for t in at.text_input if t.label == "Item id"]
+    gold_ref.input("crowd0")
+    [labels] = [m for m in at.multiselect if m.label == "Correct label(s)"]
+    labels.select("neg")
+    [add] = [b for b in at.button if b.label == "Add gold item"]
+    add.click().run()
+    assert not at.exception
+    assert quality.checks_table(fresh_db, project)[["kind", "item_id", "labels"]].to_dict("records") == \
+        [{"kind": "gold", "item_id": "crowd0", "labels": "neg"}]
+
+    [who] = [s for s in at.selectbox if s.label == "Annotator"]
+    who.set_value(name)
+    [exclude] = [b for b in at.button if b.label == "Exclude"]
+    exclude.click().run()
+    assert not at.exception
+    assert quality.excluded_annotators(fresh_db, project) == [name]
+    report = next(df.value for df in at.dataframe if "straight_lining" in df.value.columns)
+    assert report.set_index("annotator").loc[name, "status"] == "excluded"

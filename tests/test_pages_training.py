@@ -120,10 +120,10 @@ def test_runs_page_table1_details_and_delete(db_path, fresh_db, labelled, monkey
     at.run()
     assert not at.exception
     table1 = at.dataframe[0].value
-    assert list(table1.columns) == ["project", "label source", "real · macro-F1", "real · accuracy",
+    assert list(table1.columns) == ["project", "label source", "objective", "real · macro-F1", "real · accuracy",
                                     "few-shot · macro-F1", "few-shot · accuracy", "runs"]
-    assert table1.iloc[0].tolist()[:2] == ["demo", "reference"]
-    assert table1.iloc[0].tolist()[2:] == pytest.approx([0.8, 0.9, 0.6, 0.7, 2])
+    assert table1.iloc[0].tolist()[:3] == ["demo", "reference", "hard"]
+    assert table1.iloc[0].tolist()[3:] == pytest.approx([0.8, 0.9, 0.6, 0.7, 2])
     assert at.dataframe[1].value["run"].tolist() == [few, real]
     assert {m.label: m.value for m in at.metric}["Accuracy"] == "0.700"
     assert len(at.get("vega_lite_chart")) == 1  # the sweep: only the open tab draws

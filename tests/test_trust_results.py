@@ -99,14 +99,14 @@ def test_table1_splits_and_flags_rows_of_different_label_sources(fresh_db, proje
     _finished_run(fresh_db, project.id, ("real",), 0.5, label_source="majority")
     _finished_run(fresh_db, project.id, ("few-shot",), 0.7)
     table = training.table1(training.runs_frame(fresh_db))
-    assert list(table.columns) == ["project", "label source", "real · macro-F1", "real · accuracy",
+    assert list(table.columns) == ["project", "label source", "objective", "real · macro-F1", "real · accuracy",
                                    "few-shot · macro-F1", "few-shot · accuracy", "runs"]
     # Before, the two real runs were averaged into one cell (0.7) although they learnt from different labels.
     assert table.to_dict("records") == [
-        {"project": "demo", "label source": "majority", "real · macro-F1": pytest.approx(0.4),
+        {"project": "demo", "label source": "majority", "objective": "hard", "real · macro-F1": pytest.approx(0.4),
          "real · accuracy": 0.5, "few-shot · macro-F1": pytest.approx(float("nan"), nan_ok=True),
          "few-shot · accuracy": pytest.approx(float("nan"), nan_ok=True), "runs": 1},
-        {"project": "demo", "label source": "reference", "real · macro-F1": pytest.approx(0.8),
+        {"project": "demo", "label source": "reference", "objective": "hard", "real · macro-F1": pytest.approx(0.8),
          "real · accuracy": 0.9, "few-shot · macro-F1": pytest.approx(0.6), "few-shot · accuracy": 0.7, "runs": 2}]
     assert training.table1_note(table) == ("These rows are not comparable: they were trained with different label"
                                           " sources (demo: majority; demo: reference).")

@@ -27,6 +27,11 @@ from core.training.service import label_source_note
 
 FIGURES: dict[str, str] = {
     "table1": "Table 1: accuracy and macro-F1 of each training source on the real test split",
+    "disagreement": "Beside Table 1: each run's predicted distribution against the human vote distribution of the"
+                    " test items with ≥ 2 human labels (cross-entropy and Manhattan distance: lower is closer; ECE:"
+                    " calibration against the majority label, tied items left out; ρ: Spearman's correlation of the"
+                    " predicted entropy with the items' instance agreement, negative when the model is least sure"
+                    " where people disagree)",
     "figure1_diversity": "Figure 1: diversity per source (Remote-Clique and Chamfer distance, mean ± std over "
                          "equal-size subsamples; higher is more diverse)",
     "figure2_accuracy_vs_gamma": "Figure 2: accuracy on test items with instance agreement ≥ γ, per training "
@@ -44,8 +49,9 @@ MISSING_FIGURE: dict[str, str] = {
     "figureB2_similarity": "no synthetic data, or no real items, to compare",
     "figure_map": "no embeddings to project",
 }
-TABLES = ("table1", "sweep", "diversity", "similarity", "training_curves", "per_class")
+TABLES = ("table1", "disagreement", "sweep", "diversity", "similarity", "training_curves", "per_class")
 WIDTH = 260
+SOFT_METRIC_KEYS = ("cross_entropy", "manhattan", "ece", "entropy_agreement_spearman")
 MAX_CURVE_POINTS = 200  # per run: a 50,000-item run logs thousands of steps; the figure needs the shape
 
 
@@ -178,7 +184,9 @@ def table1_frame(study: dict[str, Any]) -> pd.DataFrame:
     to another run (whose numbers are not repeated)."""
     subjectivity = study.get("subjectivity", {}).get("mean_test_instance_agreement")
     rows = []
-    for name in study.get("config", {}).get("arms", []):
+    arms = list(study.get("config", {}).get("arms", []))
+    # After the paper's arms, any further trained run (the soft-label run of the real data).
+    for name in [*arms, *(name for name in study.get("runs", {}) if name not in arms)]:
         run = study.get("runs", {}).get(name)
         if run is None:
             other = (study.get("identical") or {}).get(name)
@@ -199,6 +207,21 @@ def table1_frame(study: dict[str, Any]) -> pd.DataFrame:
                                         "run_id", "note"])
     # Counts and ids stay whole numbers even where a skipped run leaves a gap.
     return frame.astype({"n_train": "Int64", "n_test": "Int64", "run_id": "Int64"})
+
+
+def disagreement_frame(study: dict[str, Any]) -> pd.DataFrame:
+    """One row per trained run (the soft-label run too): its objective, accuracy and macro-F1 beside its
+    disagreement-aware metrics (``soft_metrics`` of the run; empty where no test item has ≥ 2 human labels)."""
+    rows = []
+    for name, run in study.get("runs", {}).items():
+        soft = run.get("soft_metrics") or {}
+        rows.append({"training data": name, "objective": (run.get("config") or {}).get("objective") or "hard",
+                     "accuracy": _finite(run.get("accuracy")), "macro_f1": _finite(run.get("macro_f1")),
+                     **{key: _finite(soft.get(key)) for key in SOFT_METRIC_KEYS},
+                     "n_items": soft.get("n_items"), "run_id": run.get("run_id")})
+    frame = pd.DataFrame(rows, columns=["training data", "objective", "accuracy", "macro_f1", *SOFT_METRIC_KEYS,
+                                        "n_items", "run_id"])
+    return frame.astype({"n_items": "Int64", "run_id": "Int64"})
 
 
 def sweep_frame(study: dict[str, Any]) -> pd.DataFrame:
@@ -262,6 +285,8 @@ def study_notes(study: dict[str, Any]) -> list[str]:
         notes.append(f"The run {name!r} is {_identical_to(study, other)}: it was not trained again, and its row"
                      " in Table 1 has no numbers of its own.")
     notes.extend(f"{name}: {note}." for name, run in runs.items() if (note := _sweep_note(run)))
+    if study.get("soft_skipped"):
+        notes.append(f"No soft-label run: {study['soft_skipped']}.")
     return notes
 
 
@@ -290,7 +315,7 @@ def figure_captions(study: dict[str, Any]) -> dict[str, str]:
 
 def study_frames(study: dict[str, Any]) -> dict[str, pd.DataFrame]:
     analysis = study.get("analysis") or {}
-    return {"table1": table1_frame(study), "sweep": sweep_frame(study), "diversity": diversity_frame(analysis),
+    return {"table1": table1_frame(study), "disagreement": disagreement_frame(study), "sweep": sweep_frame(study), "diversity": diversity_frame(analysis),
             "similarity": similarity_frame(analysis), "training_curves": training_curves_frame(study),
             "per_class": per_class_frame(study)}
 
@@ -376,6 +401,8 @@ def _index_html(study: dict[str, Any], frames: dict[str, pd.DataFrame], written:
     captions = figure_captions(study)
     parts.append(f"<h2>{e(captions['table1'])}</h2>{_html_table(frames['table1'])}"
                  "<p><a href='table1.csv'>table1.csv</a> · <a href='per_class.csv'>per_class.csv</a></p>")
+    parts.append(f"<h2>{e(captions['disagreement'])}</h2>{_html_table(frames['disagreement'])}"
+                 "<p><a href='disagreement.csv'>disagreement.csv</a></p>")
     if notes := study_notes(study):
         parts.append("<h2>Notes</h2><ul>")
         parts.extend(f"<li class='note'>{e(note)}</li>" for note in notes)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import sqlite_utils
 
 from core import jobs as core_jobs
@@ -50,6 +51,9 @@ ARMS: tuple[Arm, ...] = (
     Arm("seeds + few-shot", ("seeds", "few-shot"), "the seeds plus few-shot synthetic data"),
 )
 ARM_NAMES: tuple[str, ...] = tuple(arm.name for arm in ARMS)
+# The real data trained once more with soft labels (each item's human vote distribution), beside the hard "real"
+# run: the disagreement-aware comparison (issue 13) next to the paper's Table 1.
+SOFT_RUN = "real (soft labels)"
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,7 @@ class StudyConfig(Config):
     analysis_min_size: int = setting(analysis.AnalysisConfig.min_size,
                                      "sources with fewer items are left out of the diversity comparison")
     analysis_projection: Projection = setting("pca", "how the 2-D map of the report is drawn")
+    soft_label_run: bool = setting(True, "also train the real data on its human vote distributions (soft labels)")
 
     def __post_init__(self) -> None:
         if not isinstance(self.out_dir, str) or not self.out_dir.strip():
@@ -257,7 +262,21 @@ def _task_subjectivity(db: sqlite_utils.Database, project_id: int) -> dict[str, 
 
 RUN_KEYS = ("run_id", "accuracy", "macro_f1", "n_train", "n_test", "per_class", "confusion_matrix", "labels",
             "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_slope", "sweep_intercept", "sweep_fit_meaningful",
-            "sweep_fit_note", "history", "seconds", "device", "config", "zip_path")
+            "sweep_fit_note", "soft_metrics", "history", "seconds", "device", "config", "zip_path")
+
+
+def _soft_run_skipped(db: sqlite_utils.Database, project_id: int, config: Any) -> str | None:
+    """Why the soft-label run of the real data would teach nothing new (None when it would): when every
+    training item's soft target is its one hard label, the soft run is the hard run again."""
+    from core.training.data import select_items
+
+    selection = select_items(db, project_id, config)
+    column = {label: j for j, label in enumerate(selection.labels)}
+    one_hot = np.eye(len(selection.labels))[[column[label] for label in selection.train.labels]]
+    if not np.array_equal(selection.train_targets, one_hot):
+        return None
+    return ("no real training item has disagreeing human votes, so its soft labels equal its hard labels and the"
+            " soft-label run would repeat the run 'real'")
 
 
 def run_study(
@@ -283,7 +302,9 @@ def run_study(
         subjectivity = _task_subjectivity(db, project.id)
     if not ingredients.ok:
         raise SynthloopError("; ".join(p.message for p in ingredients.problems if p.blocking))
-    steps = len(ingredients.runnable) + 2
+    soft_config = config.train_config(ARMS[0]).replace(objective="soft")
+    soft_planned = config.soft_label_run and "real" in ingredients.runnable
+    steps = len(ingredients.runnable) + 2 + int(soft_planned)
     done = 0
 
     def step(message: str) -> bool:
@@ -309,6 +330,26 @@ def run_study(
                 with connection.open_db(db_path) as db:
                     outcome = {**outcome, "history": get_run(db, outcome["run_id"]).get("history") or {}}
             result["runs"][name] = {key: outcome[key] for key in RUN_KEYS if key in outcome}
+        done += 1
+    if soft_planned and "real" in result["runs"]:
+        with connection.open_db(db_path) as db:
+            why = _soft_run_skipped(db, project.id, soft_config)
+        if why:
+            result["soft_skipped"] = why
+        else:
+            if step(f"training on {SOFT_RUN}"):
+                return {**result, "cancelled": True, "message": "study cancelled"}
+            try:
+                outcome = run_training(db_path, project.id, soft_config, job_id=job_id)
+            except SynthloopError as exc:
+                result["failed"][SOFT_RUN] = str(exc)
+            else:
+                if outcome.get("status") == "cancelled":
+                    return {**result, "cancelled": True, "message": "study cancelled"}
+                if "history" not in outcome:
+                    with connection.open_db(db_path) as db:
+                        outcome = {**outcome, "history": get_run(db, outcome["run_id"]).get("history") or {}}
+                result["runs"][SOFT_RUN] = {key: outcome[key] for key in RUN_KEYS if key in outcome}
         done += 1
     if not result["runs"]:
         raise SynthloopError("every training run of the study failed: "
@@ -348,6 +389,8 @@ def _summary(result: dict[str, Any]) -> str:
         lines.append(f"  {name:<17} not run: {why}")
     for name, other in result["identical"].items():
         lines.append(f"  {name:<17} not run: identical to {other!r} (the same training items)")
+    if result.get("soft_skipped"):
+        lines.append(f"  {SOFT_RUN:<17} not run: {result['soft_skipped']}")
     lines.append(f"zip: {result['report']['zip']}")
     return "\n".join(lines)
 

@@ -91,8 +91,7 @@ def _agreement(args: argparse.Namespace, db: Any) -> dict[str, Any]:
                                        else f"{report.mean_instance_agreement:.3f}"),
     ]
     if exclusion:
-        lines.append(f"without {len(exclusion.excluded)} excluded annotators ({', '.join(exclusion.excluded)});"
-                     " with them alpha would be "
+        lines.append(f"excluded annotators left out: {', '.join(exclusion.excluded)}; with them alpha would be "
                      + ("undefined" if exclusion.alpha_with is None else f"{exclusion.alpha_with:.3f}"))
     for row in report.per_annotator:
         value = row["agreement_with_others"]

@@ -169,7 +169,7 @@ def _exclude(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     verb = "taken back into" if args.undo else "excluded from"
     state = verb if changed else ("was not excluded from" if args.undo else "was already excluded from")
     return {"annotator": annotator, "changed": changed, "excluded": excluded,
-            "message": f"{annotator} {state} {project.name!r}'s agreement, aggregation and training"
+            "message": f"{annotator} {state} the agreement, aggregation and training of {project.name!r}"
                        " (their labels stay in the database and the raw export)"}
 
 

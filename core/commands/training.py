@@ -9,7 +9,7 @@ from core import projects
 from core.errors import SynthloopError
 from core.store import db_file
 from core.training.config import TrainConfig
-from core.vocab import DATA_SOURCES, HELD_OUT_SPLITS, LABEL_SOURCES
+from core.vocab import DATA_SOURCES, HELD_OUT_SPLITS, LABEL_SOURCES, OBJECTIVES, SOFT_SOURCES
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -31,6 +31,14 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     train.add_argument("--max-length", type=int, default=defaults.max_length, help="maximum tokens per text")
     train.add_argument("--cap-per-label", type=int, default=None, help="at most N training items per label")
     train.add_argument("--eval-split", choices=HELD_OUT_SPLITS, default=defaults.eval_split)
+    train.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
+                       help="hard: one label per item; soft: each item's human vote distribution (default: hard)")
+    train.add_argument("--soft-source", choices=SOFT_SOURCES, default=defaults.soft_source,
+                       help="soft targets: the vote shares or the Dawid-Skene posterior (default: votes)")
+    train.add_argument("--annotator-heads", action="store_true",
+                       help="one output head per annotator (multi-task); the item prediction is the heads' majority")
+    train.add_argument("--min-annotator-labels", type=int, default=defaults.min_annotator_labels,
+                       help=f"training labels an annotator needs to get a head (default: {defaults.min_annotator_labels})")
     train.set_defaults(handler=_train)
 
     evaluate = subparsers.add_parser("evaluate", parents=[common],
@@ -66,7 +74,18 @@ def _summary(result: dict[str, Any], verb: str) -> str:
             f" macro-F1 {fmt(result['macro_f1'])} on {result['n_test']} test items ({result['n_train']} training"
             f" items); sweep over {len(result['sweep'] or [])} thresholds: R² {fmt(result['sweep_r2'])},"
             f" Spearman ρ {fmt(result['sweep_spearman_rho'])}"
+            + _soft_summary(result.get("soft_metrics"))
             + (f"\nmodel bundle: {result['zip_path']}" if result.get("zip_path") else ""))
+
+
+def _soft_summary(soft: dict[str, Any] | None) -> str:
+    if not soft:
+        return ""
+    fmt = {key: "n/a" if soft.get(key) is None else f"{soft[key]:.3f}"
+           for key in ("cross_entropy", "manhattan", "ece", "entropy_agreement_spearman")}
+    return (f"; against the human votes of {soft['n_items']} test items: cross-entropy {fmt['cross_entropy']},"
+            f" Manhattan {fmt['manhattan']}, ECE {fmt['ece']}, entropy–agreement ρ"
+            f" {fmt['entropy_agreement_spearman']}")
 
 
 def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
@@ -76,7 +95,9 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         sources=tuple(s for s in args.sources.split(",") if s.strip()), generation_job_ids=_ids(args.generation_jobs),
         label_source=args.label_source, min_agreement=args.min_agreement, model=args.model, epochs=args.epochs,
         seed=args.seed, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_length,
-        cap_per_label=args.cap_per_label, eval_split=args.eval_split,
+        cap_per_label=args.cap_per_label, eval_split=args.eval_split, objective=args.objective,
+        soft_source=args.soft_source, annotator_heads=args.annotator_heads,
+        min_annotator_labels=args.min_annotator_labels,
     )
     result = service.train_foreground(db_file(db), project.id, config)
     return {**result, "message": _summary(result, "trained")}

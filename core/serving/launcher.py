@@ -141,7 +141,7 @@ def _app_command(address: str, port: int, max_upload_mb: int) -> list[str]:
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none", "--server.runOnSave", "false"]
 
 
-def _nginx() -> str | None:
+def nginx_path() -> str | None:
     # Debian installs it in /usr/sbin, which is not on every user's PATH.
     return shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
 
@@ -153,7 +153,7 @@ def start(db_path: str | os.PathLike[str], *, workers: int, port: int, address: 
         raise SynthloopError(f"{{workers}} {workers!r} is not valid: use 1 to 64 app processes", fields=("workers",))
     if not 1 <= port <= 65535:
         raise SynthloopError(f"{{port}} {port!r} is not a TCP port", fields=("port",))
-    nginx = _nginx()
+    nginx = nginx_path()
     if workers > 1 and nginx is None:
         raise SynthloopError("several app processes need nginx in front of them, and it is not installed: install"
                              " it (apt-get install nginx) or set {workers} to 1", fields=("workers",))

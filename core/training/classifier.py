@@ -26,6 +26,7 @@ import numpy as np
 
 from core.errors import BackendError, SynthloopError
 from core.models import embedded_minilm_path
+from core.training import distributed
 from core.training.config import EMBEDDED_MODEL
 
 CLASSES_FILE = "synthloop_classes.json"
@@ -56,7 +57,8 @@ class TextClassifier(Protocol):
 
     classes_: list[str]
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TextClassifier: ...
+    def fit(self, texts: Sequence[str], labels: Sequence[str], *,
+            soft_targets: np.ndarray | None = None) -> TextClassifier: ...
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
 
@@ -158,6 +160,23 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, rng: np.rand
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def soft_cross_entropy(logits: Any, targets: Any) -> Any:
+    """Mean over the batch of ``−Σ_c p_c · log softmax(logits)_c``, ``p`` the target distribution of each row
+    (a one-hot ``p`` gives the usual cross-entropy); computed in float32 under mixed precision."""
+    torch = import_torch()
+
+    return torch.nn.functional.cross_entropy(logits.float(), targets.float())
+
+
+def _checked_soft_targets(soft_targets: np.ndarray | None, n_texts: int, n_classes: int) -> np.ndarray | None:
+    if soft_targets is None:
+        return None
+    soft = np.asarray(soft_targets, dtype=np.float32)
+    if soft.shape != (n_texts, n_classes):
+        raise ValueError(f"soft targets have shape {soft.shape}, expected ({n_texts}, {n_classes})")
+    return soft
+
+
 def pick_device(requested: str | None = None) -> str:
     torch = import_torch()
 
@@ -206,30 +225,33 @@ class TransformerClassifier:
 
     # -- training -------------------------------------------------------------------------------------------
 
-    def fit(self, texts: Sequence[str], labels: Sequence[str]) -> TransformerClassifier:
+    def fit(self, texts: Sequence[str], labels: Sequence[str], *,
+            soft_targets: np.ndarray | None = None) -> TransformerClassifier:
+        """Train on ``texts``; the loss is cross-entropy against ``labels``, or, with ``soft_targets`` (one row per
+        text, a distribution over ``classes_`` in that order), cross-entropy against those distributions."""
         torch = import_torch()
 
         if len(texts) != len(labels):
             raise ValueError(f"{len(texts)} texts but {len(labels)} labels")
         if not texts:
             raise SynthloopError("no training texts: choose training data first")
-        classes = self.labels if self.labels is not None else sorted({str(y) for y in labels})
-        unknown = sorted({str(y) for y in labels} - set(classes))
-        if unknown:
-            raise SynthloopError(f"training label {unknown[0]!r} is not one of the classes {classes}")
-        self.classes_ = list(classes)
-        self.device_ = pick_device(self.device)
+        self.classes_ = classes = self._check_classes(labels)
+        self.device_ = pick_device(self.device or distributed.device())
         seed_everything(self.seed)
         self.tokenizer_, self.model_ = load_tokenizer_and_model(
-            self.model, num_labels=len(classes), id2label=dict(enumerate(classes))
+            self.model, num_labels=len(self._output_names()), id2label=dict(enumerate(self._output_names()))
         )
         model = self.model_.to(self.device_)
-        index = {label: i for i, label in enumerate(classes)}
-        targets = np.array([index[str(y)] for y in labels], dtype=np.int64)
+        trained = self._data_parallel(model)
+        targets = self._targets(labels)
+        soft = _checked_soft_targets(soft_targets, len(texts), len(classes))
         encoded = self._encode(texts)
         lengths = [len(ids) for ids in encoded["input_ids"]]
 
-        steps_per_epoch = math.ceil(len(texts) / self.batch_size)
+        # Under torchrun each rank takes batch_size / world_size items per step, so a step still sees
+        # batch_size items and the number of steps (and the learning-rate schedule) match one process.
+        rank_batch_size = math.ceil(self.batch_size / distributed.world_size())
+        steps_per_epoch = math.ceil(len(distributed.shard(len(texts), seed=self.seed, epoch=0)) / rank_batch_size)
         total_steps = steps_per_epoch * self.epochs
         optimizer = torch.optim.AdamW(self._parameter_groups(model), lr=self.learning_rate)
         warmup = int(total_steps * self.warmup_ratio)
@@ -251,11 +273,18 @@ class TransformerClassifier:
         for epoch in range(1, self.epochs + 1):
             model.train()
             epoch_losses = []
-            for batch_indices in length_grouped_batches(lengths, self.batch_size, rng):
+            shard = distributed.shard(len(texts), seed=self.seed, epoch=epoch)
+            for local_batch in length_grouped_batches([lengths[i] for i in shard], rank_batch_size, rng):
+                batch_indices = shard[local_batch].tolist()
                 batch = self._collate(encoded, batch_indices)
-                batch["labels"] = torch.as_tensor(targets[batch_indices], device=self.device_)
+                if soft is None:
+                    batch["labels"] = torch.as_tensor(targets[batch_indices], device=self.device_)
                 with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                    loss = model(**batch).loss
+                    if soft is None:
+                        loss = self._loss(trained, batch)
+                    else:  # the soft objective: cross-entropy against each item's label distribution
+                        loss = soft_cross_entropy(trained(**batch).logits,
+                                                  torch.as_tensor(soft[batch_indices], device=self.device_))
                 optimizer.zero_grad(set_to_none=True)
                 if scaler is not None:
                     scaler.scale(loss).backward()
@@ -269,11 +298,12 @@ class TransformerClassifier:
                     optimizer.step()
                 scheduler.step()
                 step += 1
-                loss_value = float(loss.detach())
+                loss_value = distributed.mean(float(loss.detach()))
                 epoch_losses.append(loss_value)
                 self.history_["steps"].append({"step": step, "epoch": epoch, "loss": loss_value})
                 info = StepInfo(step, total_steps, epoch, self.epochs, loss_value, time.perf_counter() - started)
-                if self.on_step is not None and self.on_step(info):
+                # Every rank stops together when one is told to (only rank 0 can be: it holds the job).
+                if distributed.any_rank(self.on_step is not None and bool(self.on_step(info))):
                     self.stopped_ = True
                     break
             epoch_entry: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(epoch_losses))
@@ -287,6 +317,42 @@ class TransformerClassifier:
         self.history_["train_cpu_seconds"] = time.process_time() - cpu_started
         model.eval()
         return self
+
+    # -- what a subclass with other outputs (core.training.annotator_heads) overrides ---------------------------
+
+    def _check_classes(self, labels: Sequence[str]) -> list[str]:
+        """``classes_`` for these training labels (``labels`` given at construction, else the sorted labels)."""
+        classes = self.labels if self.labels is not None else sorted({str(y) for y in labels})
+        unknown = sorted({str(y) for y in labels} - set(classes))
+        if unknown:
+            raise SynthloopError(f"training label {unknown[0]!r} is not one of the classes {classes}")
+        return list(classes)
+
+    def _targets(self, labels: Sequence[str]) -> np.ndarray:
+        index = {label: i for i, label in enumerate(self.classes_)}
+        return np.array([index[str(y)] for y in labels], dtype=np.int64)
+
+    def _output_names(self) -> list[str]:
+        """One name per output of the model (its ``id2label``): the classes."""
+        return self.classes_
+
+    def _loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """The hard-label loss of a batch whose ``labels`` hold the targets of its rows."""
+        return model(**batch).loss
+
+    def _probabilities(self, logits: Any) -> Any:
+        torch = import_torch()
+
+        return torch.softmax(logits.float(), dim=-1)
+
+    def _data_parallel(self, model: Any) -> Any:
+        """``model`` wrapped in DistributedDataParallel (gradients all-reduced) under torchrun, else itself."""
+        if not distributed.active():
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        device_ids = [self.device_] if self.device_.startswith("cuda") else None
+        return DistributedDataParallel(model, device_ids=device_ids)
 
     def _parameter_groups(self, model: Any) -> list[dict[str, Any]]:
         # No weight decay on biases and LayerNorm weights, as in the BERT recipe.
@@ -345,7 +411,7 @@ class TransformerClassifier:
         encoded = self._encode(texts)
         # Sorting by length makes each inference batch nearly padding-free; the order is restored at the end.
         order = sorted(range(len(texts)), key=lambda i: len(encoded["input_ids"][i]))
-        out = np.zeros((len(texts), len(self.classes_)), dtype=np.float32)
+        out = np.zeros((len(texts), len(self._output_names())), dtype=np.float32)
         autocast_dtype = self._mixed_precision()[0]
         self.model_.eval()
         with torch.inference_mode():
@@ -353,7 +419,7 @@ class TransformerClassifier:
                 indices = order[start:start + batch_size]
                 with torch.autocast(device_type="cuda", dtype=autocast_dtype, enabled=autocast_dtype is not None):
                     logits = self.model_(**self._collate(encoded, indices)).logits
-                out[indices] = torch.softmax(logits.float(), dim=-1).cpu().numpy()
+                out[indices] = self._probabilities(logits).cpu().numpy()
                 if on_batch is not None:
                     on_batch(min(start + batch_size, len(order)), len(order))
         return out

@@ -10,7 +10,17 @@ from typing import Any
 
 from core.config import Config, is_finite_number, is_whole_number, setting
 from core.errors import SynthloopError
-from core.vocab import DATA_SOURCES, HELD_OUT_SPLITS, LABEL_SOURCES, HeldOutSplit, LabelSource
+from core.vocab import (
+    DATA_SOURCES,
+    HELD_OUT_SPLITS,
+    LABEL_SOURCES,
+    OBJECTIVES,
+    SOFT_SOURCES,
+    HeldOutSplit,
+    LabelSource,
+    Objective,
+    SoftSource,
+)
 
 EMBEDDED_MODEL = "embedded"
 PAPER_MODELS = ("bert-base-uncased", "roberta-base")
@@ -20,6 +30,15 @@ LABEL_SOURCE_HELP = {
     "majority": "the human majority label (items with a tie or fewer than one label are left out)",
     "aggregate": "the model-based aggregate of the annotations (e.g. Dawid-Skene)",
     "adjudicated": "the researcher's adjudicated label, else the human majority",
+}
+
+OBJECTIVE_HELP = {
+    "hard": "one label per item (the label source's)",
+    "soft": "each item's human vote distribution (its one label where it has no votes)",
+}
+SOFT_SOURCE_HELP = {
+    "votes": "the share of the human votes per label",
+    "dawid-skene": "the Dawid-Skene posterior of the true label (weighs annotators by reliability)",
 }
 
 
@@ -36,6 +55,10 @@ class TrainConfig(Config):
     ``generation_job_ids`` adds the synthetic items of those generation jobs. ``min_agreement`` (γ) keeps only
     training items whose instance agreement is ≥ γ (items without a known agreement are then left out);
     0 keeps everything. ``cap_per_label`` keeps at most that many items per label (seeded sample).
+    ``objective`` ``soft`` trains with cross-entropy against each item's label distribution: the share of its human
+    votes per label (``soft_source`` ``votes``; annotators named ``llm:…`` do not count) or the Dawid–Skene
+    posterior of its true label (``dawid-skene``); an item without human labels uses its one label (one-hot).
+    The items themselves are chosen exactly as for ``hard``.
     The default learning rate (1e-4) suits the small embedded MiniLM; bert-base / roberta-base train better with
     2e-5 to 5e-5.
     """
@@ -56,6 +79,14 @@ class TrainConfig(Config):
     weight_decay: float = setting(0.01, "AdamW weight decay")
     seed: int = setting(42, "seed of the data order, the weight initialisation and any sampling")
     eval_split: HeldOutSplit = setting("test", "the real held-out split the model is scored on")
+    objective: Objective = setting("hard", "train on one label per item (hard) or on its label distribution (soft)")
+    soft_source: SoftSource = setting("votes", "soft targets: the human vote shares or the Dawid-Skene posterior"
+                                               " (soft objective only)")
+    # Per-annotator modelling (core.training.annotator_heads): one output head per annotator on a shared encoder.
+    annotator_heads: bool = setting(False, "train one output head per annotator (multi-task); the item prediction"
+                                           " is the majority of the heads")
+    min_annotator_labels: int = setting(20, "an annotator needs at least this many training labels to get a head"
+                                            " (annotator heads only)")
 
     def __post_init__(self) -> None:
         # Accept lists and comma strings from forms and JSON, but store tuples so the config stays hashable.
@@ -77,6 +108,18 @@ class TrainConfig(Config):
             raise _fail("label_source", self.label_source, f"use one of {', '.join(LABEL_SOURCES)}")
         if self.eval_split not in HELD_OUT_SPLITS:
             raise _fail("eval_split", self.eval_split, f"use one of {', '.join(HELD_OUT_SPLITS)}")
+        if self.objective not in OBJECTIVES:
+            raise _fail("objective", self.objective, f"use one of {', '.join(OBJECTIVES)}")
+        if self.soft_source not in SOFT_SOURCES:
+            raise _fail("soft_source", self.soft_source, f"use one of {', '.join(SOFT_SOURCES)}")
+        if not isinstance(self.annotator_heads, bool):
+            raise _fail("annotator_heads", self.annotator_heads, "use true or false")
+        if not is_whole_number(self.min_annotator_labels) or self.min_annotator_labels < 1:
+            raise _fail("min_annotator_labels", self.min_annotator_labels, "use a whole number ≥ 1")
+        if self.annotator_heads and self.objective != "hard":
+            raise SynthloopError("{annotator_heads} trains on each annotator's own labels, so it takes {objective}"
+                                 f" 'hard', not {self.objective!r}: turn one of them off",
+                                 fields=("annotator_heads", "objective"))
         if isinstance(self.min_agreement, bool) or not isinstance(self.min_agreement, int | float) \
                 or not 0.0 <= float(self.min_agreement) <= 1.0:
             raise _fail("min_agreement", self.min_agreement, "use a number from 0 to 1 (0 keeps every item)")

@@ -5,6 +5,10 @@ seed items), labelled by the chosen label source, filtered by instance agreement
 Test items are the real items of the evaluation split (``test`` by default), labelled by their reference label
 or, where there is none, by the human majority. An item of the evaluation or dev set never trains.
 Everything goes through :func:`core.items.item_table`, the one place that decides majority and agreement.
+
+Every item also carries its human votes (``LabelledItems.votes``: label → count over the project's labels;
+annotators named ``llm:…`` do not count, imported ``import:…`` annotators do): the soft objective trains on
+their shares (:func:`soft_targets`) and the disagreement metrics score against them.
 """
 
 from __future__ import annotations
@@ -17,11 +21,13 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
-from core.agreement.dawid_skene import model_aggregate
+from core.agreement.dawid_skene import dawid_skene, model_aggregate
+from core.agreement.metrics import encode
 from core.data.items import item_table
 from core.errors import SynthloopError
 from core.projects import get_project
 from core.training.config import TrainConfig
+from core.vocab import LLM_ANNOTATOR_PREFIX
 from db import items as items_db
 from db import seeds as seeds_db
 
@@ -34,6 +40,7 @@ class LabelledItems:
     texts: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     agreement: list[float | None] = field(default_factory=list)
+    votes: list[dict[str, int]] = field(default_factory=list)  # human votes per label ({} without any)
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -49,20 +56,70 @@ class Selection:
     test: LabelledItems
     dev: LabelledItems
     report: dict[str, Any]
+    train_targets: np.ndarray | None = None  # soft objective: one distribution over ``labels`` per training item
 
 
 def _agreement(value: Any) -> float | None:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
-def _to_items(frame: pd.DataFrame, label_column: str) -> LabelledItems:
+def _to_items(frame: pd.DataFrame, label_column: str, votes: dict[int, dict[str, int]]) -> LabelledItems:
     frame = frame.sort_values("id")
     return LabelledItems(
         item_ids=[int(i) for i in frame["id"]],
         texts=[str(t) for t in frame["text"]],
         labels=[str(lb) for lb in frame[label_column]],
         agreement=[_agreement(a) for a in frame["instance_agreement"]],
+        votes=[votes.get(int(i), {}) for i in frame["id"]],
     )
+
+
+def human_annotations(annotations: pd.DataFrame, labels: list[str]) -> pd.DataFrame:
+    """The labels of people (not ``llm:…`` annotators) that are labels of the project."""
+    person = ~annotations["annotator"].astype(str).str.startswith(LLM_ANNOTATOR_PREFIX)
+    return annotations[person & annotations["label"].isin(labels)]
+
+
+def human_votes(annotations: pd.DataFrame, labels: list[str]) -> dict[int, dict[str, int]]:
+    """Per item id: how many people gave each label (labels nobody gave are left out)."""
+    counts = human_annotations(annotations, labels).groupby(["item_id", "label"]).size()
+    votes: dict[int, dict[str, int]] = {}
+    for (item_id, label), n in counts.items():
+        votes.setdefault(int(item_id), {})[str(label)] = int(n)
+    return votes
+
+
+def vote_matrix(votes: list[dict[str, int]], labels: list[str]) -> np.ndarray:
+    """(items, labels) vote counts, columns in ``labels`` order."""
+    return np.array([[item.get(label, 0) for label in labels] for item in votes], dtype=float).reshape(
+        len(votes), len(labels))
+
+
+def dawid_skene_posteriors(annotations: pd.DataFrame, labels: list[str]) -> dict[int, np.ndarray]:
+    """Per item id with a human label: the Dawid–Skene posterior of its true label, in ``labels`` order."""
+    human = human_annotations(annotations, labels)
+    if human.empty:
+        return {}
+    fit = dawid_skene(encode(human, labels=labels))
+    return {int(item_id): row for item_id, row in zip(fit.coded.item_ids, fit.probabilities, strict=True)}
+
+
+def soft_targets(items: LabelledItems, labels: list[str],
+                 posteriors: dict[int, np.ndarray] | None = None) -> np.ndarray:
+    """One training distribution over ``labels`` per item: its Dawid–Skene posterior when ``posteriors`` are
+    given and hold the item, else its human vote shares; an item without human votes gets its one label
+    (one-hot)."""
+    targets = np.zeros((len(items), len(labels)), dtype=float)
+    column = {label: j for j, label in enumerate(labels)}
+    counts = vote_matrix(items.votes, labels)
+    for i, (item_id, label) in enumerate(zip(items.item_ids, items.labels, strict=True)):
+        if posteriors is not None and item_id in posteriors:
+            targets[i] = posteriors[item_id] / posteriors[item_id].sum()
+        elif counts[i].sum() > 0:
+            targets[i] = counts[i] / counts[i].sum()
+        else:
+            targets[i, column[label]] = 1.0
+    return targets
 
 
 def _label_or_majority(frame: pd.DataFrame) -> pd.Series:
@@ -98,7 +155,9 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
     """Pick the training, dev and evaluation items for ``config``; raises when either set ends up empty."""
     project = get_project(db, project_id)
     labels = project.label_names
-    table = item_table(db, project_id)
+    annotations = items_db.annotation_labels_frame(db, project_id)
+    table = item_table(db, project_id, annotations=annotations)
+    votes = human_votes(annotations, labels)
     report: dict[str, Any] = {}
 
     test_rows, report["test_unlabelled"] = _eval_items(table, config.eval_split)
@@ -162,17 +221,22 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
             f" and min agreement {config.min_agreement:g} ({_describe_drops(report)}): choose other sources,"
             " another label source or a lower threshold"
         )
-    train = _to_items(rows, "train_label")
+    train = _to_items(rows, "train_label", votes)
     if len(set(train.labels)) < 2:
         raise SynthloopError(
             f"the training items all have the label {train.labels[0]!r}: a classifier needs at least two labels;"
             " add data of other labels or choose other sources"
         )
-    test = _to_items(test_rows, "eval_label")
-    dev = _to_items(dev_rows, "eval_label") if not dev_rows.empty else LabelledItems()
+    test = _to_items(test_rows, "eval_label", votes)
+    dev = _to_items(dev_rows, "eval_label", votes) if not dev_rows.empty else LabelledItems()
     report.update(n_train=len(train), n_test=len(test), n_dev=len(dev), train_label_counts=train.label_counts(),
                   test_label_counts=test.label_counts())
-    return Selection(labels=labels, train=train, test=test, dev=dev, report=report)
+    targets = None
+    if config.objective == "soft":
+        posteriors = dawid_skene_posteriors(annotations, labels) if config.soft_source == "dawid-skene" else None
+        targets = soft_targets(train, labels, posteriors)
+        report["n_train_soft"] = int(sum(1 for v in train.votes if sum(v.values()) >= 2))
+    return Selection(labels=labels, train=train, test=test, dev=dev, report=report, train_targets=targets)
 
 
 def _require_eval_items(test_rows: pd.DataFrame, project_name: str, config: TrainConfig) -> None:
@@ -187,9 +251,12 @@ def select_eval_items(db: sqlite_utils.Database, project_id: int, config: TrainC
                                                                                                LabelledItems]:
     """The project's labels and its current evaluation items (as :func:`select_items` picks them)."""
     project = get_project(db, project_id)
-    test_rows, _ = _eval_items(item_table(db, project_id, split=config.eval_split), config.eval_split)
+    annotations = items_db.annotation_labels_frame(db, project_id)
+    table = item_table(db, project_id, split=config.eval_split, annotations=annotations)
+    test_rows, _ = _eval_items(table, config.eval_split)
     _require_eval_items(test_rows, project.name, config)
-    return project.label_names, _to_items(test_rows, "eval_label")
+    votes = human_votes(annotations, project.label_names)
+    return project.label_names, _to_items(test_rows, "eval_label", votes)
 
 
 def _describe_drops(report: dict[str, Any]) -> str:
@@ -200,3 +267,11 @@ def _describe_drops(report: dict[str, Any]) -> str:
         if report.get(key):
             parts.append(f"{report[key]} {what}")
     return ", ".join(parts)
+
+
+def annotator_labels(db: sqlite_utils.Database, project_id: int, item_ids: list[int]) -> pd.DataFrame:
+    """The raw labels of ``item_ids``, one row per (item, annotator): columns ``item_id``, ``annotator``,
+    ``label`` (annotators the project excluded are left out). Per-annotator modelling trains and scores on them."""
+    annotations = items_db.annotations_frame(db, project_id)
+    return annotations.loc[annotations["item_id"].isin(set(item_ids)), ["item_id", "annotator", "label"]] \
+        .reset_index(drop=True)

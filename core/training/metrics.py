@@ -174,3 +174,70 @@ def agreement_sweep(
         result = stats.spearmanr(gammas, accuracies)
         rho, p_value = _finite_or_none(result.statistic), _finite_or_none(result.pvalue)
     return Sweep(points=points, slope=slope, intercept=intercept, r2=r2, spearman_rho=rho, spearman_p=p_value)
+
+
+# -- disagreement-aware evaluation (the "Learning with Disagreements" shared tasks) --------------------------
+
+ECE_BINS = 15
+PROBABILITY_FLOOR = 1e-12  # q is clipped here before the log: a confident miss costs log(1e12) ≈ 27.6, not ∞
+
+
+def soft_metrics(votes: np.ndarray, proba: np.ndarray) -> dict[str, Any] | None:
+    """How the predicted distribution of each test item compares with its human vote distribution.
+
+    ``votes``: (items, labels) counts of human labels (``llm:`` annotators never count; imported ``import:`` ones
+    do), ``proba``: the predicted probabilities, columns in the same label order. Only items with ≥ 2 human labels
+    are scored; for them ``p`` is the vote share per label and ``q`` the prediction:
+
+    - ``cross_entropy``: mean over items of ``−Σ_c p_c · ln q_c`` (``q`` clipped at 1e-12);
+    - ``manhattan``: mean over items of ``Σ_c |p_c − q_c|`` (from 0 to 2);
+    - ``ece``: expected calibration error of the predicted top label against the human majority label:
+      ``Σ_b (n_b / n) · |accuracy_b − mean confidence_b|`` over 15 equal-width bins of the top probability
+      (bin ``b`` holds confidences in ``(b/15, (b+1)/15]``, the first also 0); items whose majority is tied
+      are left out of it (``n_ece_items`` says how many remain; None when none);
+    - ``entropy_agreement_spearman``: Spearman's ρ between the entropy of ``q`` (``−Σ q ln q``) and the item's
+      instance agreement ``a_i = max_c p_c``; negative when the model is least sure where people disagree most.
+      None with fewer than 3 items or when either is constant.
+
+    ``n_items``: how many items were scored. Returns None when no item has ≥ 2 human labels.
+    """
+    votes = np.asarray(votes, dtype=float)
+    proba = np.asarray(proba, dtype=float)
+    if votes.shape != proba.shape:
+        raise ValueError(f"votes have shape {votes.shape} but predictions {proba.shape}")
+    scored = votes.sum(axis=1) >= 2
+    if not scored.any():
+        return None
+    counts, q = votes[scored], proba[scored]
+    p = counts / counts.sum(axis=1, keepdims=True)
+    cross_entropy = float(np.mean(-(p * np.log(np.clip(q, PROBABILITY_FLOOR, 1.0))).sum(axis=1)))
+    manhattan = float(np.mean(np.abs(p - q).sum(axis=1)))
+    ece, n_ece = expected_calibration_error(counts, q)
+    entropy = -(q * np.log(np.clip(q, PROBABILITY_FLOOR, 1.0))).sum(axis=1)
+    agreement = p.max(axis=1)
+    rho = None
+    if len(p) >= 3 and np.ptp(entropy) > 0 and np.ptp(agreement) > 0:
+        rho = _finite_or_none(stats.spearmanr(entropy, agreement).statistic)
+    return {"cross_entropy": cross_entropy, "manhattan": manhattan, "ece": ece, "n_ece_items": n_ece,
+            "entropy_agreement_spearman": rho, "n_items": int(scored.sum())}
+
+
+def expected_calibration_error(votes: np.ndarray, proba: np.ndarray, *, bins: int = ECE_BINS) -> tuple[float | None,
+                                                                                                       int]:
+    """``(ece, n)`` of the top predicted label against the untied human majority of each item (see
+    :func:`soft_metrics`); items with a tied majority are left out; ``(None, 0)`` when none remain."""
+    top = votes.max(axis=1)
+    untied = (votes == top[:, None]).sum(axis=1) == 1
+    if not untied.any():
+        return None, 0
+    q = proba[untied]
+    confidence = q.max(axis=1)
+    correct = (q.argmax(axis=1) == votes[untied].argmax(axis=1)).astype(float)
+    # Bin b holds (b/bins, (b+1)/bins]; a confidence of exactly 0 joins the first bin.
+    # Rounded first, so that e.g. 0.6 · 15 = 9.000000000000002 stays in the bin ending at 9/15.
+    index = np.clip(np.ceil(np.round(confidence * bins, 9)).astype(int) - 1, 0, bins - 1)
+    ece = 0.0
+    for b in np.unique(index):
+        in_bin = index == b
+        ece += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
+    return float(ece), int(untied.sum())

@@ -26,9 +26,17 @@ import sqlite_utils
 
 from core import jobs
 from core.errors import NotFoundError, SynthloopError
+from core.training import distributed
 from core.training.config import TrainConfig
-from core.training.data import LabelledItems, Selection, select_eval_items, select_items
-from core.training.metrics import agreement_sweep, classification_metrics, sweep_fit_note
+from core.training.data import (
+    LabelledItems,
+    Selection,
+    annotator_labels,
+    select_eval_items,
+    select_items,
+    vote_matrix,
+)
+from core.training.metrics import agreement_sweep, classification_metrics, soft_metrics, sweep_fit_note
 from core.vocab import ACTIVE_STATUSES, FINISHED_STATUSES
 from db import connection
 from db import jobs as jobs_db
@@ -40,8 +48,8 @@ PROGRESS_INTERVAL_S = 1.0
 
 RESULT_KEYS = ("run_id", "status", "project", "data_source", "accuracy", "macro_f1", "n_train", "n_test", "labels",
                "per_class", "confusion_matrix", "sweep", "sweep_r2", "sweep_spearman_rho", "sweep_spearman_p",
-               "sweep_slope", "sweep_intercept", "sweep_fit_meaningful", "sweep_fit_note", "config", "seconds",
-               "device", "artifact_path", "zip_path")
+               "sweep_slope", "sweep_intercept", "sweep_fit_meaningful", "sweep_fit_note", "soft_metrics", "config",
+               "seconds", "device", "artifact_path", "zip_path", "annotator_heads")
 
 
 # Where run_job prints progress lines: stderr, which is the job's log file in a detached job process. The CLI
@@ -99,7 +107,9 @@ def start_training(
     detached process. Returns ``{"run_id", "job_id"}``. Raises at once when there is nothing to train or test on,
     so the user sees the problem before any process starts."""
     config = _as_config(config)
-    select_items(db, project_id, config)
+    selection = select_items(db, project_id, config)
+    if config.annotator_heads:
+        _annotator_triples(db_path, project_id, config, selection)
     with connection.transaction(db):
         run_id = runs_db.create_run(db, project_id=project_id, config=config.to_dict(),
                                     data_source=config.data_source)
@@ -222,37 +232,50 @@ def run_training(
     Without ``run_id`` a new run row is created (the CLI and the study call it so). With ``job_id`` progress
     and cancellation go through that job. Any failure marks the run failed with a readable error and is raised
     again; a cancelled run returns ``{"run_id", "status": "cancelled"}``.
+
+    Under torchrun (:mod:`core.training.distributed`) every rank calls this with rank 0's ``run_id``; all of them
+    train and evaluate, and only rank 0 writes the run (the others return what it wrote).
     """
     db_path = str(db_path)
     config = _as_config(config)
     started = time.perf_counter()
-    with connection.open_db(db_path) as db:
-        if run_id is None:
-            run_id = runs_db.create_run(db, project_id=project_id, config=config.to_dict(),
-                                        data_source=config.data_source, job_id=job_id, status="running")
-        elif runs_db.get_run(db, run_id) is None:
-            raise NotFoundError(f"no run {run_id}")
-        runs_db.start_run(db, run_id)
-    progress = _Progress(db_path, job_id, run_id, log)
+    main = distributed.is_main()
+    if main:
+        with connection.open_db(db_path) as db:
+            if run_id is None:
+                run_id = runs_db.create_run(db, project_id=project_id, config=config.to_dict(),
+                                            data_source=config.data_source, job_id=job_id, status="running")
+            elif runs_db.get_run(db, run_id) is None:
+                raise NotFoundError(f"no run {run_id}")
+            runs_db.start_run(db, run_id)
+    assert run_id is not None, "a distributed worker trains rank 0's run"
+    progress = _Progress(db_path, job_id if main else None, run_id, log if main else None)
     try:
         progress.phase("selecting data")
         with connection.open_db(db_path) as db:
             selection = select_items(db, project_id, config)
-            runs_db.update_run(db, run_id, train_item_ids=selection.train.item_ids, n_train=len(selection.train),
-                               n_test=len(selection.test))
+            if main:
+                runs_db.update_run(db, run_id, train_item_ids=selection.train.item_ids,
+                                   n_train=len(selection.train), n_test=len(selection.test))
         result = _train_and_evaluate(db_path, project_id, run_id, config, selection, progress, started)
     except RunCancelled:
-        with connection.open_db(db_path) as db:
-            runs_db.finish_run(db, run_id, status="cancelled", error="cancelled by the user")
+        if main:
+            with connection.open_db(db_path) as db:
+                runs_db.finish_run(db, run_id, status="cancelled", error="cancelled by the user")
         return {"run_id": run_id, "status": "cancelled"}
     except BaseException as exc:
-        with connection.open_db(db_path) as db:
-            runs_db.finish_run(db, run_id, status="failed", error=_readable_error(exc))
+        if main:
+            with connection.open_db(db_path) as db:
+                runs_db.finish_run(db, run_id, status="failed", error=_readable_error(exc))
         if _is_memory_error(exc):
             raise _as_user_error(exc) from exc
         raise
     finally:
         progress.close()
+    distributed.barrier()  # the other ranks wait until rank 0 has written the run, then report it
+    if not main:
+        with connection.open_db(db_path) as db:
+            result = result_dict(get_run(db, run_id), db_path)
     return result
 
 
@@ -282,46 +305,68 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
     curve_items = selection.dev if len(selection.dev) else selection.test
     curve_set = "dev" if len(selection.dev) else config.eval_split
     last_test_proba: dict[str, Any] = {}
+    main = distributed.is_main()
+    cancelled: list[bool] = []
 
-    def on_step(info: Any) -> None:
-        # A cancel request surfaces as RunCancelled from the progress writer and ends the run at once.
+    def on_step(info: Any) -> bool:
+        # A cancel request surfaces as RunCancelled from the progress writer: training stops (on every rank).
         message = (f"epoch {info.epoch}/{info.epochs} · step {info.step}/{info.total_steps} · loss {info.loss:.4f}"
                    f" · ETA {_format_seconds(info.eta_seconds)}")
         eta = info.eta_seconds
-        progress.write(message=message, done=info.step, total=info.total_steps, force=info.step == info.total_steps,
-                       result={"run_id": run_id, "phase": "training", "step": info.step,
-                               "total_steps": info.total_steps, "epoch": info.epoch, "epochs": info.epochs,
-                               "loss": info.loss, "eta_seconds": None if eta != eta else eta,
-                               "elapsed_seconds": info.elapsed})
+        try:
+            progress.write(message=message, done=info.step, total=info.total_steps,
+                           force=info.step == info.total_steps,
+                           result={"run_id": run_id, "phase": "training", "step": info.step,
+                                   "total_steps": info.total_steps, "epoch": info.epoch, "epochs": info.epochs,
+                                   "loss": info.loss, "eta_seconds": None if eta != eta else eta,
+                                   "elapsed_seconds": info.elapsed})
+        except RunCancelled:
+            cancelled.append(True)
+        return bool(cancelled)
 
     def on_batch(done: int, total: int) -> None:
         progress.write(message=f"evaluating {done}/{total} {curve_set} items", result=None)
 
     def on_epoch(epoch: int, clf: TransformerClassifier) -> dict[str, Any]:
-        proba = clf.predict_proba(curve_items.texts, on_batch=on_batch)
+        proba = _predict(clf, curve_items.texts, on_batch)
         predicted = [clf.classes_[i] for i in proba.argmax(axis=1)]
         scores = classification_metrics(curve_items.labels, predicted, labels=selection.labels)
         if curve_set == config.eval_split and epoch == config.epochs:
             last_test_proba["proba"] = proba  # the final evaluation needs exactly these predictions
         entry = {"dev_set": curve_set, "dev_accuracy": scores["accuracy"], "dev_macro_f1": scores["macro_f1"]}
+        if not main:
+            return entry
         with connection.open_db(db_path) as db:
             runs_db.update_run(db, run_id, history={"steps": clf.history_["steps"],
                                                      "epochs": [*clf.history_["epochs"], {"epoch": epoch, **entry}]})
         return entry
 
     progress.phase("loading model")
-    clf = TransformerClassifier(
+    triples = _annotator_triples(db_path, project_id, config, selection) if config.annotator_heads else None
+    clf = _classifier_class(config)(
         config.model, epochs=config.epochs, learning_rate=config.learning_rate, batch_size=config.batch_size,
         max_length=config.max_length, warmup_ratio=config.warmup_ratio, weight_decay=config.weight_decay,
         seed=config.seed, labels=selection.labels, on_step=on_step, on_epoch=on_epoch,
+        **({"annotators": triples.annotators} if triples else {}),
     )
-    clf.fit(selection.train.texts, selection.train.labels)
+    if triples:  # one head per annotator, trained on the (item, annotator, label) triples of the training items
+        text_of = dict(zip(selection.train.item_ids, selection.train.texts, strict=True))
+        clf.fit([text_of[i] for i in triples.item_ids], triples.label_matrix(selection.labels))
+    else:
+        clf.fit(selection.train.texts, selection.train.labels, soft_targets=selection.train_targets)
+    if cancelled or clf.stopped_:
+        raise RunCancelled()
     progress.phase("evaluating")
     proba = last_test_proba.get("proba")
     if proba is None:
-        proba = clf.predict_proba(selection.test.texts, on_batch=on_batch)
+        proba = _predict(clf, selection.test.texts, on_batch)
+    if not main:
+        return {"run_id": run_id}  # rank 0 scores, saves and records the run
     metrics = _evaluate(clf.classes_, selection.labels, selection.test, proba)
     metrics["data"] = selection.report
+    if triples:
+        metrics["data"].update(annotator_head_items=len(triples.item_ids), annotator_head_labels=len(triples.triples))
+        metrics["annotator_heads"] = _annotator_error_rates(db_path, project_id, clf, selection.test)
     progress.phase("saving model")
     folder = artifact_dir(db_path, run_id)
     shutil.rmtree(folder, ignore_errors=True)
@@ -339,11 +384,46 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
     return result_dict(run, db_path)
 
 
+def _classifier_class(config: TrainConfig) -> Any:
+    if config.annotator_heads:
+        from core.training.annotator_heads import AnnotatorHeadsClassifier
+
+        return AnnotatorHeadsClassifier
+    from core.training.classifier import TransformerClassifier
+
+    return TransformerClassifier
+
+
+def _annotator_triples(db_path: str, project_id: int, config: TrainConfig, selection: Selection) -> Any:
+    """The (item, annotator, label) triples of the training items (raises when no annotator gets a head)."""
+    from core.training.annotator_heads import build_triples
+
+    with connection.open_db(db_path) as db:
+        labels = annotator_labels(db, project_id, selection.train.item_ids)
+    return build_triples(labels, selection.train.item_ids, selection.labels, min_labels=config.min_annotator_labels)
+
+
+def _annotator_error_rates(db_path: str, project_id: int, clf: Any, test: LabelledItems) -> list[dict[str, Any]]:
+    """Each head's error rate on the test items its annotator labelled."""
+    from core.training.annotator_heads import annotator_error_rates
+
+    with connection.open_db(db_path) as db:
+        labels = annotator_labels(db, project_id, test.item_ids)
+    return annotator_error_rates(labels, test.item_ids, clf.head_proba(test.texts), clf.annotators_, clf.classes_)
+
+
+def _predict(clf: Any, texts: list[str], on_batch: Any) -> Any:
+    """Class probabilities for ``texts``; under torchrun each rank predicts a share and all receive all rows."""
+    return distributed.gather_rows(lambda rows: clf.predict_proba([texts[i] for i in rows], on_batch=on_batch),
+                                   len(texts))
+
+
 def _evaluate(classes: list[str], labels: list[str], test: LabelledItems, proba: Any) -> dict[str, Any]:
     predicted = [classes[i] for i in proba.argmax(axis=1)]
     metrics = classification_metrics(test.labels, predicted, labels=labels)
     metrics.update(agreement_sweep(test.labels, predicted, test.agreement).to_dict())
     metrics["n_sweep_items"] = sum(a is not None for a in test.agreement)
+    metrics["soft_metrics"] = soft_metrics(vote_matrix(test.votes, classes), proba)
     return metrics
 
 
@@ -400,11 +480,13 @@ def result_dict(run: dict[str, Any], db_path: str | os.PathLike[str] | None = No
         "sweep_intercept": metrics.get("sweep_intercept"),
         "sweep_fit_meaningful": sweep_note is None,
         "sweep_fit_note": sweep_note,
+        "soft_metrics": metrics.get("soft_metrics"),
         "config": run.get("config"),
         "seconds": run.get("seconds"),
         "device": run.get("device"),
         "artifact_path": run.get("artifact_path"),
         "zip_path": str(bundle) if bundle is not None and bundle.is_file() else None,
+        "annotator_heads": metrics.get("annotator_heads"),
     }
 
 
@@ -413,8 +495,6 @@ def result_dict(run: dict[str, Any], db_path: str | os.PathLike[str] | None = No
 def evaluate_run(db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]:
     """Evaluate a finished run's saved model on the project's current evaluation items (labels and agreement as
     they are now), store the new predictions and metrics, and return the result dict."""
-    from core.training.classifier import TransformerClassifier
-
     db_path = str(db_path)
     started = time.perf_counter()
     with connection.open_db(db_path) as db:
@@ -426,10 +506,12 @@ def evaluate_run(db_path: str | os.PathLike[str], run_id: int) -> dict[str, Any]
     model_folder = run_dir(db_path, run) / "model"
     if not model_folder.is_dir():
         raise SynthloopError(f"the model files of run {run_id} are gone ({model_folder}): train the run again")
-    clf = TransformerClassifier.load(model_folder)
+    clf = _classifier_class(config).load(model_folder)
     proba = clf.predict_proba(test.texts)
     metrics = {**run["metrics"], **_evaluate(clf.classes_, labels, test, proba),
                "evaluated_seconds": time.perf_counter() - started}
+    if config.annotator_heads:
+        metrics["annotator_heads"] = _annotator_error_rates(db_path, run["project_id"], clf, test)
     with connection.open_db(db_path) as db:
         with connection.transaction(db):
             runs_db.replace_predictions(db, run_id, _prediction_rows(clf.classes_, test, proba))

@@ -19,6 +19,7 @@ import sqlite_utils
 from core import jobs
 from core.data.items import item_table
 from core.errors import SynthloopError
+from core.training import distributed
 from core.training import run as runs
 from core.training.config import TrainConfig
 from core.training.metrics import sweep_fit_note
@@ -29,6 +30,9 @@ from db import seeds as seeds_db
 
 SOURCE_ORDER = DATA_SOURCES
 METRIC_NAMES = {"macro_f1": "macro-F1", "accuracy": "accuracy"}
+# The disagreement-aware metrics of a run (``metrics["soft_metrics"]``) as runs-table columns.
+SOFT_METRIC_COLUMNS = {"cross_entropy": "soft_cross_entropy", "manhattan": "soft_manhattan", "ece": "soft_ece",
+                       "entropy_agreement_spearman": "soft_entropy_agreement_rho", "n_items": "soft_n_items"}
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,26 @@ def training_options(db: sqlite_utils.Database, project_id: int) -> TrainingOpti
 
 def train_foreground(db_path: str | os.PathLike[str], project_id: int, config: TrainConfig) -> dict[str, Any]:
     """Train in this process through the same job as the app (so the app shows its progress and can cancel it);
-    returns the result dict, raises ``SynthloopError`` when the run fails or is cancelled."""
-    with connection.open_db(db_path) as db:
-        started = runs.start_training(db, db_path, project_id, config, launch=False)
-    with runs.progress_to(sys.stderr if sys.stderr.isatty() else None):
-        job = jobs.run(db_path, started["job_id"])
+    returns the result dict, raises ``SynthloopError`` when the run fails or is cancelled.
+
+    Under torchrun (``WORLD_SIZE > 1``) rank 0 creates the run and runs its job; the other ranks train the same
+    run (its id broadcast from rank 0) and return what rank 0 recorded: one run, however many processes."""
+    with distributed.process_group():
+        started: dict[str, Any] | str = ""
+        if distributed.is_main():
+            try:
+                with connection.open_db(db_path) as db:
+                    started = runs.start_training(db, db_path, project_id, config, launch=False)
+            except SynthloopError as exc:
+                distributed.broadcast(str(exc))  # the other ranks fail with the same message
+                raise
+        started = distributed.broadcast(started)
+        if isinstance(started, str):
+            raise SynthloopError(started)
+        if not distributed.is_main():
+            return runs.run_training(db_path, project_id, config, run_id=started["run_id"])
+        with runs.progress_to(sys.stderr if sys.stderr.isatty() else None):
+            job = jobs.run(db_path, started["job_id"])
     if job["status"] == "failed":
         raise SynthloopError(f"run {started['run_id']} failed: {job['error'].strip()}")
     if job["status"] == "cancelled":
@@ -159,18 +178,22 @@ def runs_frame(
             continue
         metrics = r.get("metrics") or {}
         sweep = metrics.get("sweep")
+        soft = metrics.get("soft_metrics") or {}
         records.append({
             "run": r["id"], "project": r["project_name"], "data_source": r["data_source"],
-            "label_source": r["label_source"], "min_agreement": r["config"].get("min_agreement"),
+            "label_source": r["label_source"], "objective": r["config"].get("objective") or "hard",
+            "min_agreement": r["config"].get("min_agreement"),
             "model": r["model"], "seed": r["seed"], "status": r["status"], "macro_f1": metrics.get("macro_f1"),
-            "accuracy": metrics.get("accuracy"), "sweep_r2": metrics.get("sweep_r2"),
+            "accuracy": metrics.get("accuracy"),
+            **{column: soft.get(key) for key, column in SOFT_METRIC_COLUMNS.items()},
+            "sweep_r2": metrics.get("sweep_r2"),
             "sweep_spearman_rho": metrics.get("sweep_spearman_rho"),
             "sweep_note": sweep_fit_note(sweep) if sweep else None, "n_train": r["n_train"], "n_test": r["n_test"],
             "seconds": r["seconds"], "created_at": r["created_at"], "error": r["error"],
         })
-    columns = ["run", "project", "data_source", "label_source", "min_agreement", "model", "seed", "status",
-               "macro_f1", "accuracy", "sweep_r2", "sweep_spearman_rho", "sweep_note", "n_train", "n_test", "seconds",
-               "created_at", "error"]
+    columns = ["run", "project", "data_source", "label_source", "objective", "min_agreement", "model", "seed",
+               "status", "macro_f1", "accuracy", *SOFT_METRIC_COLUMNS.values(), "sweep_r2", "sweep_spearman_rho",
+               "sweep_note", "n_train", "n_test", "seconds", "created_at", "error"]
     return pd.DataFrame.from_records(records, columns=columns)
 
 
@@ -179,14 +202,15 @@ def _source_key(source: str) -> tuple[int, str]:
 
 
 def table1(frame: pd.DataFrame) -> pd.DataFrame:
-    """The paper's Table 1 from a runs frame: a row per project and label source (``project``, ``label source``),
-    columns ``"<source> · macro-F1"`` and ``"<source> · accuracy"`` per training data source (real, zero-shot,
-    few-shot first), each cell the mean over the finished runs in ``frame`` (several seeds average), plus ``runs``
-    (how many were averaged). Runs trained on different labels are never averaged into one cell."""
+    """The paper's Table 1 from a runs frame: a row per project, label source and training objective
+    (``project``, ``label source``, ``objective``: hard or soft labels), columns ``"<source> · macro-F1"`` and
+    ``"<source> · accuracy"`` per training data source (real, zero-shot, few-shot first), each cell the mean over
+    the finished runs in ``frame`` (several seeds average), plus ``runs`` (how many were averaged). Runs trained on
+    different labels, or with different objectives, are never averaged into one cell."""
     done = frame[(frame["status"] == "done") & frame["macro_f1"].notna()] if not frame.empty else frame
     if done.empty:
-        return pd.DataFrame(columns=["project", "label source", "runs"])
-    rows = ["project", "label_source"]
+        return pd.DataFrame(columns=["project", "label source", "objective", "runs"])
+    rows = ["project", "label_source", "objective"]
     means = done.groupby([*rows, "data_source"])[["macro_f1", "accuracy"]].mean()
     table = done.groupby(rows).size().rename("runs").to_frame()
     columns = {}

@@ -38,7 +38,8 @@ def _database(db_path: Path) -> str:
         set_pool(db, second.id, source="real")
         users.add_user(db, "root", role="admin", password=PASSWORD)
         users.add_user(db, "rex", role="researcher", password=PASSWORD)
-        users.add_user(db, "ann", role="annotator")
+        ann = users.add_user(db, "ann", role="annotator")
+        projects.add_member(db, second.id, ann.id)
         return users.create_invite(db, "ann")
 
 
@@ -125,7 +126,6 @@ def test_a_refresh_keeps_the_annotator_on_annotate(tmp_path: Path, start_app, ne
     support.login_with_invite(page, app.url, token, "ann")
     assert _session_cookie(page) is not None
     assert "invite=" not in page.url  # the one-time link is gone from the address
-    support.select_option(page, "Project", "Second project", scope=support.sidebar(page))
     expect(support.main_area(page).get_by_text("0 of 4 labelled by you")).to_be_visible()
     item = support.main_area(page).get_by_text(re.compile(r"^text number \d$")).first.inner_text()
 
