@@ -110,6 +110,11 @@ EXPORT_FORMATS: tuple[ExportFormat, ...] = get_args(ExportFormat)
 ExportView = Literal["aggregated", "raw"]
 EXPORT_VIEWS: tuple[ExportView, ...] = get_args(ExportView)
 
+# Formats that are a folder rather than one file, for export and import (the CLI: a page cannot upload a folder):
+# hf, a Hugging Face ``datasets`` DatasetDict written with save_to_disk.
+FolderFormat = Literal["hf"]
+FOLDER_FORMATS: tuple[FolderFormat, ...] = get_args(FolderFormat)
+
 # --- analysis
 Projection = Literal["pca", "tsne"]
 PROJECTIONS: tuple[Projection, ...] = get_args(Projection)

@@ -43,7 +43,7 @@ def test_one_click_starts_a_queued_run_with_defaults(db_path, fresh_db, labelled
     at.run()
     assert not at.exception
     assert [c.label for c in at.checkbox] == ["Real training split (4)", "Zero-shot synthetic (0)",
-                                              "Few-shot synthetic (0)", "Seed examples (0)"]
+                                              "Few-shot synthetic (0)", "Seed examples (0)", "Annotator heads"]
     assert at.checkbox[0].value is True
     at.button(key="FormSubmitter:train_form-Train").click().run()
     assert not at.exception

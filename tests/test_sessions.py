@@ -204,3 +204,40 @@ def test_the_end_route_clears_the_cookie(app_module):
     set_cookie = response.headers["set-cookie"].lower()
     assert set_cookie.startswith(f'{sessions.COOKIE_NAME}=""') and "max-age=0" in set_cookie
     assert "httponly" in set_cookie and "path=/" in set_cookie
+
+
+# --------------------------------------------------------------------------------------------- pages
+
+
+def _projects_page(db_path, monkeypatch, **state):
+    from streamlit.testing.v1 import AppTest
+
+    monkeypatch.setenv("SYNTHLOOP_DB", str(db_path))
+    at = AppTest.from_file(str(Path(__file__).resolve().parent.parent / "pages" / "projects.py"), default_timeout=90)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at.run()
+
+
+def test_a_tab_whose_session_ended_is_logged_out_at_its_next_run(fresh_db, db_path, monkeypatch):
+    from pages._common import SESSION_ID, USER_ID
+
+    rita = users.add_user(fresh_db, "rita", role="researcher")
+    live = sessions.start(fresh_db, rita).session_id
+    at = _projects_page(db_path, monkeypatch, **{USER_ID: rita.id, SESSION_ID: live})
+    assert not at.exception and at.title[0].value == "Projects"  # the positive control
+
+    users.set_password(fresh_db, "rita", "a-new-password")  # ends the session
+    at.run()
+    assert not at.exception
+    assert [w.value for w in at.warning] == ["Please log in first."] and not at.title
+    assert USER_ID not in at.session_state and SESSION_ID not in at.session_state  # nothing of it lingers
+
+
+@pytest.mark.parametrize("stale", [999_999, "12", None])
+def test_a_stale_or_odd_session_id_is_no_login_and_no_stack_trace(fresh_db, db_path, monkeypatch, stale):
+    from pages._common import SESSION_ID
+
+    at = _projects_page(db_path, monkeypatch, **{SESSION_ID: stale})
+    assert not at.exception
+    assert [w.value for w in at.warning] == ["Please log in first."] and not at.title

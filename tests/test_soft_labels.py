@@ -133,6 +133,26 @@ def test_soft_targets_fall_back_per_item() -> None:
     assert soft_targets(items, ["a", "b"], posteriors).tolist() == [[0.5, 0.5], [0.0, 1.0]]
 
 
+def test_a_soft_run_hands_the_vote_shares_to_the_classifier(db_path, fresh_db, voted, monkeypatch) -> None:
+    from core.training import classifier as classifier_module
+    from core.training import run as runs
+
+    seen: list = []
+
+    def fit(self, texts, labels, **kwargs):
+        seen.append((list(labels), kwargs))
+        raise MemoryError()  # stops the run here: what reached fit is all this test needs
+
+    monkeypatch.setattr(classifier_module.TransformerClassifier, "fit", fit)
+    for objective in ("hard", "soft"):
+        with pytest.raises(SynthloopError, match="out of memory"):
+            runs.run_training(db_path, voted.id, TrainConfig(objective=objective))
+    (hard_labels, hard_kwargs), (soft_labels, soft_kwargs) = seen
+    assert hard_labels == soft_labels == ["pos", "neg", "pos"]
+    assert hard_kwargs == {}  # the hard objective calls fit as before
+    assert soft_kwargs["soft_targets"].tolist() == [[2 / 3, 1 / 3, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
+
+
 def test_unknown_objective_and_soft_source_are_refused() -> None:
     with pytest.raises(SynthloopError) as error:
         TrainConfig(objective="fuzzy")

@@ -1040,10 +1040,34 @@ def import_file(
     add_missing_labels: bool = False,
     filename: str | None = None,
 ) -> ImportReport:
-    """Read, validate and write a file into the project in one transaction; nothing is written on an error."""
+    """Read, validate and write a file into the project in one transaction; nothing is written on an error.
+
+    A Hugging Face dataset folder (written by ``export`` in format hf) goes to :func:`import_folder`."""
+    if not isinstance(source, bytes | bytearray) and spec.format == "auto" and Path(source).is_dir():
+        from core.data import hf
+
+        if hf.is_dataset_folder(source):
+            return import_folder(db, project_id, source, spec, add_missing_labels=add_missing_labels)
     name = filename or (Path(source).name if not isinstance(source, bytes | bytearray) else "upload")
     frame = read_table(source, spec, name=name)
     return import_frame(db, project_id, frame, spec, add_missing_labels=add_missing_labels, filename=name)
+
+
+def import_folder(
+    db: sqlite_utils.Database,
+    project_id: int,
+    folder: str | os.PathLike[str],
+    spec: ImportSpec,
+    *,
+    add_missing_labels: bool = False,
+) -> ImportReport:
+    """Import a Hugging Face dataset folder (:mod:`core.data.hf`): items, splits, reference labels, raw labels and
+    imported agreement; its columns are fixed, so ``spec``'s column settings are replaced."""
+    from core.data import hf
+
+    frame = hf.read_folder(folder)
+    return import_frame(db, project_id, frame, hf.import_spec(spec), add_missing_labels=add_missing_labels,
+                        filename=Path(folder).name)
 
 
 def import_frame(

@@ -349,9 +349,10 @@ class TransformerClassifier:
         """``model`` wrapped in DistributedDataParallel (gradients all-reduced) under torchrun, else itself."""
         if not distributed.active():
             return model
+        torch = import_torch()
         from torch.nn.parallel import DistributedDataParallel
 
-        device_ids = [self.device_] if self.device_.startswith("cuda") else None
+        device_ids = [torch.device(self.device_)] if self.device_.startswith("cuda") else None  # CPU: none
         return DistributedDataParallel(model, device_ids=device_ids)
 
     def _parameter_groups(self, model: Any) -> list[dict[str, Any]]:

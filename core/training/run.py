@@ -353,7 +353,9 @@ def _train_and_evaluate(db_path: str, project_id: int, run_id: int, config: Trai
         text_of = dict(zip(selection.train.item_ids, selection.train.texts, strict=True))
         clf.fit([text_of[i] for i in triples.item_ids], triples.label_matrix(selection.labels))
     else:
-        clf.fit(selection.train.texts, selection.train.labels, soft_targets=selection.train_targets)
+        # The hard objective calls fit exactly as before; the soft one adds each item's target distribution.
+        soft = {} if selection.train_targets is None else {"soft_targets": selection.train_targets}
+        clf.fit(selection.train.texts, selection.train.labels, **soft)
     if cancelled or clf.stopped_:
         raise RunCancelled()
     progress.phase("evaluating")

@@ -288,6 +288,24 @@ def select_option(page, label: str, option: str, *, scope=None) -> None:
     wait_idle(page)
 
 
+def choose_options(page, label: str, options: list[str], *, scope=None) -> None:
+    """Add ``options`` to the ``st.multiselect`` labelled ``label``."""
+    from playwright.sync_api import expect
+
+    box = (scope or main_area(page)).locator('[data-testid="stMultiSelect"]').filter(has_text=label).first
+    for option in options:
+        choice = page.locator('[role="option"]').filter(has_text=option).first
+        for _ in range(5):  # a run that ends meanwhile (a table editor settling) closes the list again
+            wait_idle(page, settle_ms=500)
+            box.get_by_role("button", name="Open").click()  # a click in the text box alone does not open it
+            with contextlib.suppress(AssertionError):
+                expect(choice).to_be_visible(timeout=3000)
+                break
+        choice.click()
+        expect(box.get_by_text(option, exact=True)).to_be_visible()
+    page.keyboard.press("Escape")
+
+
 def field(scope, label: str):
     """The text/number input or text area labelled ``label`` (not its "Help for …" button)."""
     quoted = label.replace('"', '\\"')

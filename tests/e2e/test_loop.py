@@ -225,6 +225,13 @@ def test_the_whole_loop_in_a_real_browser(tmp_path: Path, start_app, new_page, s
         add_form.get_by_role("button", name="Add user").click()
         support.expect_text(admin, "Added annotator 'ann2'.")
         _readme_shot(admin, "users")
+        # Assigns both to the project: annotators see only the projects they are assigned to.
+        support.goto(admin, "Projects")
+        support.main_area(admin).get_by_text("Annotators of this project").click()
+        support.choose_options(admin, "Assigned annotators", ["ann1", "ann2"])
+        admin.get_by_role("button", name="Save assignments").click()
+        expect(admin.get_by_text("Assignments saved: 2 added, 0 removed.")).to_be_visible()
+        support.wait_idle(admin)
 
         # 9. Two annotators, two browser contexts, keyboard only, interleaved.
         ann1, ann2 = new_page(), new_page()

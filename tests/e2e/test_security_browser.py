@@ -51,9 +51,10 @@ def _assert_not_rendered(page, spec, how: str) -> None:
 def test_pages_opened_by_url_never_render_for_the_wrong_role(tmp_path: Path, start_app, new_page, shots) -> None:
     db_path = tmp_path / "roles.db"
     with connection.open_db(db_path) as db:
-        projects.create_project(db, PROJECT, projects.parse_labels("pos,neg"))
+        project = projects.create_project(db, PROJECT, projects.parse_labels("pos,neg"))
         users.add_user(db, "admin", role="admin", password="admin-password-1")
-        users.add_user(db, "ann", role="annotator", password="annotator-pass-1")
+        ann = users.add_user(db, "ann", role="annotator", password="annotator-pass-1")
+        projects.add_member(db, project.id, ann.id)  # annotators see only the projects they are assigned to
         users.add_user(db, "res", role="researcher", password="research-pass-1")
         token = users.create_invite(db, "ann")
     app = start_app(db_path)
@@ -180,7 +181,8 @@ def test_untrusted_text_renders_inert_and_the_annotator_sees_nothing_else(tmp_pa
                                           context_prompt="You write posts.")
         projects.update_project(db, project.id, guidelines=guidelines)
         users.add_user(db, "admin", role="admin", password="admin-password-1")
-        users.add_user(db, "ann", role="annotator", password="annotator-pass-1")
+        ann = users.add_user(db, "ann", role="annotator", password="annotator-pass-1")
+        projects.add_member(db, project.id, ann.id)  # annotators see only the projects they are assigned to
         rows = ["id,text,label,who,lab"] + [
             f'x{i},"{p.replace(chr(34), chr(34) * 2)}",{"pos" if i % 2 else "neg"},rival-annotator,pos'
             for i, p in enumerate(PAYLOADS)]

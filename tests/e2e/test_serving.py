@@ -44,15 +44,6 @@ def served(tmp_path: Path, request):
             print(f"--- {log.name} ---\n{log.read_text(errors='replace')[-2000:]}")
 
 
-def _multiselect_choose(page, label: str, options: list[str]) -> None:
-    box = support.main_area(page).locator('[data-testid="stMultiSelect"]').filter(has_text=label).first
-    for option in options:
-        box.get_by_role("button", name="Open").click()  # a click in the text box alone does not open the list
-        page.get_by_role("listbox").get_by_text(option, exact=True).click()
-        expect(box.get_by_text(option, exact=True)).to_be_visible()
-    page.keyboard.press("Escape")
-
-
 def test_a_browser_logs_in_uploads_and_downloads_through_the_proxy(served, tmp_path: Path, new_page,
                                                                    shots) -> None:
     csv_path = tmp_path / "posts.csv"
@@ -73,7 +64,7 @@ def test_a_browser_logs_in_uploads_and_downloads_through_the_proxy(served, tmp_p
     # The researcher assigns the annotator to the project.
     support.goto(page, "Projects")
     support.main_area(page).get_by_text("Annotators of this project").click()
-    _multiselect_choose(page, "Assigned annotators", ["ann"])
+    support.choose_options(page, "Assigned annotators", ["ann"])
     page.get_by_role("button", name="Save assignments").click()
     expect(page.get_by_text("Assignments saved: 1 added, 0 removed.")).to_be_visible()
     support.wait_idle(page)
@@ -98,6 +89,7 @@ def test_a_browser_logs_in_uploads_and_downloads_through_the_proxy(served, tmp_p
     expect(support.sidebar(page).get_by_text("rex", exact=False).first).to_be_visible()
 
     # The annotator, in another browser, labels by keyboard through the proxy.
+    support.cli(served.db_path, "pool", "add", "Proxy demo", "--source", "real")
     ann = new_page()
     support.login(ann, served.url, "ann", PASSWORD)
     main = support.main_area(ann)

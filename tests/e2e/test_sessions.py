@@ -214,3 +214,19 @@ def test_a_page_address_without_a_live_session_shows_the_login_form_then_the_pag
     support.wait_idle(page, settle_ms=400)
     expect(support.sidebar(page).get_by_text("rex · researcher")).to_be_visible()
     assert _heading(page)[0] == "Agreement" and "/agreement" in page.url
+
+
+def test_the_first_admin_is_logged_in_by_a_session_too(tmp_path: Path, start_app, new_page) -> None:
+    app = start_app(tmp_path / "empty.db")
+    page = new_page()
+    support.open_app(page, app.url)
+    form = page.locator('[data-testid="stForm"]')
+    support.fill(form, "Username", "first")
+    support.fill(form, "Password", PASSWORD)
+    support.fill(form, "Password again", PASSWORD)
+    with support.logging_in(page):
+        form.get_by_role("button", name="Create admin").click()
+    assert _session_cookie(page) is not None
+    page.reload()
+    support.wait_idle(page, settle_ms=400)
+    expect(support.sidebar(page).get_by_text("first · admin")).to_be_visible()
