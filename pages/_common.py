@@ -131,11 +131,12 @@ def log_out() -> None:
     _send_browser_to(sessions.END_PATH)
 
 
-def logged_in_user() -> users.User | None:
+def logged_in_user(open_db=None) -> users.User | None:
     """The tab's user. Its session is re-checked on every run, so a logout elsewhere, a changed password or
-    role, or a deletion logs the tab out at its next action; a refresh or a new tab resumes the cookie's session."""
+    role, or a deletion logs the tab out at its next action; a refresh or a new tab resumes the cookie's session.
+    ``open_db``: a connection the caller holds already (each new connection costs a parse of the schema)."""
     session_id = st.session_state.get(SESSION_ID)
-    with database() as db:
+    with contextlib.nullcontext(open_db) if open_db is not None else database() as db:
         if isinstance(session_id, int):
             user = sessions.user_of(db, session_id)
             if user is None:

@@ -91,17 +91,28 @@ with st.expander("Guidelines", icon=":material/menu_book:"):
     st.caption(skip_rule)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """What a click asked for: a label (with the Unsure flag, comment and seconds of that moment) or a skip."""
+
+    label: str | None  # None: skip
+    unsure: bool = False
+    comment: str = ""
+    seconds: float | None = None
+
+
 @dataclass
 class Shown:
     """The item on screen (kept in ``session_state[ANNOTATE_SHOWN]``): when it was shown, for the seconds spent;
-    the Unsure flag; and a serial number, per session, that names its widgets, so that a new item starts with an
-    empty comment and widget keys never carry an item id to the browser."""
+    the Unsure flag; a serial number, per session, that names its widgets, so that a new item starts with an
+    empty comment and widget keys never carry an item id to the browser; and the answer a click left for the
+    fragment's run to store."""
 
     item_id: int | None
     since: float
     serial: int
     unsure: bool = False
-    error: SynthloopError | None = None  # what the last click's core call refused, shown once
+    answer: Answer | None = None
 
 
 def _shown(item: AssignedItem) -> Shown:
@@ -113,43 +124,15 @@ def _shown(item: AssignedItem) -> Shown:
     return shown
 
 
-def _moved_on(shown: Shown) -> None:
-    shown.item_id = None  # the next run shows the next item under a new serial
+# Callbacks only note what the click asked for; the fragment's run stores it, with the session and access
+# checks, the next item and the progress, all on one database connection (each new one parses the schema).
+def _choose(shown: Shown, label_name: str) -> None:
+    shown.answer = Answer(label_name, shown.unsure, st.session_state.get(f"comment_{shown.serial}", ""),
+                          round(time.time() - shown.since, 1))
 
 
-def _refused(shown: Shown, exc: SynthloopError) -> None:
-    shown.error = exc
-
-
-def _submit(project: Project, shown: Shown, label_name: str) -> None:
-    """Store the label in the click's callback, before the fragment runs: one run then shows the next item."""
-    if logged_in_user() is None:  # the session ended elsewhere: the fragment's run then shows the login form
-        return
-    back = int(st.session_state.get(ANNOTATE_BACK, 0))
-    try:
-        with database() as db:
-            _check_access(db, project)
-            crowd.submit_label(db, project, annotator, shown.item_id, label_name, unsure=shown.unsure,
-                               comment=st.session_state.get(f"comment_{shown.serial}", ""),
-                               seconds=round(time.time() - shown.since, 1))
-    except SynthloopError as exc:
-        _refused(shown, exc)
-    else:
-        st.session_state[ANNOTATE_BACK] = max(0, back - 1)
-        _moved_on(shown)
-
-
-def _skip(project: Project, shown: Shown) -> None:
-    if logged_in_user() is None:
-        return
-    try:
-        with database() as db:
-            _check_access(db, project)
-            crowd.skip_item(db, project, annotator, shown.item_id)
-    except SynthloopError as exc:
-        _refused(shown, exc)
-    else:
-        _moved_on(shown)
+def _skip(shown: Shown) -> None:
+    shown.answer = Answer(None)
 
 
 def _toggle_unsure(shown: Shown) -> None:
@@ -164,15 +147,37 @@ def _to_new_items() -> None:
     st.session_state[ANNOTATE_BACK] = 0
 
 
+def _store(db, project: Project, shown: Shown, answer: Answer) -> SynthloopError | None:
+    """Store the click's label (or skip) on the item it was given for; the refusal, if core refused it."""
+    try:
+        if answer.label is None:
+            crowd.skip_item(db, project, annotator, shown.item_id)
+        else:
+            crowd.submit_label(db, project, annotator, shown.item_id, answer.label, unsure=answer.unsure,
+                               comment=answer.comment, seconds=answer.seconds)
+            st.session_state[ANNOTATE_BACK] = max(0, int(st.session_state.get(ANNOTATE_BACK, 0)) - 1)
+    except SynthloopError as exc:
+        return exc
+    shown.item_id = None  # the next item comes under a new serial
+    return None
+
+
 @st.fragment
 def annotate() -> None:
-    if logged_in_user() is None:  # the session ended meanwhile (logout elsewhere, deletion, role change)
-        st.rerun(scope="app")
-    back = int(st.session_state.get(ANNOTATE_BACK, 0))
+    shown = st.session_state.get(ANNOTATE_SHOWN)
+    answer = shown.answer if shown is not None else None
+    if answer is not None:
+        shown.answer = None
+    refused = None
     with database() as db:
+        if logged_in_user(db) is None:  # the session ended meanwhile (logout elsewhere, deletion, role change)
+            st.rerun(scope="app")
         try:
             current = projects.get_project(db, project.id)  # labels edited meanwhile count at the next click
             _check_access(db, current)
+            if answer is not None:
+                refused = _store(db, current, shown, answer)
+            back = int(st.session_state.get(ANNOTATE_BACK, 0))
             item = my_earlier_item(db, current, annotator, back) if back else None
             if back and item is None:  # went back past my first label
                 st.session_state[ANNOTATE_BACK] = back = 0
@@ -190,10 +195,8 @@ def annotate() -> None:
 
     st.progress(progress.done / progress.total if progress.total else 1.0,
                 text=f"{progress.done} of {progress.total} labelled by you")
-    shown = st.session_state.get(ANNOTATE_SHOWN)
-    if shown is not None and shown.error is not None:
-        show_error(shown.error)
-        shown.error = None
+    if refused is not None:
+        show_error(refused)
     if item is None:
         if progress.skipped:
             st.info(f"Only items you skipped are left ({progress.skipped}); they come back shortly.")
@@ -225,7 +228,7 @@ def annotate() -> None:
         # Streamlit prints the shortcut key on the button itself.
         column.button(escape_markdown(label.name), key=f"label_{label.name}", shortcut=label.key or None,
                       type="primary" if label.name == item.label else "secondary", width="stretch",
-                      on_click=_submit, args=(current, shown, label.name))
+                      on_click=_choose, args=(shown, label.name))
         if label.description:
             column.caption(escape_markdown(label.description))
     unsure, comment = st.columns([1, 3], vertical_alignment="bottom")
@@ -245,7 +248,7 @@ def annotate() -> None:
                      on_click=_to_new_items)
     else:
         middle.button("Skip", icon=":material/skip_next:", shortcut=page_key("skip"), key="nav_skip",
-                      help=skip_rule, on_click=_skip, args=(current, shown))
+                      help=skip_rule, on_click=_skip, args=(shown,))
 
 
 annotate()

@@ -28,7 +28,7 @@ def _train(db_path: Path, *launcher: str) -> list[dict]:
     done = subprocess.run([*launcher, "-m", "core", "train", "tiny", *ARGS, "--db", str(db_path), "--json"],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    return [json.loads(line) for line in done.stdout.splitlines()]
 
 
 def _p_pos(db, run_id: int) -> np.ndarray:
@@ -41,8 +41,8 @@ def test_torchrun_two_processes_record_one_run_that_scores_like_one_process(db_p
     [single] = _train(db_path, sys.executable)
     outputs = _train(db_path, sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
 
-    # Both ranks report the same run, and it is the only run the two processes created.
-    assert len(outputs) == 2 and outputs[0] == outputs[1]
+    # Rank 0 alone prints the run, and it is the only run the two processes created.
+    assert len(outputs) == 1
     parallel = outputs[0]
     assert [r["id"] for r in runs_db.list_runs(fresh_db)] == [parallel["run_id"], single["run_id"]]
     run = runs_db.get_run(fresh_db, parallel["run_id"])

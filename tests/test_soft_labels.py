@@ -153,6 +153,14 @@ def test_a_soft_run_hands_the_vote_shares_to_the_classifier(db_path, fresh_db, v
     assert soft_kwargs["soft_targets"].tolist() == [[2 / 3, 1 / 3, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]
 
 
+def test_cli_refuses_an_unknown_objective(db_path) -> None:
+    done = subprocess.run([sys.executable, "-m", "core", "train", "demo", "--objective", "fuzzy", "--db",
+                           str(db_path)], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip() == ("error: python -m core train: argument --objective: invalid choice: 'fuzzy'"
+                                   " (choose from 'hard', 'soft') (see --help)")
+
+
 def test_unknown_objective_and_soft_source_are_refused() -> None:
     with pytest.raises(SynthloopError) as error:
         TrainConfig(objective="fuzzy")

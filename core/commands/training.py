@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from typing import Any
 
 from core import projects
 from core.errors import SynthloopError
 from core.store import db_file
+from core.training import distributed
 from core.training.config import TrainConfig
 from core.vocab import DATA_SOURCES, HELD_OUT_SPLITS, LABEL_SOURCES, OBJECTIVES, SOFT_SOURCES
 
@@ -100,6 +103,10 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         min_annotator_labels=args.min_annotator_labels,
     )
     result = service.train_foreground(db_file(db), project.id, config)
+    if distributed.launcher_rank() != 0:
+        # Under torchrun only rank 0 prints the run: the others' lines would interleave with its on the shared
+        # stdout (all ranks hold the same result; the process ends right after printing).
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     return {**result, "message": _summary(result, "trained")}
 
 

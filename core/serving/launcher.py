@@ -61,7 +61,7 @@ def nginx_config(*, app_ports: list[int], listen: str, run_dir: Path, max_upload
     return text
 
 
-def _worker_user() -> str | None:
+def worker_user() -> str | None:
     """nginx started as root hands its workers to an unprivileged user (it chowns its temporary folders)."""
     if os.geteuid() != 0:
         return None
@@ -175,7 +175,7 @@ def start(db_path: str | os.PathLike[str], *, workers: int, port: int, address: 
         if workers > 1:
             config = run_dir / "nginx.conf"
             config.write_text(nginx_config(app_ports=[p for _, p in listens], listen=f"{address}:{port}", run_dir=run_dir,
-                                           max_upload_mb=max_upload_mb, user=_worker_user()))
+                                           max_upload_mb=max_upload_mb, user=worker_user()))
             with open(run_dir / "nginx.log", "ab") as log:
                 serving.nginx = subprocess.Popen([nginx, "-p", str(run_dir), "-e", str(run_dir / "nginx-error.log"),
                                                   "-c", str(config)], stdout=log, stderr=subprocess.STDOUT,

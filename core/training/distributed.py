@@ -25,6 +25,11 @@ def requested() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1
 
 
+def launcher_rank() -> int:
+    """This process's rank as the launcher set it (``RANK``; 0 without a launcher), valid outside the group too."""
+    return int(os.environ.get("RANK", "0") or 0) if requested() else 0
+
+
 def _dist() -> Any:
     from core.training.classifier import import_torch
 
