@@ -80,7 +80,7 @@ def main() -> None:
     script = str(Path(__file__).resolve())
     started = time.perf_counter()
     one = measure([sys.executable, script, *options])
-    two = measure([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", script, *options])
+    two = measure([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", script, *options])
     print(f"{args.n_train} SMS texts, {args.epochs} epoch(s), global batch {args.batch_size}, max length"
           f" {args.max_length}, {os.cpu_count()} CPUs")
     for name, result in (("1 process", one), ("2 processes (torchrun, gloo)", two)):

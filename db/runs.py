@@ -124,7 +124,7 @@ def predictions_frame(db: sqlite_utils.Database, run_id: int) -> pd.DataFrame:
 
 # What lists of runs show of the JSON columns: a summary row's ``config`` and ``metrics`` hold only these keys,
 # and it has no ``history`` or ``train_item_ids`` (tens of thousands of ids per run, parsed for nothing).
-SUMMARY_CONFIG_KEYS = ("epochs", "min_agreement", "objective")
+SUMMARY_CONFIG_KEYS = ("epochs", "min_agreement", "objective", "annotator_heads")
 SUMMARY_METRIC_KEYS = ("accuracy", "macro_f1", "sweep_r2", "sweep_spearman_rho", "sweep", "soft_metrics")
 
 

@@ -1,5 +1,5 @@
 """Export: the current project's data, aggregated (a row per item) or raw (a row per annotation), as CSV, JSONL
-or Parquet, with a preview and a download button."""
+or Parquet, with a preview and a download button; and the Hugging Face dataset folder as a zip, built on request."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import streamlit as st
 
 from core import vocab
 from core.data import export as exporter
+from core.data import hf
 from core.errors import SynthloopError
 from pages._common import CacheKey, cache_derived, current_project, database, page_guard, project_cache_key, show_error
 
@@ -47,3 +48,17 @@ st.download_button(
     f"Download {export.filename}", data=export.data, file_name=export.filename, mime=export.mime,
     type="primary", icon=":material/download:", key="export_download", on_click="ignore",
 )
+
+st.subheader("Hugging Face dataset")
+st.caption("Every item with its final label, vote distribution, raw labels and provenance, one split per project"
+           " split, and a dataset card: a `datasets` folder (load_from_disk), zipped.")
+if st.button("Prepare the Hugging Face dataset", key="export_hf_prepare"):
+    try:
+        with database() as db:
+            st.session_state["export_hf_zip"] = (project.id, *hf.export_zip(db, project.id))
+    except SynthloopError as exc:
+        show_error(exc)
+prepared = st.session_state.get("export_hf_zip")
+if prepared and prepared[0] == project.id:  # never another project's zip
+    st.download_button(f"Download {prepared[2]}", data=prepared[1], file_name=prepared[2], mime="application/zip",
+                       icon=":material/download:", key="export_hf_download", on_click="ignore")

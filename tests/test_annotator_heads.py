@@ -16,6 +16,7 @@ import pytest
 from core import projects
 from core.errors import SynthloopError
 from core.training import run as runs
+from core.training import service
 from core.training.annotator_heads import (
     AnnotatorHeadsClassifier,
     annotator_error_rates,
@@ -238,3 +239,14 @@ def test_runs_page_shows_the_annotator_heads_table(db_path, fresh_db, annotated,
     [table] = [d.value for d in at.dataframe if "annotator" in d.value.columns]
     assert table[["annotator", "n_test_labels"]].values.tolist() == [["annotator0", 6], ["annotator1", 0]]
     assert table["error_rate"].iloc[0] == 0.25 and pd.isna(table["error_rate"].iloc[1])
+
+
+def test_table1_never_averages_a_heads_run_with_a_one_head_run(fresh_db, annotated):
+    for config, f1 in ((TrainConfig(), 0.6), (TrainConfig(annotator_heads=True, min_annotator_labels=3), 0.8)):
+        run_id = runs_db.create_run(fresh_db, project_id=annotated.id, config=config.to_dict(),
+                                    data_source=config.data_source, status="running")
+        runs_db.update_run(fresh_db, run_id, metrics={"accuracy": f1, "macro_f1": f1}, n_train=16, n_test=6)
+        runs_db.finish_run(fresh_db, run_id, status="done")
+    table = service.table1(service.runs_frame(fresh_db))
+    assert table[["objective", "real · macro-F1", "runs"]].values.tolist() == [["hard", 0.6, 1],
+                                                                               ["hard · annotator heads", 0.8, 1]]

@@ -39,7 +39,7 @@ def _p_pos(db, run_id: int) -> np.ndarray:
 @pytest.mark.slow
 def test_torchrun_two_processes_record_one_run_that_scores_like_one_process(db_path, fresh_db, tiny):  # noqa: F811
     [single] = _train(db_path, sys.executable)
-    outputs = _train(db_path, sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2")
+    outputs = _train(db_path, sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
 
     # Rank 0 alone prints the run, and it is the only run the two processes created.
     assert len(outputs) == 1
@@ -47,6 +47,7 @@ def test_torchrun_two_processes_record_one_run_that_scores_like_one_process(db_p
     assert [r["id"] for r in runs_db.list_runs(fresh_db)] == [parallel["run_id"], single["run_id"]]
     run = runs_db.get_run(fresh_db, parallel["run_id"])
     assert (run["status"], run["n_train"], run["n_test"]) == ("done", 16, 6)
+    assert run["config"] == runs_db.get_run(fresh_db, single["run_id"])["config"]
     assert (Path(parallel["artifact_path"]) / "model" / "config.json").is_file()
     # Same steps as one process: each rank takes half of each 16-item batch.
     assert [s["step"] for s in run["history"]["steps"]] == [1, 2, 3]

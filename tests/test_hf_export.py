@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from core.data.export import item_view
 from core.data.importer import imported_annotator
 from core.errors import SynthloopError
 from db import items as items_db
+from tests.page_helpers import researcher_app
 from tests.training_helpers import add_items
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +130,17 @@ def test_export_refuses_a_folder_in_use_and_push_without_a_token(db_path, fresh_
     assert (done.returncode, done.stderr) == (2, "error: no Hugging Face token to upload with: set HF_TOKEN or log"
                                                  " in with `hf auth login`, then export again\n")
     assert not (tmp_path / "new").exists()
+
+
+def test_export_page_offers_the_dataset_folder_as_a_zip(db_path, fresh_db, source, tmp_path, monkeypatch):
+    at = researcher_app("export.py", db_path, fresh_db, source.id, monkeypatch).run()
+    assert not at.exception and len(at.get("download_button")) == 1  # the zip is built on request only
+    at.button(key="export_hf_prepare").click().run()
+    assert not at.exception and not at.error
+    project_id, data, name = at.session_state["export_hf_zip"]
+    assert (project_id, name) == (source.id, "src-hf.zip")
+    with zipfile.ZipFile(io.BytesIO(data)) as bundle:
+        bundle.extractall(tmp_path)
+    assert load_from_disk(str(tmp_path / "src-hf"))["test"]["label"] == [1, 1]
+    assert (tmp_path / "src-hf" / "README.md").is_file()
+    assert len(at.get("download_button")) == 2

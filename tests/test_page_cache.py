@@ -139,7 +139,8 @@ def test_run_summaries_carry_what_lists_show_and_no_history(fresh_db, labelled):
                        metrics={"accuracy": 0.75, "macro_f1": 0.5, "sweep": [{"gamma": 1.0}], "per_class": {}})
     [summary] = runs_db.list_run_summaries(fresh_db, project_id=project.id)
     [full] = runs_db.list_runs(fresh_db, project_id=project.id)
-    assert summary["config"] == {"epochs": 4, "min_agreement": 0.0}
+    # SQLite's json_extract reads a JSON false as 0.
+    assert summary["config"] == {"epochs": 4, "min_agreement": 0.0, "objective": "hard", "annotator_heads": 0}
     assert summary["metrics"] == {"accuracy": 0.75, "macro_f1": 0.5, "sweep_r2": None, "sweep_spearman_rho": None,
                                   "sweep": [{"gamma": 1.0}]}
     assert set(full) - set(summary) == {"history", "train_item_ids"}

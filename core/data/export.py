@@ -189,9 +189,14 @@ def export_data(
         raise SynthloopError(f"export format {fmt!r} is not one of {', '.join(EXPORT_FORMATS)}")
     project = projects.get_project(db, project_id)
     frame = item_view(db, project_id) if view == "aggregated" else raw_view(db, project_id)
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", project.name).strip("-") or f"project-{project.id}"
+    slug = file_slug(project)
     suffix = "" if view == "aggregated" else "-raw"
     return Export(frame=frame, data=to_bytes(frame, fmt), view=view, format=fmt, filename=f"{slug}{suffix}.{fmt}")
+
+
+def file_slug(project: projects.Project) -> str:
+    """The project's name made safe for a file name (download names start with it)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", project.name).strip("-") or f"project-{project.id}"
 
 
 def format_for_path(path: str | os.PathLike[str], fmt: str | None = None) -> ExportFormat:

@@ -20,8 +20,11 @@ a dataset card (``README.md``) beside it; one row per accepted item:
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +32,7 @@ import pandas as pd
 import sqlite_utils
 
 from core import projects
-from core.data.export import public_item_ids
+from core.data.export import file_slug, public_item_ids
 from core.data.items import item_table
 from core.errors import ImportDataError, SynthloopError
 from core.vocab import SPLITS
@@ -199,6 +202,21 @@ def export_hf(db: sqlite_utils.Database, project_id: int, folder: str | os.PathL
                                        repo_id=push_to_hub, repo_type="dataset")
         summary["pushed_to"] = push_to_hub
     return summary
+
+
+def export_zip(db: sqlite_utils.Database, project_id: int) -> tuple[bytes, str]:
+    """The folder of :func:`export_hf` as one zip, ``(bytes, file name)``: the Export page's download."""
+    project = projects.get_project(db, project_id)
+    name = f"{file_slug(project)}-hf"
+    buffer = io.BytesIO()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / name
+        export_hf(db, project_id, folder)
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as bundle:
+            for file in sorted(folder.rglob("*")):
+                if file.is_file():
+                    bundle.write(file, Path(name) / file.relative_to(folder))
+    return buffer.getvalue(), f"{name}.zip"
 
 
 def _hub_token() -> str:

@@ -181,7 +181,9 @@ def runs_frame(
         soft = metrics.get("soft_metrics") or {}
         records.append({
             "run": r["id"], "project": r["project_name"], "data_source": r["data_source"],
-            "label_source": r["label_source"], "objective": r["config"].get("objective") or "hard",
+            "label_source": r["label_source"], "objective": (r["config"].get("objective") or "hard")
+            # A run with a head per annotator is another model: Table 1 never averages it with a one-head run.
+            + (" · annotator heads" if r["config"].get("annotator_heads") else ""),
             "min_agreement": r["config"].get("min_agreement"),
             "model": r["model"], "seed": r["seed"], "status": r["status"], "macro_f1": metrics.get("macro_f1"),
             "accuracy": metrics.get("accuracy"),
