@@ -381,10 +381,10 @@ async def _phase(name: str, clients: list[ProtocolAnnotator], seconds: float, th
     await asyncio.gather(*[
         _annotate(client, stats, started + seconds, think, random.Random(f"{name}:{i}"))
         for i, client in enumerate(clients)])
-    elapsed = time.monotonic() - started
-    cpu1 = _cpu_by_kind(server_pid)
+    cpu1 = _cpu_by_kind(server_pid)  # after the last label of the phase (some end a moment after its time)
     cpu = {kind: cpu1[kind] - cpu0[kind] for kind in cpu0}
-    return _summary(name, len(clients), stats, elapsed, cpu, time.process_time() - client0)
+    # Labels are sent only within the phase's time: the rate is over that time.
+    return _summary(name, len(clients), stats, seconds, cpu, time.process_time() - client0)
 
 
 async def _run_protocol(url: str, annotators: list[tuple[str, str]], args, server_pid: int) -> tuple[dict, list]:
@@ -392,16 +392,16 @@ async def _run_protocol(url: str, annotators: list[tuple[str, str]], args, serve
     report: dict = {"phases": []}
     think = tuple(args.think)
     try:
-        started = time.perf_counter()
         for n in args.annotators:
             # New annotators arrive ten at a time, as people do; those already here keep their sessions.
+            started, arrived = time.perf_counter(), len(clients)
             while len(clients) < n:
                 batch = [ProtocolAnnotator(url, token, name) for name, token in annotators[len(clients):n][:10]]
                 await asyncio.gather(*[client.connect() for client in batch])
                 clients += batch
-            report.setdefault("login_all_s", round(time.perf_counter() - started, 1))
-            report["phases"].append(await _phase(f"{n} annotators, {think[0]:g}-{think[1]:g} s per item",
-                                                 clients[:n], args.seconds, think, server_pid))
+            arrivals = {"new_annotators": n - arrived, "their_logins_s": round(time.perf_counter() - started, 1)}
+            report["phases"].append({**await _phase(f"{n} annotators, {think[0]:g}-{think[1]:g} s per item",
+                                                    clients[:n], args.seconds, think, server_pid), **arrivals})
         if args.flat_seconds > 0:
             flat = clients[:args.flat_annotators]
             report["phases"].append(await _phase(f"flat out, {len(flat)} annotators", flat, args.flat_seconds,
