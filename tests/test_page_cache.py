@@ -142,7 +142,7 @@ def test_run_summaries_carry_what_lists_show_and_no_history(fresh_db, labelled):
     # SQLite's json_extract reads a JSON false as 0.
     assert summary["config"] == {"epochs": 4, "min_agreement": 0.0, "objective": "hard", "annotator_heads": 0}
     assert summary["metrics"] == {"accuracy": 0.75, "macro_f1": 0.5, "sweep_r2": None, "sweep_spearman_rho": None,
-                                  "sweep": [{"gamma": 1.0}]}
+                                  "sweep": [{"gamma": 1.0}], "soft_metrics": None}
     assert set(full) - set(summary) == {"history", "train_item_ids"}
     assert {k: v for k, v in full.items() if k not in ("config", "metrics", "history", "train_item_ids")} == {
         k: v for k, v in summary.items() if k not in ("config", "metrics")}

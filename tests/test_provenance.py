@@ -37,7 +37,7 @@ def test_the_migration_back_fills_mode_and_job_from_the_old_meta_json(tmp_path):
     for i, (text, source, meta) in enumerate(rows):
         db.execute("INSERT INTO item (project_id, text, source, split, text_hash, meta, created_at)"
                    " VALUES (?, ?, ?, 'train', ?, ?, ?)", [project.id, text, source, f"h{i}", meta, now()])
-    assert migrations.migrate(db) == ["0500_item_generation_provenance"]
+    assert migrations.migrate(db)[0] == "0500_item_generation_provenance"
     got = [tuple(r) for r in db.execute("SELECT text, generation_mode, generation_job_id FROM item ORDER BY id")]
     assert got == [("real one", None, None), ("zero one", "zero-shot", 3), ("few one", "few-shot", 4),
                    ("imported synthetic", None, None)]

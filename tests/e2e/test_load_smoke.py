@@ -9,7 +9,7 @@ from bench import load_bench as bench
 
 def test_a_few_annotators_label_through_the_running_server() -> None:
     report = bench.run(bench.parse_args(["--annotators", "2,4", "--think", "0.5,1", "--seconds", "4",
-                                         "--flat-annotators", "4", "--flat-seconds", "3", "--items", "60",
+                                         "--flat-annotators", "4", "--flat-seconds", "3", "--items", "600",
                                          "--baseline-seconds", "0.5"]))
     assert [phase["annotators"] for phase in report["phases"]] == [2, 4, 4]
     for phase in report["phases"]:
