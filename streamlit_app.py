@@ -40,9 +40,8 @@ def _login_screen() -> None:
             except SynthloopError as exc:
                 show_error(exc)
             else:
-                log_in(user)
                 st.query_params.clear()
-                st.rerun()
+                log_in(user)
         if users.first_run(db):
             st.subheader("Create the first admin")
             with st.form("first_admin"):
@@ -60,7 +59,6 @@ def _login_screen() -> None:
                     show_error(exc)
                     return
                 log_in(user)
-                st.rerun()
             return
         with st.form("login"):
             username = st.text_input("Username")
@@ -73,7 +71,6 @@ def _login_screen() -> None:
                 show_error(exc)
                 return
             log_in(user)
-            st.rerun()
 
 
 def _project_in_address() -> int | None:
@@ -100,7 +97,8 @@ def _sidebar(user: users.User) -> None:
         else:
             st.session_state.pop(PROJECT_ID, None)
         if st.button("Log out", icon=":material/logout:"):
-            log_out()
+            if log_out():
+                st.stop()  # the browser leaves through the cookie route; a rerun could drop that redirect
             st.rerun()
 
 
@@ -128,8 +126,6 @@ def _crowd_arrival() -> bool:
     st.session_state[ROUTED] = True
     st.session_state[PROJECT_ID] = arrival.project_id
     log_in(arrival.user)
-    st.rerun()
-    return True
 
 
 @st.cache_resource(show_spinner=False)

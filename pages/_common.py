@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlencode, urlsplit
 
 import streamlit as st
@@ -110,25 +111,30 @@ def url_path(spec: PageSpec) -> str:
     return Path(spec.file).stem
 
 
-def log_in(user: users.User) -> None:
+def log_in(user: users.User) -> NoReturn:
     """Start a session of ``user`` in this tab and hand its cookie to the browser, which comes back to the page
-    it was on (every way in — password, invite, first admin, crowd link — ends here)."""
+    it was on (every way in — password, invite, first admin, crowd link — ends here). Ends this run: a stop
+    while the browser leaves through the cookie route (a rerun could drop that redirect), else a rerun."""
     with database() as db:
         login = sessions.start(db, user)
     st.session_state[USER_ID] = user.id
     st.session_state[SESSION_ID] = login.session_id
     query = urlencode({"token": login.handoff, "next": _landing_path(user)})
-    _send_browser_to(f"{sessions.START_PATH}?{query}")
+    if _send_browser_to(f"{sessions.START_PATH}?{query}"):
+        st.stop()
+    st.rerun()
 
 
-def log_out() -> None:
-    """End every session of the user (this browser's and any other), forget this tab's state, drop the cookie."""
+def log_out() -> bool:
+    """End every session of the user (this browser's and any other), forget this tab's state, drop the cookie.
+    True when the browser is sent through the cookie route (the caller then stops: a rerun could drop the
+    redirect); False when there is no such route (AppTest, plain ``streamlit run streamlit_app.py``)."""
     user_id = st.session_state.get(USER_ID)
     if isinstance(user_id, int):
         with database() as db:
             sessions.end_all(db, user_id)
     st.session_state.clear()
-    _send_browser_to(sessions.END_PATH)
+    return _send_browser_to(sessions.END_PATH)
 
 
 def logged_in_user(open_db=None) -> users.User | None:
@@ -176,15 +182,16 @@ def _landing_path(user: users.User) -> str:
     return f"{path}?{urlencode({PROJECT_PARAM: project_id})}" if isinstance(project_id, int) else path
 
 
-def _send_browser_to(address: str) -> None:
+def _send_browser_to(address: str) -> bool:
     """Load ``address`` in this tab, through the message ``st.login`` uses to reach its identity provider (the
     browser follows it at once); only when app.py's routes answer here (see ``cookie_routes_served``)."""
     context = get_script_run_ctx()
     if not cookie_routes_served or context is None:
-        return
+        return False
     message = ForwardMsg()
     message.auth_redirect.url = address
     context.enqueue(message)
+    return True
 
 
 def page_guard(page_file: str) -> users.User:
