@@ -228,14 +228,19 @@ with jobs_tab:
         for label, n in summary.accepted_per_label.items():
             target = summary.target_per_label
             st.progress(min(1.0, n / target), text=f"{escape_markdown(label)}: {n} / {target}")
-        cols = st.columns(6)
+        cols = st.columns(4)
         cols[0].metric("Accepted", summary.accepted)
-        cols[1].metric("Rejected", sum(summary.rejected.values()))
-        cols[2].metric("Calls", f"{summary.calls} ({summary.failed_calls} failed)")
-        cols[3].metric("Tokens", f"{summary.prompt_tokens:,} + {summary.completion_tokens:,}")
-        cols[4].metric("Cost", f"{summary.cost:.4f}")
+        cols[1].metric("Rejected by the filters", summary.rejected_by_filters)
+        cols[2].metric("Surplus", summary.surplus, help="texts that passed the filters after their label's target"
+                                                        " was reached: kept in the calls, not as items")
         eta = summary.eta_s
-        cols[5].metric("ETA", "—" if eta is None else f"{eta:.0f} s")
+        cols[3].metric("ETA", "—" if eta is None else f"{eta:.0f} s")
+        cols = st.columns(4)
+        cols[0].metric("Calls", summary.calls)
+        cols[1].metric("Failed calls", summary.failed_calls)
+        cols[2].metric("Tokens", f"{summary.prompt_tokens + summary.completion_tokens:,}",
+                       help=f"{summary.prompt_tokens:,} prompt + {summary.completion_tokens:,} completion")
+        cols[3].metric("Cost", f"{summary.cost:.4f}")
         if summary.rejected:
             st.caption("Rejected texts by reason")
             st.dataframe(pd.DataFrame({"reason": list(summary.rejected),

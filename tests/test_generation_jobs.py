@@ -3,6 +3,7 @@ bad replies become rejected or failed calls, fatal errors stop the job, cancel, 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -63,6 +64,9 @@ def test_job_reaches_exactly_the_target_and_stores_every_call(fresh_db, db_path)
     row = gen_db.get_generation_job(fresh_db, job_id)
     assert (row["status"], row["n_calls"], row["n_accepted"]) == ("done", 12, 12)
     assert row["prompt_tokens"] == summary.prompt_tokens > 0
+    # Texts past a label's target are surplus, not rejections: the page counts them apart.
+    counted = dataclasses.replace(summary, rejected={"too_short": 2, "target_reached": 3, "refusal": 1})
+    assert (counted.rejected_by_filters, counted.surplus) == (3, 3)
 
 
 def test_concurrent_multi_text_replies_never_overshoot_the_target(fresh_db, db_path) -> None:

@@ -282,6 +282,9 @@ def run_in_foreground(db: sqlite_utils.Database, job_id: int) -> GenerationJobSu
     return job_summary(db, job_id)
 
 
+SURPLUS_REASON = "target_reached"  # an outcome that is no quality verdict: the label already had enough
+
+
 @dataclass(frozen=True)
 class GenerationJobSummary:
     """One generation job as the Generate page and ``generate --json`` show it. ``active``: queued or running;
@@ -313,6 +316,15 @@ class GenerationJobSummary:
     created_at: str
     finished_at: str | None
     config: dict[str, Any]
+
+    @property
+    def surplus(self) -> int:
+        """Texts that passed every filter but came after their label's target was reached (not a rejection)."""
+        return self.rejected.get(SURPLUS_REASON, 0)
+
+    @property
+    def rejected_by_filters(self) -> int:
+        return sum(n for reason, n in self.rejected.items() if reason != SURPLUS_REASON)
 
 
 def job_summary(db: sqlite_utils.Database, job_id: int) -> GenerationJobSummary:
