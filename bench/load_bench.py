@@ -136,17 +136,22 @@ class ProtocolAnnotator:
 
     async def connect(self) -> None:
         """Load the page, open the websocket and log in: by the session cookie when there is one (a refreshed
-        tab), else by the invite link, whose handoff is then traded for the cookie as a browser does."""
-        await asyncio.to_thread(self._get, "/")
-        cookie = "; ".join(f"{c.name}={c.value}" for c in self.cookies)
-        self.ws = await websockets.connect(
-            self.url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"], max_size=None,
-            open_timeout=RUN_TIMEOUT_S, additional_headers={"Cookie": cookie} if cookie else None)
-        has_session = any(c.name == "synthloop_session" for c in self.cookies)
-        self.redirect = None
-        self.state = await self._rerun(query_string="" if has_session else f"invite={self.token}")
-        if self.redirect:
-            await asyncio.to_thread(self._get, self.redirect)
+        tab), else by the invite link, whose handoff is then traded for the cookie at the session route; the login
+        ends its run there, and the tab loads the page again, as a browser does."""
+        for _ in range(2):
+            await asyncio.to_thread(self._get, "/")
+            cookie = "; ".join(f"{c.name}={c.value}" for c in self.cookies)
+            self.ws = await websockets.connect(
+                self.url.replace("http://", "ws://") + "/_stcore/stream", subprotocols=["streamlit"],
+                max_size=None, open_timeout=RUN_TIMEOUT_S, additional_headers={"Cookie": cookie} if cookie else None)
+            has_session = any(c.name == "synthloop_session" for c in self.cookies)
+            self.redirect = None
+            self.state = await self._rerun(query_string="" if has_session else f"invite={self.token}")
+            if self.redirect:
+                await asyncio.to_thread(self._get, self.redirect)
+            if self.state.buttons or not self.redirect:
+                break
+            await self.close()
         if not self.state.buttons:
             raise RuntimeError(f"{self.username}: no item after login ({'; '.join(self.state.errors) or 'no errors'})")
 

@@ -735,3 +735,10 @@ def _progress_counters(db: sqlite_utils.Database) -> None:
         " WHEN OLD.item_id IS NOT NEW.item_id OR OLD.annotator IS NOT NEW.annotator"
         f" BEGIN {add_label('-', 'OLD')} {add_label('+', 'NEW')} END"
     )
+
+
+@migration("0582_skip_by_annotator")
+def _skip_by_annotator(db: sqlite_utils.Database) -> None:
+    # "n of N" counts my recently skipped items: walk my skips from this index, not every item of the project
+    # (the only index on skip started with the item, so the count grew with the pool).
+    db.execute("CREATE INDEX skip_annotator ON skip (annotator, skipped_at)")

@@ -8,7 +8,7 @@ import sqlite3
 from collections import Counter
 
 from core import projects, users
-from core.annotation.assignment import skip_item, submit_label
+from core.annotation.assignment import progress, skip_item, submit_label
 from core.annotation.pool import set_pool
 from core.data.text import text_hash
 from db import annotation as annotation_db
@@ -164,3 +164,40 @@ def test_the_migration_counts_labels_that_existed_before_it(tmp_path) -> None:
         assert "0581_progress_counters" in [name for name, _ in MIGRATIONS]
         assert migrate(db) == ["0581_progress_counters"]
         assert annotation_db.progress_counts(db, project_id=project.id, annotator="ann", target=2) == expected == (2, 1)
+
+
+def _vm_steps(db, fn) -> int:
+    """SQLite virtual-machine steps ``fn`` makes: a measure of work that does not depend on the machine's load."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    db.conn.set_progress_handler(count, 1)
+    try:
+        fn()
+    finally:
+        db.conn.set_progress_handler(None, 1)
+    return steps[0]
+
+
+def test_progress_costs_the_same_whatever_the_size_of_the_pool(tmp_path) -> None:
+    """The whole of ``progress`` (my labels, the items left, my recent skips): as many steps for 2,000 pool items
+    with 2,000 labels as for 20 with 20."""
+    steps = []
+    for n_items in (20, 2000):
+        with connection.open_db(tmp_path / f"{n_items}.db") as db:
+            project = projects.create_project(db, "demo", projects.parse_labels("pos,neg"), overlap=2)
+            with transaction(db):
+                ids = items_db.insert_items(db, project.id, [
+                    {"text": f"t{i}", "text_hash": text_hash(f"t{i}"), "source": "real", "split": "train"}
+                    for i in range(n_items)])
+                items_db.insert_annotations(db, [{"item_id": i, "annotator": "other", "label": "pos"} for i in ids])
+            set_pool(db, project.id)
+            submit_label(db, project, "ann", ids[0], "pos")
+            skip_item(db, project, "ann", ids[1])
+            result = progress(db, project, "ann")
+            assert (result.done, result.remaining, result.skipped) == (1, n_items - 1, 1)
+            steps.append(_vm_steps(db, lambda db=db, project=project: progress(db, project, "ann")))
+    assert steps[0] == steps[1], steps

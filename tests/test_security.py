@@ -61,6 +61,7 @@ def app_db(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     ids = {
         role: users.add_user(db, f"{role}1", role=role).id for role in ("admin", "researcher", "annotator")
     }
+    projects.add_member(db, project.id, ids["annotator"])  # annotators see only the projects they are assigned to
     yield db_path, db, project, ids
     db.conn.close()
 
