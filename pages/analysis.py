@@ -14,6 +14,7 @@ from pages._common import (
     ANALYSIS_MAP,
     current_project,
     database,
+    escape_markdown,
     job_progress,
     page_guard,
     show_error,
@@ -55,7 +56,7 @@ with database() as db:
 if latest_job and latest_job["status"] in ACTIVE_STATUSES:
     job_progress(latest_job, what="Analysis")
 elif latest_job and latest_job["status"] == "failed":
-    st.error(f"The last analysis (job {latest_job['id']}) failed: {latest_job['error']}")
+    st.error(f"The last analysis (job {latest_job['id']}) failed: {escape_markdown(latest_job['error'])}")
 
 with database() as db:
     result = analysis.latest_analysis(db, project.id)

@@ -42,7 +42,7 @@ IMPORT_LABELS = {"repeated_ratings": "Repeated ratings", "label_map": "Label val
                  "text_col": "Text", "id_col": "Id", "label_col": "Reference label", "sep": "Separator",
                  "encoding": "Encoding", "format": "Format", "columns": "Column names"}
 
-st.title(f"Data · {project.name}")
+st.title(f"Data · {escape_markdown(project.name)}")
 # Only the open tab computes (Streamlit runs every tab's code otherwise): Browse reads every item.
 import_tab, split_tab, browse_tab = st.tabs(["Import", "Split", "Browse items"], key=DATA_TAB,
                                             on_change="rerun")

@@ -11,7 +11,16 @@ from core import vocab
 from core.data import export as exporter
 from core.data import hf
 from core.errors import SynthloopError
-from pages._common import CacheKey, cache_derived, current_project, database, page_guard, project_cache_key, show_error
+from pages._common import (
+    CacheKey,
+    cache_derived,
+    current_project,
+    database,
+    escape_markdown,
+    page_guard,
+    project_cache_key,
+    show_error,
+)
 
 PREVIEW_ROWS = 50
 
@@ -28,7 +37,7 @@ user = page_guard(__file__)
 with database() as db:
     project = current_project(db)
 
-st.title(f"Export · {project.name}")
+st.title(f"Export · {escape_markdown(project.name)}")
 VIEWS = {"aggregated": "Aggregated: a row per item", "raw": "Raw: a row per annotation"}
 left, right = st.columns(2)
 view = left.radio("View", list(VIEWS), format_func=VIEWS.__getitem__, key="export_view")

@@ -25,7 +25,7 @@ JOB_PICK = "generate_job_pick"  # the Jobs tab's job picker (its widget key)
 POLL_S = 2  # seconds between redraws of the Jobs tab while a job is queued or running
 FIELD_LABELS = {"api_key_env": "API key variable"}  # how errors that name a setting name its field here
 
-st.title(f"Generate · {project.name}")
+st.title(f"Generate · {escape_markdown(project.name)}")
 settings_tab, templates_tab, jobs_tab, annotator_tab = st.tabs(
     ["Settings and preview", "Prompt templates", "Jobs", "LLM annotator"])
 
@@ -144,7 +144,7 @@ with settings_tab:
             config = service.build_config(project, **options)
             preview = service.preview_prompts(db, project.id, **options)
     except SynthloopError as exc:
-        st.info(f"No preview for these settings: {exc}")
+        st.info(f"No preview for these settings: {escape_markdown(str(exc))}")
         preview = None
 
     if preview is not None:
@@ -167,7 +167,7 @@ with settings_tab:
         for name, calls in preview.settings.items():
             with st.expander(titles[name], expanded=(name == config.mode)):
                 for number, call in enumerate(calls, start=1):
-                    st.markdown(f"**Call {number}** · label `{call.label}` · seeds {call.seed_item_ids or 'none'}")
+                    st.markdown(f"**Call {number}** · label {escape_markdown(call.label)} · seeds {call.seed_item_ids or 'none'}")
                     for message in call.messages:
                         st.caption(message["role"])
                         st.code(message["content"], language=None, wrap_lines=True)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from core import projects, users
 from core.errors import SynthloopError
-from pages._common import PROJECT_ID, database, page_guard, show_error
+from pages._common import PROJECT_ID, database, escape_markdown, page_guard, show_error
 
 user = page_guard(__file__)
 
@@ -57,14 +57,14 @@ with st.expander("Create a project", expanded=not rows, icon=":material/add:"):
             show_error(exc)
         else:
             st.session_state[PROJECT_ID] = created.id
-            st.toast(f"Created project {created.name!r} with labels {', '.join(created.label_names)}.")
+            st.toast(f"Created project {escape_markdown(repr(created.name))} with labels {escape_markdown(', '.join(created.label_names))}.")
             st.rerun()
 
 if project is None:
     st.caption("Pick a project in the sidebar to edit it.")
     st.stop()
 
-st.header(f"Edit: {project.name}")
+st.header(f"Edit: {escape_markdown(project.name)}")
 label_mode = st.radio(
     "Edit labels as", ["Table", "Text"], horizontal=True, key="projects_label_mode",
     help="Text: one label per line, `name | description | key`.",

@@ -10,7 +10,15 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.generation import review, service
-from pages._common import REVIEW_ITEM, REVIEW_SELECTED, current_project, database, page_guard, show_error
+from pages._common import (
+    REVIEW_ITEM,
+    REVIEW_SELECTED,
+    current_project,
+    database,
+    escape_markdown,
+    page_guard,
+    show_error,
+)
 
 user = page_guard(__file__)
 with database() as db:
@@ -19,7 +27,7 @@ with database() as db:
 
 ANY = "(any)"
 ITEM_PICK = "review_item_pick"  # the item picker's widget key
-st.title(f"Review · {project.name}")
+st.title(f"Review · {escape_markdown(project.name)}")
 
 left, middle, right, far = st.columns(4)
 job_options = [ANY, *[int(j) for j in jobs["job_id"]]]

@@ -7,7 +7,7 @@ import streamlit as st
 
 from core.errors import SynthloopError
 from core.generation import seeds, service
-from pages._common import current_project, database, page_guard, show_error
+from pages._common import current_project, database, escape_markdown, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -15,7 +15,7 @@ with database() as db:
     pinned = seeds.list_seeds(db, project.id)
 k = int(service.saved_options(project).get("examples_per_prompt", 3))
 
-st.title(f"Seeds · {project.name}")
+st.title(f"Seeds · {escape_markdown(project.name)}")
 st.caption("Seeds are real, labelled items shown to the LLM as few-shot examples. Test items cannot be seeds.")
 
 summary = st.container()  # filled last, so counts include what this run pinned or sampled

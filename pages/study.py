@@ -9,7 +9,7 @@ from core.analysis import study
 from core.errors import SynthloopError
 from core.training.config import LABEL_SOURCE_HELP
 from core.vocab import ACTIVE_STATUSES, LABEL_SOURCES
-from pages._common import current_project, database, job_progress, page_guard, show_error
+from pages._common import current_project, database, escape_markdown, job_progress, page_guard, show_error
 
 user = page_guard(__file__)
 with database() as db:
@@ -64,7 +64,7 @@ with database() as db:
 if latest_job and latest_job["status"] in ACTIVE_STATUSES:
     job_progress(latest_job, what="Study", run_every=3)
 elif latest_job and latest_job["status"] == "failed":
-    st.error(f"The last study (job {latest_job['id']}) failed: {latest_job['error']}")
+    st.error(f"The last study (job {latest_job['id']}) failed: {escape_markdown(latest_job['error'])}")
 
 with database() as db:
     finished = study.latest_study(db, project.id)

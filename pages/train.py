@@ -17,6 +17,7 @@ from pages._common import (
     current_project,
     database,
     db_path,
+    escape_markdown,
     page_guard,
     project_cache_key,
     runs_cache_key,
@@ -48,7 +49,7 @@ MODELS = ["embedded", *PAPER_MODELS]
 MODEL_TITLES = {"embedded": "embedded MiniLM (offline, fast)", "bert-base-uncased": "bert-base-uncased (paper)",
                 "roberta-base": "roberta-base (paper)"}
 
-st.title(f"Train · {project.name}")
+st.title(f"Train · {escape_markdown(project.name)}")
 st.caption("Fine-tune a transformer classifier on real and/or synthetic items and evaluate it on the real "
            f"{defaults.eval_split} split, with accuracy against the test items' agreement.")
 if not options.eval_items["test"]:

@@ -322,3 +322,15 @@ def test_data_page_maps_label_codes_proposes_long_form_and_reports_conflicts(app
     at.button(key="data_import").click().run()
     assert not at.error
     assert shown(at.warning[0].value).startswith("1 known id has another label in the file (conflicts, ids 1)")
+
+
+@pytest.mark.parametrize("name", ["data", "export", "generate", "review", "seeds", "train"])
+def test_a_project_name_with_markdown_is_shown_as_its_characters(app_db, name):
+    """An image link in a project name must not become an <img> the reader's browser fetches."""
+    db_path, _, researcher = app_db
+    with connection.open_db(db_path) as db:
+        project = projects.create_project(db, "![x](http://example.invalid/a.png)", projects.parse_labels("a,b"))
+    at = page(name, researcher.id, project.id).run()
+    assert not at.exception
+    [title] = [t.value for t in at.title]
+    assert "\\!\\[x\\]\\(http\\:" in title and shown(title).endswith("![x](http://example.invalid/a.png)")
