@@ -162,9 +162,10 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         "seconds": round(time.monotonic() - started, 3),
     }
     per_label = ", ".join(f"{k} {v}/{summary.target_per_label}" for k, v in summary.accepted_per_label.items())
-    rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.items()) or "none"
+    rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.items() if k != service.SURPLUS_REASON) or "none"
     result["message"] = (f"job {job_id} {summary.status}: accepted {summary.accepted} ({per_label}); "
-                         f"rejected: {rejected}; {summary.calls} calls ({summary.failed_calls} failed), "
+                         f"rejected: {rejected}; surplus past the target: {summary.surplus}; "
+                         f"{summary.calls} calls ({summary.failed_calls} failed), "
                          f"{summary.prompt_tokens}+{summary.completion_tokens} tokens, {result['seconds']:.1f} s")
     return result
 
