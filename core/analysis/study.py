@@ -17,7 +17,7 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import sqlite_utils
@@ -32,6 +32,9 @@ from core.vocab import LabelSource, Projection
 from db import connection
 from db import jobs as jobs_db
 from db import seeds as seeds_db
+
+if TYPE_CHECKING:
+    from core.training.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -315,41 +318,35 @@ def run_study(
                               "ingredients": ingredients.to_dict(), "subjectivity": subjectivity, "runs": {},
                               "failed": {}, "skipped": dict(ingredients.skipped),
                               "identical": dict(ingredients.identical)}
-    arms = {arm.name: arm for arm in ARMS}
-    for name in ingredients.runnable:
-        if step(f"training on {name} ({done + 1}/{len(ingredients.runnable)})"):
-            return {**result, "cancelled": True, "message": "study cancelled"}
+    def train(name: str, train_config: TrainConfig) -> bool:
+        """One run of the study into ``result``; True when the user cancelled it."""
         try:
-            outcome = run_training(db_path, project.id, config.train_config(arms[name]), job_id=job_id)
+            outcome = run_training(db_path, project.id, train_config, job_id=job_id)
         except SynthloopError as exc:
             result["failed"][name] = str(exc)
-        else:
-            if outcome.get("status") == "cancelled":
-                return {**result, "cancelled": True, "message": "study cancelled"}
-            if "history" not in outcome:
-                with connection.open_db(db_path) as db:
-                    outcome = {**outcome, "history": get_run(db, outcome["run_id"]).get("history") or {}}
-            result["runs"][name] = {key: outcome[key] for key in RUN_KEYS if key in outcome}
+            return False
+        if outcome.get("status") == "cancelled":
+            return True
+        if "history" not in outcome:
+            with connection.open_db(db_path) as db:
+                outcome = {**outcome, "history": get_run(db, outcome["run_id"]).get("history") or {}}
+        result["runs"][name] = {key: outcome[key] for key in RUN_KEYS if key in outcome}
+        return False
+
+    cancelled = {"cancelled": True, "message": "study cancelled"}
+    arms = {arm.name: arm for arm in ARMS}
+    for name in ingredients.runnable:
+        if step(f"training on {name} ({done + 1}/{len(ingredients.runnable)})") \
+                or train(name, config.train_config(arms[name])):
+            return {**result, **cancelled}
         done += 1
     if soft_planned and "real" in result["runs"]:
         with connection.open_db(db_path) as db:
             why = _soft_run_skipped(db, project.id, soft_config)
         if why:
             result["soft_skipped"] = why
-        else:
-            if step(f"training on {SOFT_RUN}"):
-                return {**result, "cancelled": True, "message": "study cancelled"}
-            try:
-                outcome = run_training(db_path, project.id, soft_config, job_id=job_id)
-            except SynthloopError as exc:
-                result["failed"][SOFT_RUN] = str(exc)
-            else:
-                if outcome.get("status") == "cancelled":
-                    return {**result, "cancelled": True, "message": "study cancelled"}
-                if "history" not in outcome:
-                    with connection.open_db(db_path) as db:
-                        outcome = {**outcome, "history": get_run(db, outcome["run_id"]).get("history") or {}}
-                result["runs"][SOFT_RUN] = {key: outcome[key] for key in RUN_KEYS if key in outcome}
+        elif step(f"training on {SOFT_RUN}") or train(SOFT_RUN, soft_config):
+            return {**result, **cancelled}
         done += 1
     if not result["runs"]:
         raise SynthloopError("every training run of the study failed: "
