@@ -709,8 +709,10 @@ def _progress_counters(db: sqlite_utils.Database) -> None:
                f" AND {changed} BEGIN {add_item('NEW', '+')} {add_labels_of_item('NEW', '+')} END")
     db.execute(f"CREATE TRIGGER item_progress_insert AFTER INSERT ON item WHEN {counted.format(row='NEW')}"
                f" BEGIN {add_item('NEW', '+')} END")
-    # A deleted item's labels are deleted by ON DELETE CASCADE; the triggers below take them off first.
+    # A deleted item's labels are deleted by ON DELETE CASCADE; the triggers below take them off first. When the
+    # whole project is deleted (its counters went with it, by cascade) there is nothing left to count.
     db.execute(f"CREATE TRIGGER item_progress_delete BEFORE DELETE ON item WHEN {counted.format(row='OLD')}"
+               " AND EXISTS (SELECT 1 FROM project WHERE id = OLD.project_id)"
                f" BEGIN {add_item('OLD', '-')} {add_labels_of_item('OLD', '-')} END")
 
     # A label is counted in its item's bucket BEFORE the item's statistics change (the AFTER triggers of 0200),

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import multiprocessing
 import re
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -144,8 +146,11 @@ def _upsert_worker(db_path: str, worker: int, item_ids: list[int], errors) -> No
         errors.put(f"worker {worker}: {type(exc).__name__}: {exc}")
 
 
-def test_concurrent_upserts_from_20_processes_lose_nothing(db_path, project, fresh_db):
+def test_concurrent_upserts_from_20_processes_lose_nothing(db_path, project, fresh_db, monkeypatch):
     item_ids = items_db.insert_items(fresh_db, project.id, [_item(f"item {i}") for i in range(N_ANNOTATIONS)])
+    # A spawned process re-runs the parent's __main__ script; after a page test (AppTest) that is a Streamlit
+    # page, so the children would start by running it. A bare __main__ leaves them only the worker.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
     workers = [
