@@ -97,9 +97,7 @@ def _sidebar(user: users.User) -> None:
         else:
             st.session_state.pop(PROJECT_ID, None)
         if st.button("Log out", icon=":material/logout:"):
-            if log_out():
-                st.stop()  # the browser leaves through the cookie route; a rerun could drop that redirect
-            st.rerun()
+            log_out()
 
 
 def _crowd_arrival() -> bool:

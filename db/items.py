@@ -122,13 +122,8 @@ def insert_annotation_columns(
 def annotations_frame(db: sqlite_utils.Database, project_id: int, *, include_excluded: bool = False) -> pd.DataFrame:
     """The data labels of the project's items: one row per (item, annotator). Annotators the project excluded
     are left out unless ``include_excluded`` (the raw export, imports): see :func:`excluded_annotators`."""
-    skip, names = _without_excluded(db, project_id, include_excluded)
-    return pd.read_sql_query(
-        "SELECT a.item_id, a.annotator, a.label, a.seconds, a.unsure, a.comment, a.created_at, a.updated_at"
-        f" FROM annotation a JOIN item i ON i.id = a.item_id WHERE i.project_id = ?{skip} ORDER BY a.item_id, a.id",
-        db.conn,
-        params=[project_id, *names],
-    )
+    return _annotations(db, project_id, "a.item_id, a.annotator, a.label, a.seconds, a.unsure, a.comment,"
+                        " a.created_at, a.updated_at", include_excluded)
 
 
 def count_annotations(db: sqlite_utils.Database, project_id: int) -> int:
@@ -174,9 +169,13 @@ def annotation_labels_frame(db: sqlite_utils.Database, project_id: int, *,
                             include_excluded: bool = False) -> pd.DataFrame:
     """The slim form of :func:`annotations_frame` for agreement: ``item_id``, ``annotator``, ``label`` only (half
     the read time of every column at 250,000 annotations); excluded annotators left out unless ``include_excluded``."""
+    return _annotations(db, project_id, "a.item_id, a.annotator, a.label", include_excluded)
+
+
+def _annotations(db: sqlite_utils.Database, project_id: int, columns: str, include_excluded: bool) -> pd.DataFrame:
     skip, names = _without_excluded(db, project_id, include_excluded)
     return pd.read_sql_query(
-        "SELECT a.item_id, a.annotator, a.label FROM annotation a JOIN item i ON i.id = a.item_id"
+        f"SELECT {columns} FROM annotation a JOIN item i ON i.id = a.item_id"
         f" WHERE i.project_id = ?{skip} ORDER BY a.item_id, a.id",
         db.conn,
         params=[project_id, *names],

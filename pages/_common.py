@@ -120,21 +120,26 @@ def log_in(user: users.User) -> NoReturn:
     st.session_state[USER_ID] = user.id
     st.session_state[SESSION_ID] = login.session_id
     query = urlencode({"token": login.handoff, "next": _landing_path(user)})
-    if _send_browser_to(f"{sessions.START_PATH}?{query}"):
+    _leave_through(f"{sessions.START_PATH}?{query}")
+
+
+def _leave_through(route: str) -> NoReturn:
+    """End the run: a stop while the browser follows the cookie route (a rerun could drop that redirect), else
+    (no such route: AppTest, plain ``streamlit run streamlit_app.py``) a rerun."""
+    if _send_browser_to(route):
         st.stop()
     st.rerun()
 
 
-def log_out() -> bool:
+def log_out() -> NoReturn:
     """End every session of the user (this browser's and any other), forget this tab's state, drop the cookie.
-    True when the browser is sent through the cookie route (the caller then stops: a rerun could drop the
-    redirect); False when there is no such route (AppTest, plain ``streamlit run streamlit_app.py``)."""
+    Ends this run like :func:`log_in`."""
     user_id = st.session_state.get(USER_ID)
     if isinstance(user_id, int):
         with database() as db:
             sessions.end_all(db, user_id)
     st.session_state.clear()
-    return _send_browser_to(sessions.END_PATH)
+    _leave_through(sessions.END_PATH)
 
 
 def logged_in_user(open_db=None) -> users.User | None:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sqlite3
 import time
 from dataclasses import dataclass
@@ -39,6 +38,7 @@ from tests.fake_llm import (
     Truncated,
     varied_text,
 )
+from tests.process_helpers import kill_and_reap, wait_for
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def _no_job_outlives_its_test(db_path: Path):
     for pid in pids:
         if pid != os.getpid():
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                _kill(pid)
+                kill_and_reap(pid)
 
 
 def _synthetic_items(db_path: Path) -> list[tuple]:
@@ -138,26 +138,11 @@ def test_generation_reaches_exactly_its_target_through_every_kind_of_fault(db_pa
     assert elapsed < 60
 
 
-def _wait(predicate, timeout_s: float, what: str, interval: float = 0.1):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
 
 def _job(db_path: Path, job_id: int) -> dict:
     with connection.open_db(db_path) as db:
         return jobs.get(db, job_id)
 
-
-def _kill(pid: int) -> None:
-    """SIGKILL a job process this test launched, and reap it (it is our child) so no zombie is left."""
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def test_a_killed_generation_job_resumes_to_exactly_its_target_without_duplicates(db_path: Path) -> None:
@@ -170,10 +155,10 @@ def test_a_killed_generation_job_resumes_to_exactly_its_target_without_duplicate
             job_id = generation.start_generation(
                 db, project.id, backend="openai", model="fake-model", base_url=server.base_url, mode="zero-shot",
                 per_label=8, concurrency=2, max_retries=1)  # launched as a detached `python -m core job run`
-        pid = _wait(lambda: (job := _job(db_path, job_id))["status"] == "running" and job["pid"], 60,
+        pid = wait_for(lambda: (job := _job(db_path, job_id))["status"] == "running" and job["pid"], 60,
                     "the job process to start")
-        _wait(lambda: len(_synthetic_items(db_path)) >= 4, 60, "the first accepted items")
-        _kill(pid)
+        wait_for(lambda: len(_synthetic_items(db_path)) >= 4, 60, "the first accepted items")
+        kill_and_reap(pid)
         before = _synthetic_items(db_path)
         assert 4 <= len(before) < 16, "the job finished before it could be killed: slow the server down"
 
@@ -222,11 +207,11 @@ def test_a_killed_training_process_marks_the_run_failed_and_loses_nothing(db_pat
         started = training_run.start_training(db, db_path, project.id, TrainConfig(
             epochs=5, batch_size=1, max_length=32, seed=1))
     job_id, run_id = started["job_id"], started["run_id"]
-    _wait(lambda: (job := _job(db_path, job_id))["status"] in ("done", "failed", "cancelled")
+    wait_for(lambda: (job := _job(db_path, job_id))["status"] in ("done", "failed", "cancelled")
           or job["result"].get("phase") == "training", 240, "training steps", interval=0.2)
     job = _job(db_path, job_id)
     assert job["status"] == "running" and job["result"].get("phase") == "training", job
-    _kill(job["pid"])
+    kill_and_reap(job["pid"])
 
     with connection.open_db(db_path) as db:
         assert jobs.fail_orphaned_jobs(db) == [job_id]

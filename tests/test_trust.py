@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -40,6 +39,7 @@ from db import runs as runs_db
 from pages._common import PROJECT_ID, USER_ID
 from tests.fake_llm import FakeLLMServer, varied_text
 from tests.generation_helpers import fake_options, make_project, queue_job
+from tests.process_helpers import kill_and_reap, wait_for
 from tests.training_helpers import add_items
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,27 +55,12 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
                           timeout=300, env={**os.environ, **(env or {})})
 
 
-def _wait(predicate, timeout_s: float, what: str, interval: float = 0.05):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
-
 
 def _job(db_path: Path, job_id: int) -> dict:
     """The job as a page sees it (a process that died shows as failed at once, so waits end)."""
     with connection.open_db(db_path) as db:
         return jobs.watch(db, job_id)
 
-
-def _kill(pid: int) -> None:
-    """SIGKILL a job process this test launched and reap it (our child), so it is gone, not a zombie."""
-    os.kill(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
 
 
 def _dead_pid() -> int:
@@ -96,7 +81,7 @@ def _no_job_outlives_its_test(tmp_path: Path):
         for pid in pids:
             if pid != os.getpid():
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    _kill(pid)
+                    kill_and_reap(pid)
 
 
 def _tiny_project(db, name: str) -> projects.Project:
@@ -143,7 +128,7 @@ def test_two_databases_in_one_folder_keep_their_runs_and_logs_apart(tmp_path: Pa
         started_b = runs.start_training(db, b, project_b.id, TrainConfig(**TINY, seed=2))  # run 1 of B
     assert (old_run, started_a["run_id"], started_b["run_id"]) == (1, 2, 1)
     for path, started in ((a, started_a), (b, started_b)):
-        job = _wait(lambda p=path, s=started: _job(p, s["job_id"])["status"] in ("done", "failed")
+        job = wait_for(lambda p=path, s=started: _job(p, s["job_id"])["status"] in ("done", "failed")
                     and _job(p, s["job_id"]), 300, "the training jobs", interval=0.5)
         assert job["status"] == "done", job["error"]
 
@@ -196,10 +181,10 @@ def test_job_list_marks_a_killed_job_failed_and_says_its_process_died(db_path: P
             project = make_project(db)
             job_id = generation.start_generation(db, project.id, **fake_options(
                 server, mode="zero-shot", per_label=50, concurrency=1))  # a detached `job run` process
-        pid = _wait(lambda: (job := _job(db_path, job_id))["status"] == "running" and job["pid"], 60,
+        pid = wait_for(lambda: (job := _job(db_path, job_id))["status"] == "running" and job["pid"], 60,
                     "the job process to start")
-        _wait(lambda: server.completions >= 2, 60, "the first calls")
-        _kill(pid)
+        wait_for(lambda: server.completions >= 2, 60, "the first calls")
+        kill_and_reap(pid)
 
     done = _cli("job", "list", "--json", "--db", str(db_path))
     assert done.returncode == 0, done.stderr
@@ -216,9 +201,9 @@ def test_a_training_run_whose_process_died_is_failed_and_can_be_deleted(db_path:
     with connection.open_db(db_path) as db:
         project = _tiny_project(db, "tiny")
         started = runs.start_training(db, db_path, project.id, TrainConfig(**TINY))
-    pid = _wait(lambda: (job := _job(db_path, started["job_id"]))["status"] == "running" and job["pid"], 60,
+    pid = wait_for(lambda: (job := _job(db_path, started["job_id"]))["status"] == "running" and job["pid"], 60,
                 "the training process to start")
-    _kill(pid)
+    kill_and_reap(pid)
 
     listed = _cli("runs", "list", "--json", "--db", str(db_path))
     assert listed.returncode == 0, listed.stderr
@@ -262,7 +247,7 @@ def test_job_run_started_twice_at_once_runs_the_job_once(fresh_db, db_path: Path
         procs = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                  for _ in range(2)]
         try:
-            loser = _wait(lambda: next((p for p in procs if p.poll() is not None), None), 30,
+            loser = wait_for(lambda: next((p for p in procs if p.poll() is not None), None), 30,
                           "one of the two processes to refuse the job")
         finally:
             gate.set()

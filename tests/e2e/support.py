@@ -63,7 +63,26 @@ def cli(db_path: str | os.PathLike[str], *args: str, stdin: str | None = None, e
     return proc
 
 
-class AppServer:
+class _ServerProcess:
+    """What the app-server helpers share: ``start()``/``stop()`` as a context manager, and the tail of the log
+    their output goes to (``log_path``) for a failing test to show."""
+
+    log_path: Path
+
+    def log_tail(self, chars: int = 4000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __enter__(self):
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class AppServer(_ServerProcess):
     """``streamlit run app.py`` (the README's command: the app with its session-cookie routes) on 127.0.0.1 with
     ``SYNTHLOOP_DB`` set; stopped (its whole process group) on exit. Its output goes to ``log_path`` so a failing
     test can show it."""
@@ -108,12 +127,6 @@ class AppServer:
         self.stop()
         raise RuntimeError(f"streamlit did not answer on {self.url} within {timeout_s:.0f} s:\n{self.log_tail()}")
 
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -128,12 +141,6 @@ class AppServer:
                 self.proc.wait(timeout=10)
         self._log.close()
         self.proc = None
-
-    def __enter__(self) -> AppServer:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
 
 def launch_browser(playwright):  # -> playwright.sync_api.Browser
@@ -367,7 +374,7 @@ def small_png(png: bytes, path: str | os.PathLike[str], *, max_bytes: int = 150_
     return len(data)
 
 
-class ServeCommand:
+class ServeCommand(_ServerProcess):
     """``python -m core serve --workers N`` (the README's command for several app processes behind nginx) on a
     free loopback port with ``--db``; stopped with SIGTERM (the launcher stops nginx and the app processes)."""
 
@@ -400,12 +407,6 @@ class ServeCommand:
         self.stop()
         raise RuntimeError(f"serve did not answer on {self.url} within {timeout_s:.0f} s:\n{self.log_tail()}")
 
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return ""
-
     def stop(self) -> None:
         if self.proc is None:
             return
@@ -420,8 +421,3 @@ class ServeCommand:
         self._log.close()
         self.proc = None
 
-    def __enter__(self) -> ServeCommand:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
