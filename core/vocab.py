@@ -25,6 +25,10 @@ MODES: tuple[Mode, ...] = get_args(Mode)
 PromptForm = Literal["chat", "list"]
 PROMPT_FORMS: tuple[PromptForm, ...] = get_args(PromptForm)
 
+# How a generation call is grounded in the project's real texts (none, or retrieved by similarity).
+Grounding = Literal["none", "retrieval"]
+GROUNDINGS: tuple[Grounding, ...] = get_args(Grounding)
+
 BackendName = Literal["embedded", "openai", "transformers"]
 BACKENDS: tuple[BackendName, ...] = get_args(BackendName)
 
@@ -36,7 +40,8 @@ RejectReason = Literal[
 ]
 REJECT_REASONS: tuple[RejectReason, ...] = get_args(RejectReason)
 
-LLMSelection = Literal["pool", "unlabelled", "test", "all", "ids"]  # which items an LLM annotator labels
+# Which items an LLM annotator labels (``synthetic``: the accepted synthetic items, a panel's default).
+LLMSelection = Literal["pool", "unlabelled", "test", "all", "ids", "synthetic"]
 LLM_SELECTIONS: tuple[LLMSelection, ...] = get_args(LLMSelection)
 
 # --- training

@@ -25,11 +25,47 @@ def create_generation_job(
     """A generation job shares its id with its ``job`` row, so "job 7" means the same thing on every page."""
     stamp = now()
     db.execute(
-        "INSERT INTO generation_job (id, project_id, job_id, config, status, created_at, updated_at)"
-        " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
-        [job_id, project_id, job_id, json.dumps(config), stamp, stamp],
+        "INSERT INTO generation_job (id, project_id, job_id, config, status, round, created_at, updated_at)"
+        " VALUES (?, ?, ?, ?, 'queued', ?, ?, ?)",
+        [job_id, project_id, job_id, json.dumps(config), next_round(db, project_id), stamp, stamp],
     )
     return job_id
+
+
+def next_round(db: sqlite_utils.Database, project_id: int) -> int:
+    """Every generation job is a round of its project's loop, numbered from 1 in the order they were created."""
+    return db.execute("SELECT COALESCE(MAX(round), 0) + 1 FROM generation_job WHERE project_id = ?",
+                      [project_id]).fetchone()[0]
+
+
+def earlier_synthetic_items(db: sqlite_utils.Database, project_id: int, *, before_round: int) -> pd.DataFrame:
+    """The accepted synthetic items of the project's rounds before ``before_round``: ``id, text,
+    reference_label`` (the intended label), ``round``."""
+    return pd.read_sql_query(
+        "SELECT i.id, i.text, i.reference_label, g.round FROM item i JOIN generation_job g"
+        " ON g.id = i.generation_job_id WHERE i.project_id = ? AND i.source = 'synthetic'"
+        " AND i.review_status = 'accepted' AND g.round < ? ORDER BY i.id",
+        db.conn, params=[project_id, before_round])
+
+
+def items_by_id(db: sqlite_utils.Database, item_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
+    """``id → (text, reference_label)`` of the given items."""
+    found: dict[int, tuple[str, str | None]] = {}
+    ids = list(dict.fromkeys(int(i) for i in item_ids))
+    for start in range(0, len(ids), 500):
+        chunk = ids[start:start + 500]
+        rows = db.execute(f"SELECT id, text, reference_label FROM item WHERE id IN ({_ids_clause(chunk)})",
+                          chunk).fetchall()
+        found.update({row[0]: (row[1], row[2]) for row in rows})
+    return found
+
+
+def grounding_texts(db: sqlite_utils.Database, project_id: int) -> list[tuple[int, str]]:
+    """``(id, text)`` of the real items a generation call may be grounded in: labelled or not, every split but
+    test (a test text shown to the generator would leak into the data the model is trained on)."""
+    return [(r[0], r[1]) for r in db.execute(
+        "SELECT id, text FROM item WHERE project_id = ? AND source = 'real' AND split != 'test' ORDER BY id",
+        [project_id]).fetchall()]
 
 
 def get_generation_job(db: sqlite_utils.Database, generation_job_id: int) -> dict[str, Any] | None:
@@ -63,12 +99,15 @@ def insert_calls(db: sqlite_utils.Database, generation_job_id: int, calls: Seque
     first = db.execute("SELECT COALESCE(MAX(id), 0) FROM generation_call").fetchone()[0] + 1
     stamp = now()
     db.conn.executemany(
-        "INSERT INTO generation_call (id, generation_job_id, label, messages, seed_item_ids, raw_output, parsed,"
-        " outcomes, n_accepted, n_rejected, prompt_tokens, completion_tokens, latency_s, error, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO generation_call (id, generation_job_id, label, messages, seed_item_ids, counter_example_ids,"
+        " retrieved_ids, attributes, raw_output, parsed, outcomes, n_accepted, n_rejected, prompt_tokens,"
+        " completion_tokens, latency_s, error, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         [
             (first + offset, generation_job_id, call["label"], json.dumps(call.get("messages", [])),
-             json.dumps(call.get("seed_item_ids", [])), call.get("raw_output"), json.dumps(call.get("parsed", [])),
+             json.dumps(call.get("seed_item_ids", [])), json.dumps(call.get("counter_example_ids", [])),
+             json.dumps(call.get("retrieved_ids", [])), json.dumps(call.get("attributes", {})),
+             call.get("raw_output"), json.dumps(call.get("parsed", [])),
              json.dumps(call.get("outcomes", [])), call.get("n_accepted", 0), call.get("n_rejected", 0),
              call.get("prompt_tokens", 0), call.get("completion_tokens", 0), call.get("latency_s"),
              call.get("error") or "", stamp)
@@ -155,8 +194,9 @@ def get_call(db: sqlite_utils.Database, call_id: int) -> dict[str, Any] | None:
     if not rows:
         return None
     row = dict(rows[0])
-    for column in ("messages", "seed_item_ids", "parsed", "outcomes"):
+    for column in ("messages", "seed_item_ids", "parsed", "outcomes", "counter_example_ids", "retrieved_ids"):
         row[column] = json.loads(row[column] or "[]")
+    row["attributes"] = json.loads(row["attributes"] or "{}")
     return row
 
 
@@ -186,9 +226,10 @@ def synthetic_items(
     params.append(limit)
     return pd.read_sql_query(
         "SELECT i.id, i.text, i.reference_label, i.review_status, i.in_pool, i.generation_call_id,"
-        " i.generation_job_id, i.generation_mode AS mode, json_extract(i.meta, '$.model') AS model,"
-        " json_extract(i.meta, '$.temperature') AS temperature, i.meta, i.created_at"
-        f" FROM item i WHERE {body}"
+        " i.generation_job_id, g.round, i.generation_mode AS mode, json_extract(i.meta, '$.model') AS model,"
+        " json_extract(i.meta, '$.temperature') AS temperature, c.attributes, i.meta, i.created_at"
+        " FROM item i LEFT JOIN generation_job g ON g.id = i.generation_job_id"
+        f" LEFT JOIN generation_call c ON c.id = i.generation_call_id WHERE {body}"
         " ORDER BY i.id LIMIT ?",
         db.conn,
         params=params,

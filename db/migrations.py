@@ -744,3 +744,21 @@ def _skip_by_annotator(db: sqlite_utils.Database) -> None:
     # "n of N" counts my recently skipped items: walk my skips from this index, not every item of the project
     # (the only index on skip started with the item, so the count grew with the pool).
     db.execute("CREATE INDEX skip_annotator ON skip (annotator, skipped_at)")
+
+
+@migration("0590_generation_rounds")
+def _generation_rounds(db: sqlite_utils.Database) -> None:
+    # A generation job is a round of the project's loop: its number, and for every call what steered it beyond the
+    # seeds (counter-examples from people's verdicts, retrieved real texts, sampled attributes).
+    run_script(
+        db,
+        """
+        ALTER TABLE generation_job ADD COLUMN round INTEGER;
+        UPDATE generation_job SET round = (
+            SELECT COUNT(*) FROM generation_job earlier
+            WHERE earlier.project_id = generation_job.project_id AND earlier.id <= generation_job.id);
+        ALTER TABLE generation_call ADD COLUMN counter_example_ids TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE generation_call ADD COLUMN retrieved_ids TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE generation_call ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'
+        """,
+    )

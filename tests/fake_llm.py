@@ -14,6 +14,10 @@ body repeats the key it was sent, as some servers do); unknown ``model`` → 404
 a queued fault (``inject``), else ``fault_when``'s fault; else wait ``latency_s`` and answer ``reply``.
 ``reply`` may return a string (the message content), a ``Choice(content, finish_reason)``, a list of those
 (one choice each) or a Fault.
+A labelling prompt (the LLM annotator's instruction, ``LABELLING_PROMPT``) is answered by ``labeller`` when one is
+set, instead of ``reply``: a callable ``(model, text) -> answer``, a dict text → answer (every model alike) or a
+dict model → (dict text → answer), so that two panel members can disagree; a text it does not know gets
+``UNKNOWN_ANSWER``, which names no label.
 Faults: ``RateLimit(retry_after)``, ``ServerError(status)``, ``Slow(seconds)`` (then a normal reply),
 ``Truncated()`` (promises more bytes than it sends), ``Garbage()`` (200 with a non-JSON body),
 ``EmptyChoices()`` (200 with ``choices: []``), ``Status(code, body)``.
@@ -27,7 +31,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -81,6 +85,9 @@ class Choice:
 
 Fault = RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status
 Reply = Callable[[dict[str, Any], int], "str | Choice | list[str | Choice] | Fault"]
+Labeller = Callable[[str, str], str] | Mapping[str, str] | Mapping[str, Mapping[str, str]]
+LABELLING_PROMPT = "Classify the text into exactly one of these labels"
+UNKNOWN_ANSWER = "I cannot tell"
 
 
 @dataclass(frozen=True)
@@ -136,12 +143,14 @@ class FakeLLMServer:
         fault_when: Callable[[dict[str, Any], int], Fault | None] | None = None,
         record_bodies: bool = True,
         echo_key_in_errors: bool = False,
+        labeller: Labeller | None = None,
     ) -> None:
         self.models = tuple(models)
         self.api_key = api_key
         self.echo_key_in_errors = echo_key_in_errors
         self.latency_s = latency_s
         self.reply: Reply = reply or default_reply
+        self.labeller = labeller
         self.fault_when = fault_when
         self.record_bodies = record_bodies
         self.requests: list[RecordedRequest] = []
@@ -195,6 +204,18 @@ class FakeLLMServer:
         self.stop()
 
     # --- behaviour ---
+    def _content(self, body: dict[str, Any], n: int) -> Any:
+        """The labeller's answer to a labelling prompt when there is a labeller, else ``reply``'s."""
+        prompt = _last_user(body)
+        if self.labeller is None or LABELLING_PROMPT not in prompt:
+            return self.reply(body, n)
+        text = labelled_text(prompt)
+        model = str(body.get("model"))
+        if callable(self.labeller):
+            return self.labeller(model, text)
+        answers = self.labeller.get(model) if isinstance(self.labeller.get(model), Mapping) else self.labeller
+        return answers.get(text, UNKNOWN_ANSWER)
+
     def _next_completion(self, body: dict[str, Any]) -> tuple[int, Fault | None]:
         with self._lock:
             n = self._completions
@@ -315,7 +336,7 @@ class FakeLLMServer:
                     self.end_headers()
                     self.wfile.write(data)
                     return
-                content = server.reply(body, n)
+                content = server._content(body, n)
                 if isinstance(content, RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status):
                     self._complete(body, n, content)
                     return
@@ -346,6 +367,13 @@ class FakeLLMServer:
                 self._send_json(200, payload)
 
         return Handler
+
+
+def labelled_text(prompt: str) -> str:
+    """The text a labelling prompt asks about: what follows its last ``Text: `` up to ``Label:`` (the whole
+    prompt when it has no ``Text: ``)."""
+    _, found, rest = prompt.rpartition("Text: ")
+    return rest.split("\nLabel:")[0].strip() if found else prompt.strip()
 
 
 def last_user_message(request: dict[str, Any]) -> str:

@@ -9,7 +9,9 @@ from core.errors import SynthloopError
 from core.training.config import TrainConfig
 from core.training.data import select_eval_items, select_items
 from db import annotation as annotation_db
+from db import items as items_db
 from db import seeds as seeds_db
+from db import transaction
 from tests.training_helpers import add_items
 
 ZERO = {"generation_mode": "zero-shot", "generation_job_id": 1}
@@ -121,3 +123,35 @@ def test_aggregate_labels_come_from_the_annotation_model(fresh_db, project, item
     labels = dict(zip(_texts(items, selection.train.item_ids), selection.train.labels, strict=True))
     assert set(labels) == {"r3", "r4", "r5", "r6"}  # only annotated training items have an aggregate
     assert (labels["r5"], labels["r6"]) == ("neg", "pos")
+
+
+def test_min_panel_agreement_drops_synthetic_items_the_llm_panel_does_not_back(fresh_db, project, items):
+    panel = [("s1", "llm:a", "pos"), ("s1", "llm:b", "pos"),  # intended pos: agreement 1
+             ("s2", "llm:a", "neg"), ("s2", "llm:b", "pos"),  # intended neg: 1/2
+             ("f1", "llm:a", "neg"),                          # intended pos: 0
+             ("r1", "llm:a", "neg")]                          # real items are never filtered by the panel
+    # f2 (intended neg) has no panel label: left out whenever the filter is on.
+    with transaction(fresh_db):
+        items_db.insert_annotations(fresh_db, [{"item_id": items[text], "annotator": annotator, "label": label}
+                                               for text, annotator, label in panel])
+    sources = ("real", "zero-shot", "few-shot")
+    off = select_items(fresh_db, project.id, TrainConfig(sources=sources))
+    assert _texts(items, off.train.item_ids) == ["r1", "r2", "r4", "r5", "r6", "s1", "s2", "f1", "f2"]
+    assert off.report["dropped_panel"] == 0
+    expected = {0.0: (["s1", "s2", "f1"], 1), 0.5: (["s1", "s2"], 2), 0.6: (["s1"], 3), 1.0: (["s1"], 3)}
+    for threshold, (synthetic, dropped) in expected.items():
+        selection = select_items(fresh_db, project.id, TrainConfig(sources=sources, min_panel_agreement=threshold))
+        assert _texts(items, selection.train.item_ids) == ["r1", "r2", "r4", "r5", "r6", *synthetic], threshold
+        assert selection.report["dropped_panel"] == dropped, threshold
+    with pytest.raises(SynthloopError, match=r"no training items left .*2 synthetic items below the panel agreement"):
+        select_items(fresh_db, project.id, TrainConfig(sources=("few-shot",), min_panel_agreement=0.5))
+    with pytest.raises(SynthloopError, match=r"min_panel_agreement=1.5 is not valid: use a number from 0 to 1"):
+        TrainConfig(min_panel_agreement=1.5)
+
+
+def test_train_command_passes_min_panel_agreement() -> None:
+    from core import cli
+
+    args = cli.build_parser().parse_args(["train", "films", "--min-panel-agreement", "0.75"])
+    assert args.min_panel_agreement == 0.75
+    assert cli.build_parser().parse_args(["train", "films"]).min_panel_agreement is None

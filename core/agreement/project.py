@@ -12,6 +12,7 @@ import sqlite_utils
 
 from core.agreement.dawid_skene import model_aggregate
 from core.agreement.metrics import encode, krippendorff_alpha
+from core.agreement.panel import PanelReport, panel_report
 from core.agreement.report import AgreementReport, ReportConfig, agreement_report
 from core.annotation.adjudication import adjudication_rows
 from core.data.items import item_table
@@ -145,3 +146,12 @@ def agreement_view(
     return AgreementView(report=report, items=table, queue=adjudication_rows(table, include_done=include_adjudicated))
 
 
+# ------------------------------------------------------------------------------------------ the LLM panel
+
+
+def project_panel(db: sqlite_utils.Database, project: Project) -> PanelReport:
+    """The LLM panel (every ``llm:`` annotator) over the project's accepted items: how it rates the synthetic
+    items against their intended labels, and its calibration against people."""
+    items = items_db.items_frame(db, project.id)[["id", "source", "reference_label"]]
+    annotations = items_db.annotation_labels_frame(db, project.id)
+    return panel_report(annotations[annotations["item_id"].isin(items["id"])], items)

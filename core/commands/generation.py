@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from core.errors import SynthloopError
 from core.generation import llm_annotator, seeds, service
+from core.generation.config import read_attributes
 from core.projects import get_project
-from core.vocab import BACKENDS, LLM_SELECTIONS, MODES, PROMPT_FORMS
+from core.vocab import BACKENDS, GROUNDINGS, LLM_SELECTIONS, MODES, PROMPT_FORMS
 
 
 def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -59,6 +61,23 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     gen.add_argument("--seed", type=int)
     gen.add_argument("--price-prompt", type=float, help="price per 1k prompt tokens")
     gen.add_argument("--price-completion", type=float, help="price per 1k completion tokens")
+    loop = gen.add_argument_group("the loop (README: \"The loop\")")
+    loop.add_argument("--feedback", action="store_true",
+                      help="use people's verdicts on earlier rounds: confirmed items as examples, contradicted ones "
+                           "as counter-examples, more texts for labels people doubt")
+    loop.add_argument("--feedback-min-labels", type=int, help="human labels an earlier item needs (default 2)")
+    loop.add_argument("--feedback-min-agreement", type=float,
+                      help="instance agreement a confirmed item needs to be an example (default 0.6)")
+    loop.add_argument("--counter-examples", type=int, dest="counter_examples_per_prompt",
+                      help="counter-examples per prompt (default 2)")
+    loop.add_argument("--grounding", choices=GROUNDINGS, help="retrieval: show real texts retrieved per call")
+    loop.add_argument("--grounding-k", type=int, help="retrieved texts per call (default 3)")
+    loop.add_argument("--grounding-candidates", type=int, help="nearest texts MMR picks from (default 20)")
+    loop.add_argument("--mmr-lambda", type=float, help="1: most similar, 0: most varied (default 0.5)")
+    loop.add_argument("--attributes", metavar="FILE.json", type=Path,
+                      help='attribute lists, e.g. {"topic": ["sports", "politics"], "length": ["short", "long"]}')
+    loop.add_argument("--batch", action="store_true", help="openai backend: submit through the Batch API, poll, ingest")
+    loop.add_argument("--batch-poll", type=float, help="seconds between polls of a batch (default 30)")
     gen.add_argument("--resume", type=int, metavar="JOB_ID", help="continue a killed, failed or cancelled job")
     gen.add_argument("--background", action="store_true", help="start a detached job and return its id")
     gen.set_defaults(handler=_generate)
@@ -74,6 +93,10 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     ann.add_argument("--concurrency", type=int)
     ann.add_argument("--temperature", type=float)
     ann.add_argument("--overwrite", action="store_true", help="label again items this model already labelled")
+    ann.add_argument("--panel", metavar="FILE.json",
+                     help="run an LLM panel: a JSON list of members, each an object of LLM-annotator settings (backend,"
+                          " model, base_url, api_key_env, temperature, instruction_variant, instruction …), run in "
+                          "turn on the same items (default selection: synthetic)")
     ann.set_defaults(handler=_llm_annotate)
 
 
@@ -141,6 +164,12 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
             "max_tokens": args.max_tokens, "timeout_s": args.timeout, "seed": args.seed,
             "price_prompt_per_1k": args.price_prompt, "price_completion_per_1k": args.price_completion,
             "labels": [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None,
+            "feedback": args.feedback or None, "feedback_min_labels": args.feedback_min_labels,
+            "feedback_min_agreement": args.feedback_min_agreement,
+            "counter_examples_per_prompt": args.counter_examples_per_prompt, "grounding": args.grounding,
+            "grounding_k": args.grounding_k, "grounding_candidates": args.grounding_candidates,
+            "mmr_lambda": args.mmr_lambda, "batch": args.batch or None, "batch_poll_s": args.batch_poll,
+            "attributes": read_attributes(args.attributes) if args.attributes else None,
         }
         job_id = service.start_generation(db, project.id, launch=args.background, **options)
     if args.background:
@@ -149,10 +178,12 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     summary = service.run_in_foreground(db, job_id)
     result = {
         "job_id": job_id,
+        "round": summary.round,
         "status": summary.status,
         "accepted": summary.accepted,
         "accepted_per_label": summary.accepted_per_label,
         "target_per_label": summary.target_per_label,
+        "targets": summary.targets,
         "rejected": summary.rejected,
         "calls": summary.calls,
         "failed_calls": summary.failed_calls,
@@ -161,9 +192,9 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         "cost": summary.cost,
         "seconds": round(time.monotonic() - started, 3),
     }
-    per_label = ", ".join(f"{k} {v}/{summary.target_per_label}" for k, v in summary.accepted_per_label.items())
+    per_label = ", ".join(f"{k} {v}/{summary.targets[k]}" for k, v in summary.accepted_per_label.items())
     rejected = ", ".join(f"{k} {v}" for k, v in summary.rejected.items() if k != service.SURPLUS_REASON) or "none"
-    result["message"] = (f"job {job_id} {summary.status}: accepted {summary.accepted} ({per_label}); "
+    result["message"] = (f"job {job_id} (round {summary.round}) {summary.status}: accepted {summary.accepted} ({per_label}); "
                          f"rejected: {rejected}; surplus past the target: {summary.surplus}; "
                          f"{summary.calls} calls ({summary.failed_calls} failed), "
                          f"{summary.prompt_tokens}+{summary.completion_tokens} tokens, {result['seconds']:.1f} s")
@@ -175,6 +206,8 @@ def _llm_annotate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
 
     project = get_project(db, args.project)
     item_ids = [int(i) for i in args.items.split(",") if i.strip()] if args.items else None
+    if args.panel:
+        return _llm_panel(args, db, project, item_ids)
     options = {"backend": args.backend, "model": args.model, "base_url": args.base_url, "api_key_env": args.api_key_env,
                "selection": "ids" if item_ids else args.selection, "item_ids": item_ids,
                "concurrency": args.concurrency, "temperature": args.temperature, "overwrite": args.overwrite or None}
@@ -189,3 +222,44 @@ def _llm_annotate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     if result.get("warning"):
         result["message"] += f"\nwarning: {result['warning']}"
     return result
+
+
+MEMBER_FLAGS = ("backend", "model", "base_url", "api_key_env", "concurrency", "temperature")
+
+
+def _llm_panel(args: argparse.Namespace, db: Any, project: Any, item_ids: list[int] | None) -> dict[str, Any]:
+    """``llm-annotate --panel FILE``: every member in turn, then the panel's figures."""
+    from dataclasses import asdict
+
+    from core.agreement.project import project_panel
+    from core.generation import llm_panel
+
+    given = [name for name in MEMBER_FLAGS if getattr(args, name) is not None]
+    if given:
+        raise SynthloopError(f"--panel takes each member's settings from the panel file: leave out "
+                             f"--{given[0].replace('_', '-')} and set {given[0]!r} in the members instead")
+    configs = llm_panel.panel_configs(project, llm_panel.read_panel_file(args.panel),
+                                      selection="ids" if item_ids else args.selection, item_ids=tuple(item_ids or ()),
+                                      overwrite=args.overwrite)
+    runs = llm_panel.run_panel(db, project.id, configs)
+    report = project_panel(db, project)
+    calibration = report.calibration
+
+    def fmt(value: float | None, pattern: str = ".3f") -> str:
+        return "n/a" if value is None else format(value, pattern)
+
+    summary = (f"panel of {len(report.members)} LLM annotators: {report.n_synthetic_labelled} of "
+               f"{report.n_synthetic} synthetic items have panel labels, mean panel agreement with the intended label "
+               f"{fmt(report.mean_panel_agreement)}, {report.n_panel_unanimous} unanimous; against people on "
+               f"{calibration.n_items} items: accuracy {fmt(calibration.accuracy)}, Cohen's kappa "
+               f"{fmt(calibration.cohen_kappa)}, Krippendorff's alpha {fmt(calibration.krippendorff_alpha)}, "
+               f"ECE {fmt(calibration.ece)}")
+    return {
+        "members": [asdict(run) for run in runs],
+        "panel": {"members": list(report.members), "n_synthetic": report.n_synthetic,
+                  "n_synthetic_labelled": report.n_synthetic_labelled,
+                  "mean_panel_agreement": report.mean_panel_agreement, "n_panel_unanimous": report.n_panel_unanimous,
+                  "calibration": {**{k: v for k, v in asdict(calibration).items() if k != "reliability"},
+                                  "reliability": calibration.reliability_frame().to_dict("records")}},
+        "message": "\n".join([*(run.line() for run in runs), summary]),
+    }

@@ -25,6 +25,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     train.add_argument("--label-source", choices=LABEL_SOURCES, default=defaults.label_source)
     train.add_argument("--min-agreement", type=float, default=defaults.min_agreement,
                        help="keep training items with instance agreement ≥ G (default 0: all)")
+    train.add_argument("--min-panel-agreement", type=float, default=None, metavar="G",
+                       help="keep synthetic training items whose LLM-panel agreement with their intended label is"
+                            " ≥ G (items the panel did not label are left out; default: off)")
     train.add_argument("--model", default=defaults.model,
                        help="'embedded' (MiniLM, offline), bert-base-uncased, roberta-base, a local folder or hub id")
     train.add_argument("--epochs", type=int, default=defaults.epochs)
@@ -96,7 +99,8 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
     project = projects.get_project(db, args.project)
     config = TrainConfig(
         sources=tuple(s for s in args.sources.split(",") if s.strip()), generation_job_ids=_ids(args.generation_jobs),
-        label_source=args.label_source, min_agreement=args.min_agreement, model=args.model, epochs=args.epochs,
+        label_source=args.label_source, min_agreement=args.min_agreement,
+        min_panel_agreement=args.min_panel_agreement, model=args.model, epochs=args.epochs,
         seed=args.seed, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_length,
         cap_per_label=args.cap_per_label, eval_split=args.eval_split, objective=args.objective,
         soft_source=args.soft_source, annotator_heads=args.annotator_heads,

@@ -7,14 +7,16 @@ the API key is read from the environment variable named in ``api_key_env`` at ca
 
 from __future__ import annotations
 
+import json
 import math
 import string
 from dataclasses import dataclass
+from pathlib import Path
 
 from core.config import Config, check_choice, check_number, check_whole_number, setting
 from core.errors import SynthloopError
 from core.generation.api_keys import check_key_variable
-from core.vocab import BACKENDS, MODES, PROMPT_FORMS, BackendName, Mode, PromptForm
+from core.vocab import BACKENDS, GROUNDINGS, MODES, PROMPT_FORMS, BackendName, Grounding, Mode, PromptForm
 
 EMBEDDED_MODEL = "SmolLM2-135M-Instruct"
 DEFAULT_OPENAI_BASE_URL = "https://api.openai.com/v1"
@@ -33,6 +35,17 @@ DEFAULT_FEW_SHOT = (
 )
 DEFAULT_EXAMPLE = "Text: {text}\nLabel: {label}"
 DEFAULT_LIST = 'Write {style}s whose label is "{label}"{label_description_clause}, as a numbered list.'
+# The loop's levers (issue 14): grounding in retrieved real texts, counter-examples from people's verdicts, attributes.
+DEFAULT_GROUNDING = (
+    "Here are real texts from the same setting:\n\n{passages}\n\n"
+    "Write in their domain (topic, tone, vocabulary), but do not copy or rewrite any of them."
+)
+DEFAULT_PASSAGE = "- {text}"
+DEFAULT_COUNTER_EXAMPLES = (
+    'People judged these texts, written as "{label}", to be something else. Do not write like them:\n\n{examples}'
+)
+DEFAULT_COUNTER_EXAMPLE = 'Not a "{label}" {style}: {text}'
+DEFAULT_ATTRIBUTES = "Give it these attributes: {attributes}."
 
 # Which placeholders each template may use; anything else is a typo the user should hear about.
 TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
@@ -43,7 +56,53 @@ TEMPLATE_FIELDS: dict[str, frozenset[str]] = {
     "few_shot": frozenset({"examples", "k", "style", "task", "label"}),
     "example": frozenset({"text", "label"}),
     "list_form": frozenset({"label", "label_description", "label_description_clause", "style", "task", "k"}),
+    "grounding": frozenset({"passages", "k", "style", "task", "label"}),
+    "passage": frozenset({"text"}),
+    "counter_examples": frozenset({"examples", "k", "style", "task", "label"}),
+    "counter_example": frozenset({"text", "label", "style"}),
+    "attributes": frozenset({"attributes", "style", "label"}),
 }
+
+
+MAX_ATTRIBUTES = 20
+MAX_ATTRIBUTE_VALUES = 200
+
+
+def check_attributes(attributes: object) -> dict[str, tuple[str, ...]]:
+    """Attribute lists as ``{name: (value, ...)}``: names and values non-empty text, no value listed twice."""
+    if not isinstance(attributes, dict):
+        raise SynthloopError('attributes must be an object of lists, e.g. {"topic": ["sports", "politics"]}')
+    if len(attributes) > MAX_ATTRIBUTES:
+        raise SynthloopError(f"{len(attributes)} attributes is too many: use at most {MAX_ATTRIBUTES}")
+    checked = {}
+    for name, values in attributes.items():
+        if not isinstance(name, str) or not name.strip():
+            raise SynthloopError("an attribute has an empty name: name every attribute, e.g. \"topic\"")
+        if isinstance(values, str) or not isinstance(values, list | tuple) or not values:
+            raise SynthloopError(f"attribute {name!r} must be a non-empty list of values, e.g. [\"short\", \"long\"]")
+        if len(values) > MAX_ATTRIBUTE_VALUES:
+            raise SynthloopError(f"attribute {name!r} has {len(values)} values: use at most {MAX_ATTRIBUTE_VALUES}")
+        cleaned = []
+        for value in values:
+            if not isinstance(value, str) or not value.strip():
+                raise SynthloopError(f"attribute {name!r} has an empty or non-text value {value!r}: use text")
+            cleaned.append(" ".join(value.split()))
+        if len(set(cleaned)) != len(cleaned):
+            raise SynthloopError(f"attribute {name!r} lists a value twice: list each once")
+        checked[" ".join(name.split())] = tuple(cleaned)
+    return checked
+
+
+def read_attributes(path: Path) -> dict[str, tuple[str, ...]]:
+    """Attribute lists from a JSON file (``--attributes FILE.json``), checked."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SynthloopError(f"cannot read the attributes file {str(path)!r}: {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SynthloopError(f"the attributes file {str(path)!r} is not valid JSON ({exc}): write an object of "
+                             'lists, e.g. {"topic": ["sports", "politics"]}') from None
+    return check_attributes(data)
 
 
 def template_placeholders(template: str) -> set[str]:
@@ -66,6 +125,11 @@ class PromptTemplates(Config):
     few_shot: str = setting(DEFAULT_FEW_SHOT, "few-shot: introduces the seed examples")
     example: str = setting(DEFAULT_EXAMPLE, "few-shot: how one seed example is written")
     list_form: str = setting(DEFAULT_LIST, "few-shot list form: the instruction above a numbered list of seeds")
+    grounding: str = setting(DEFAULT_GROUNDING, "grounding: introduces the real texts retrieved for the call")
+    passage: str = setting(DEFAULT_PASSAGE, "grounding: how one retrieved text is written")
+    counter_examples: str = setting(DEFAULT_COUNTER_EXAMPLES, "feedback: introduces the counter-examples")
+    counter_example: str = setting(DEFAULT_COUNTER_EXAMPLE, "feedback: how one counter-example is written")
+    attributes: str = setting(DEFAULT_ATTRIBUTES, "attributes: the values sampled for the call")
 
     def __post_init__(self) -> None:
         for name, allowed in TEMPLATE_FIELDS.items():
@@ -80,8 +144,11 @@ class PromptTemplates(Config):
                 )
         if "{examples}" not in self.few_shot:
             raise SynthloopError("the few-shot template must contain {examples}, where the seed examples go")
-        if "{text}" not in self.example:
-            raise SynthloopError("the example template must contain {text}")
+        for name, placeholder in (("example", "text"), ("grounding", "passages"), ("passage", "text"),
+                                  ("counter_examples", "examples"), ("counter_example", "text"),
+                                  ("attributes", "attributes")):
+            if f"{{{placeholder}}}" not in getattr(self, name):
+                raise SynthloopError(f"the {name.replace('_', ' ')} template must contain {{{placeholder}}}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +224,32 @@ class GenerationConfig(BackendSettings):
     context_prompt: str = setting("", "the project's context prompt, as it was when the job started")
     task: str = setting("", "the project's task, for prompts without a context prompt")
     templates: PromptTemplates = setting(help="the prompt templates", factory=PromptTemplates)
+    # The loop's levers (README, "The loop"); all off by default, so a plain job is the paper's.
+    feedback: bool = setting(False, "use people's verdicts on earlier rounds: confirmed items as examples, "
+                                    "contradicted ones as counter-examples, more items for labels people doubt")
+    feedback_min_labels: int = setting(2, "feedback: human labels an earlier item needs before its verdict counts")
+    feedback_min_agreement: float = setting(0.6, "feedback: instance agreement a confirmed item needs to be an example")
+    counter_examples_per_prompt: int = setting(2, "feedback: counter-examples shown in each prompt")
+    grounding: Grounding = setting("none", "retrieval: each call shows real texts of the project, retrieved by "
+                                           "similarity to a sampled one, to write in their domain")
+    grounding_k: int = setting(3, "grounding: real texts shown per call")
+    grounding_candidates: int = setting(20, "grounding: nearest texts from which MMR picks grounding_k")
+    mmr_lambda: float = setting(0.5, "grounding: 1 picks the most similar texts, 0 the most varied")
+    attributes: dict[str, tuple[str, ...]] = setting(
+        help="attribute lists (e.g. topic, length): one value of each is sampled per call and asked for",
+        factory=dict)
+    batch: bool = setting(False, "openai backend: send the calls through the provider's Batch API (about half the "
+                                 "price, answers within hours); polled and resumable")
+    batch_poll_s: float = setting(30.0, "batch: seconds between polls of a submitted batch")
+    # Frozen at the job's start from the verdicts on earlier rounds (core.generation.rounds), so a resumed job
+    # shows the same examples; not set by hand.
+    feedback_example_ids: dict[str, tuple[int, ...]] = setting(
+        help="feedback: per label, the earlier synthetic items people confirmed (shown as examples)", factory=dict)
+    counter_example_ids: dict[str, tuple[int, ...]] = setting(
+        help="feedback: per label, the earlier synthetic items people judged otherwise", factory=dict)
+    label_targets: dict[str, int] = setting(
+        help="feedback: accepted texts per label when it differs from per_label (labels people doubt get more)",
+        factory=dict)
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -198,10 +291,40 @@ class GenerationConfig(BackendSettings):
         object.__setattr__(self, "label_descriptions", dict(self.label_descriptions or {}))
         if isinstance(self.templates, dict):
             object.__setattr__(self, "templates", PromptTemplates.from_dict(self.templates))
+        self._check_levers()
+
+    def _check_levers(self) -> None:
+        check_whole_number("feedback_min_labels", self.feedback_min_labels, 1, 1_000)
+        check_number("feedback_min_agreement", self.feedback_min_agreement, 0.0, 1.0)
+        check_whole_number("counter_examples_per_prompt", self.counter_examples_per_prompt, 0, 50)
+        check_choice("grounding", self.grounding, GROUNDINGS)
+        check_whole_number("grounding_k", self.grounding_k, 1, 50)
+        check_whole_number("grounding_candidates", self.grounding_candidates, 1, 10_000)
+        if self.grounding_candidates < self.grounding_k:
+            raise SynthloopError(f"grounding_candidates {self.grounding_candidates} is below grounding_k "
+                                 f"{self.grounding_k}: MMR picks from the candidates, so raise it",
+                                 fields=("grounding_candidates",))
+        check_number("mmr_lambda", self.mmr_lambda, 0.0, 1.0)
+        object.__setattr__(self, "attributes", check_attributes(self.attributes))
+        check_number("batch_poll_s", self.batch_poll_s, 0.01, 3_600.0)
+        if self.batch and self.backend != "openai":
+            raise SynthloopError(f"the Batch API is the openai backend's, not {self.backend}'s: use {{backend}} "
+                                 "openai with a provider that offers it, or leave batch off", fields=("backend",))
+        for name in ("feedback_example_ids", "counter_example_ids"):
+            object.__setattr__(self, name, {str(label): tuple(int(i) for i in ids)
+                                            for label, ids in dict(getattr(self, name) or {}).items()})
+        targets = {str(label): int(n) for label, n in dict(self.label_targets or {}).items()}
+        for label, n in targets.items():
+            check_whole_number(f"label_targets[{label}]", n, 1, 1_000_000)
+        object.__setattr__(self, "label_targets", targets)
+
+    def target_for(self, label: str) -> int:
+        """Accepted texts wanted for ``label``: ``per_label``, or more where feedback found people doubting it."""
+        return self.label_targets.get(label, self.per_label)
 
     @property
     def target_total(self) -> int:
-        return self.per_label * len(self.labels)
+        return sum(self.target_for(label) for label in self.labels)
 
     def max_calls(self, remaining: int) -> int:
         """Call budget for ``remaining`` texts, so a model that only produces rejects cannot loop forever."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.errors import NotFoundError, SynthloopError
-from core.generation import prompts
+from core.generation import prompts, rounds, steering
 from core.generation.backends import Backend, BackendCallError, Completion, make_backend
 from core.generation.config import GenerationConfig
 from core.generation.parsing import DuplicateIndex, Outcome, cached_hash, echo_phrases, extract_texts, screen
@@ -107,7 +107,8 @@ class Finished:
 class GenerationRun:
     """One run of a generation job in this process, from the database state to the target (or cancel)."""
 
-    def __init__(self, db_path: str, job_id: int, *, backend: Backend | None = None) -> None:
+    def __init__(self, db_path: str, job_id: int, *, backend: Backend | None = None,
+                 embedder: Any = None) -> None:
         self.db_path = db_path
         self.job_id = job_id
         self.db = connection.connect(db_path)
@@ -119,7 +120,10 @@ class GenerationRun:
         self.project_id = int(generation_job["project_id"])
         self.config = GenerationConfig.from_dict(generation_job["config"])
         self.backend = backend
+        self.embedder = embedder  # grounding: the sentence embedder (default: the embedded MiniLM)
         self.seeds: list[SeedExample] = []
+        self.counter_examples: dict[str, list[SeedExample]] = {}
+        self.grounder: steering.Grounder | None = None
         self.seed_text: dict[int, str] = {}
         self.started = time.monotonic()
         self.accepted_this_run = 0
@@ -139,10 +143,17 @@ class GenerationRun:
             if not self.seeds:
                 raise SynthloopError("few-shot generation needs seeds, and this project has none: pin some on the "
                                      "Seeds page or run `python -m core seeds sample PROJECT --per-label N`")
+            # Earlier rounds' items that people confirmed are examples too (frozen in the config at the start).
+            for examples in rounds.feedback_examples(self.db, config.feedback_example_ids).values():
+                self.seeds.extend(examples)
+            self.seed_text = {s.item_id: s.text for s in self.seeds}
+        self.counter_examples = rounds.feedback_examples(self.db, config.counter_example_ids)
+        if config.grounding == "retrieval":
+            self.grounder = self._grounder()
         self.accepted = Counter({label: 0 for label in config.labels})
         self.accepted.update({k: v for k, v in gen_db.accepted_per_label(self.db, self.generation_job_id).items()
                               if k in self.accepted})
-        self.remaining = {label: max(0, config.per_label - self.accepted[label]) for label in config.labels}
+        self.remaining = {label: max(0, config.target_for(label) - self.accepted[label]) for label in config.labels}
         self.call_budget = {label: config.max_calls(n) if n else 0 for label, n in self.remaining.items()}
         self.calls_issued: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
@@ -154,6 +165,33 @@ class GenerationRun:
         self.totals.pop("mean_latency_s", None)
         # Call numbers continue across resumes so re-sampled seeds differ from the first run's.
         self.next_number = int(self.totals["calls"])
+
+    def _grounder(self) -> steering.Grounder:
+        from core.analysis.embeddings import embed_texts, l2_normalise, load_embedder
+
+        corpus = gen_db.grounding_texts(self.db, self.project_id)
+        if not corpus:
+            raise SynthloopError("grounding by retrieval needs real texts outside the test split, and this project "
+                                 "has none: import some (labelled or not) or set {grounding} none",
+                                 fields=("grounding",))
+        jobs_db.update_progress(self.db, self.job_id, done=0, total=self.config.target_total,
+                                message=f"embedding {len(corpus)} real texts for grounding")
+        embedder = self.embedder or load_embedder()
+        vectors = embed_texts(self.db, [text for _, text in corpus], embedder=embedder).vectors
+        config = self.config
+        return steering.Grounder([i for i, _ in corpus], [t for _, t in corpus], l2_normalise(vectors),
+                                 k=config.grounding_k, candidates=config.grounding_candidates,
+                                 trade_off=config.mmr_lambda)
+
+    def _steering(self, label: str, number: int) -> steering.Steering:
+        """What steers call ``number`` of ``label`` beyond its seeds (nothing when no lever is on)."""
+        config = self.config
+        rng = steering.steering_rng(config.seed, label, number)
+        return steering.Steering(
+            retrieved=self.grounder.retrieve(rng) if self.grounder else (),
+            counter_examples=steering.sample_counter_examples(self.counter_examples.get(label, []),
+                                                              k=config.counter_examples_per_prompt, rng=rng),
+            attributes=steering.sample_attributes(config.attributes, rng))
 
     # --- scheduling ---
     def _wants(self, label: str) -> bool:
@@ -175,8 +213,9 @@ class GenerationRun:
             conversation = self.idle[label].pop() if self.idle[label] else prompts.new_conversation(self.config, label)
             number = self.next_number
             self.next_number += 1
-            ready.put(Slot(conversation, prompts.next_call(self.config, conversation, self.seeds, call_number=number),
-                           number))
+            prompt = prompts.next_call(self.config, conversation, self.seeds, call_number=number,
+                                       steering=self._steering(label, number))
+            ready.put(Slot(conversation, prompt, number))
             self.outstanding += 1
             self.in_flight[label] += 1
             self.calls_issued[label] += 1
@@ -221,7 +260,10 @@ class GenerationRun:
         outcomes: list[Outcome] = []
         if result.completion is not None:
             texts = extract_texts(result.completion.text, self.config.labels)
+            shown = slot.prompt.steering
+            # Retrieved real texts are shown like seeds, so the seed-copy filter guards them too.
             seeds_shown = [(i, self.seed_text[i]) for i in slot.prompt.seed_item_ids if i in self.seed_text]
+            seeds_shown += [(e.item_id, e.text) for e in (*shown.retrieved, *shown.counter_examples)]
             # What the model was told (not its own earlier replies, nor the seeds it was shown) must not come back
             # as a text: a label name, a description or a sentence of the instruction is no example.
             echoes = echo_phrases(
@@ -257,6 +299,9 @@ class GenerationRun:
             calls.append({
                 "label": done.slot.prompt.label, "messages": done.slot.prompt.messages,
                 "seed_item_ids": done.slot.prompt.seed_item_ids,
+                "counter_example_ids": done.slot.prompt.steering.counter_example_ids,
+                "retrieved_ids": done.slot.prompt.steering.retrieved_ids,
+                "attributes": done.slot.prompt.steering.attributes,
                 "raw_output": completion.text if completion else None, "parsed": done.texts,
                 "outcomes": [o.to_dict() for o in done.outcomes], "n_accepted": n_accepted,
                 "n_rejected": len(done.outcomes) - n_accepted,
@@ -301,6 +346,7 @@ class GenerationRun:
             "accepted": int(sum(self.accepted.values())),
             "accepted_per_label": {label: int(self.accepted[label]) for label in config.labels},
             "target_per_label": config.per_label,
+            "targets": {label: config.target_for(label) for label in config.labels},
             "rejected": dict(sorted(self.rejected.items())),
             "calls": int(self.totals["calls"]),
             "failed_calls": int(self.totals["failed_calls"]),
@@ -314,7 +360,7 @@ class GenerationRun:
 
     def _progress(self, status: str = "running") -> bool:
         summary = self.summary(status)
-        per_label = ", ".join(f"{label} {summary['accepted_per_label'][label]}/{self.config.per_label}"
+        per_label = ", ".join(f"{label} {summary['accepted_per_label'][label]}/{self.config.target_for(label)}"
                               for label in self.config.labels)
         return jobs_db.update_progress(self.db, self.job_id, done=summary["accepted"],
                                        total=self.config.target_total, message=per_label, result=summary)
@@ -410,6 +456,7 @@ def run_generation(db_path: str, job_id: int) -> dict[str, Any]:
     return GenerationRun(db_path, job_id).run()
 
 
-def run_generation_with_backend(db_path: str, job_id: int, backend: Backend) -> dict[str, Any]:
-    """The same run with a given backend object (tests, benchmarks)."""
-    return GenerationRun(db_path, job_id, backend=backend).run()
+def run_generation_with_backend(db_path: str, job_id: int, backend: Backend, *,
+                                embedder: Any = None) -> dict[str, Any]:
+    """The same run with a given backend (and grounding embedder) object (tests, benchmarks)."""
+    return GenerationRun(db_path, job_id, backend=backend, embedder=embedder).run()

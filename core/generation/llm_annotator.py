@@ -60,6 +60,10 @@ class LLMAnnotatorConfig(BackendSettings):
                                                  factory=dict)
     context_prompt: str = setting("", "the system message (default: the project's task)")
     task: str = setting("", "the project's task")
+    instruction_variant: str = setting("", "a short name (a-z, 0-9, _ and -) for an instruction of your own: the "
+                                           "annotator becomes llm:<model>/<variant>")
+    instruction: str = setting("", "the instruction with {label_lines} and {text} in it (default: the built-in "
+                                   "one); needs an instruction_variant")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -71,14 +75,42 @@ class LLMAnnotatorConfig(BackendSettings):
         check_choice("selection", self.selection, LLM_SELECTIONS)
         if self.selection == "ids" and not self.item_ids:
             raise SynthloopError("selection 'ids' needs item ids")
+        check_variant(self.instruction_variant)
+        if self.instruction.strip():
+            check_instruction(self.instruction, self.instruction_variant)
 
     @property
     def annotator(self) -> str:
-        return annotator_name(self.model)
+        return annotator_name(self.model, self.instruction_variant)
 
 
-def annotator_name(model: str) -> str:
-    return f"{LLM_ANNOTATOR_PREFIX}{model}"
+def annotator_name(model: str, variant: str = "") -> str:
+    """``llm:<model>``, or ``llm:<model>/<variant>`` for a named instruction variant."""
+    return f"{LLM_ANNOTATOR_PREFIX}{model}" + (f"/{variant}" if variant else "")
+
+
+VARIANT_PATTERN = re.compile(r"[a-z0-9_-]{1,32}")
+
+
+def check_variant(variant: str) -> None:
+    if variant and not VARIANT_PATTERN.fullmatch(variant):
+        raise SynthloopError(f"instruction variant {variant!r} is not valid: use 1 to 32 characters of a-z, 0-9, _ "
+                             "and - (e.g. strict-v2)")
+
+
+def check_instruction(instruction: str, variant: str) -> None:
+    """An instruction of one's own needs its own annotator name (else its labels would mix with the default
+    instruction's) and must place the text; ``{label_lines}`` and ``{text}`` are its only placeholders."""
+    if not variant:
+        raise SynthloopError("an instruction of your own needs an {instruction_variant} name, so that its labels "
+                             "get their own annotator: set it, e.g. 'strict'", fields=("instruction_variant",))
+    try:
+        instruction.format(label_lines="", text="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise SynthloopError(f"the instruction is not a valid template ({type(exc).__name__}: {exc}): use only "
+                             "{label_lines} and {text} as placeholders and write other braces twice ({{ }})") from None
+    if "{text}" not in instruction:
+        raise SynthloopError("the instruction does not contain {text}: put {text} where the text to classify goes")
 
 
 def build_messages(config: LLMAnnotatorConfig, text: str) -> list[dict[str, str]]:
@@ -90,7 +122,8 @@ def build_messages(config: LLMAnnotatorConfig, text: str) -> list[dict[str, str]
     system = config.context_prompt.strip() or f"You are a careful annotator for a text classification task: " \
                                                f"{config.task or 'classification'}."
     return [{"role": "system", "content": system},
-            {"role": "user", "content": DEFAULT_INSTRUCTION.format(label_lines=label_lines, text=text.strip())}]
+            {"role": "user", "content": (config.instruction.strip() or DEFAULT_INSTRUCTION).format(
+                label_lines=label_lines, text=text.strip())}]
 
 
 def parse_label(reply: str | None, labels: tuple[str, ...] | list[str]) -> str | None:
@@ -136,14 +169,20 @@ def list_jobs(db: sqlite_utils.Database, project_id: int) -> list[dict[str, Any]
     return core_jobs.list_jobs(db, project_id=project_id, kind="llm_annotation")
 
 
+PROJECT_FIELDS = ("labels", "label_descriptions", "task")  # taken from the project, never from options
+
+
+def project_fields(project: Project) -> dict[str, Any]:
+    """The settings every annotator of the project shares: its labels (with descriptions) and its task."""
+    return {"labels": tuple(project.label_names),
+            "label_descriptions": {label.name: label.description for label in project.labels if label.description},
+            "task": project.description or project.name}
+
+
 def build_config(project: Project, **options: Any) -> LLMAnnotatorConfig:
     saved = {k: v for k, v in (project.settings.get(SETTINGS_KEY) or {}).items() if k in SAVABLE}
     given = {k: v for k, v in options.items() if v is not None}
-    return LLMAnnotatorConfig(
-        labels=tuple(project.label_names),
-        label_descriptions={label.name: label.description for label in project.labels if label.description},
-        context_prompt="", task=project.description or project.name, **{**saved, **given},
-    )
+    return LLMAnnotatorConfig(context_prompt="", **project_fields(project), **{**saved, **given})
 
 
 def select_items(db: sqlite_utils.Database, project_id: int, config: LLMAnnotatorConfig) -> list[tuple[int, str]]:
@@ -153,6 +192,8 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: LLMAnnotato
         items = items[items["in_pool"] == 1]
     elif config.selection == "test":
         items = items[items["split"] == "test"]
+    elif config.selection == "synthetic":
+        items = items[items["source"] == "synthetic"]
     elif config.selection == "ids":
         items = items[items["id"].isin(config.item_ids)]
     if not config.overwrite:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from core.generation.config import DEFAULT_CONTEXT_FALLBACK, GenerationConfig, PromptTemplates
 from core.generation.seeds import SeedExample
+from core.generation.steering import NO_STEERING, Steering
 
 Message = dict[str, str]
 
@@ -31,12 +32,13 @@ class Conversation:
 
 @dataclass(frozen=True)
 class CallPrompt:
-    """What one call sends: the full message list, the user turn it adds and the seeds shown."""
+    """What one call sends: the full message list, the user turn it adds, the seeds shown and what else steered it."""
 
     label: str
     messages: list[Message]
     user_message: str
     seed_item_ids: list[int]
+    steering: Steering = NO_STEERING
 
 
 def _clause(description: str) -> str:
@@ -133,6 +135,31 @@ def list_prompt(
     return [{"role": "user", "content": instruction}, {"role": "assistant", "content": prefill}]
 
 
+def steering_lines(templates: PromptTemplates, steering: Steering, *, label: str, style: str,
+                   task: str = "") -> tuple[str, str]:
+    """The text a call's levers add: before the request (retrieved texts, counter-examples) and after it
+    (attributes). Empty strings when no lever is on."""
+    before = []
+    if steering.retrieved:
+        passages = "\n".join(templates.passage.format(text=" ".join(e.text.split())) for e in steering.retrieved)
+        before.append(templates.grounding.format(passages=passages, k=len(steering.retrieved), style=style,
+                                                 task=task, label=label).strip())
+    if steering.counter_examples:
+        examples = "\n".join(templates.counter_example.format(text=" ".join(e.text.split()), label=label, style=style)
+                             for e in steering.counter_examples)
+        before.append(templates.counter_examples.format(examples=examples, k=len(steering.counter_examples),
+                                                        style=style, task=task, label=label).strip())
+    after = ""
+    if steering.attributes:
+        listed = "; ".join(f"{name}: {value}" for name, value in steering.attributes.items())
+        after = templates.attributes.format(attributes=listed, style=style, label=label).strip()
+    return "\n\n".join(before), after
+
+
+def _steered(user: str, before: str, after: str) -> str:
+    return "\n\n".join(part for part in (before, user, after) if part)
+
+
 def call_rng(config: GenerationConfig, label: str, call_number: int) -> random.Random:
     """A reproducible stream per (job seed, label, call), so seeds are re-sampled for every call."""
     return random.Random(f"{config.seed}:{label}:{call_number}")
@@ -145,7 +172,8 @@ def new_conversation(config: GenerationConfig, label: str) -> Conversation:
 
 
 def next_call(
-    config: GenerationConfig, conversation: Conversation, seeds: Sequence[SeedExample], *, call_number: int
+    config: GenerationConfig, conversation: Conversation, seeds: Sequence[SeedExample], *, call_number: int,
+    steering: Steering = NO_STEERING,
 ) -> CallPrompt:
     """The messages for the next call of ``conversation`` (which is not changed; see :func:`record_reply`)."""
     label = conversation.label
@@ -153,13 +181,15 @@ def next_call(
     templates = config.templates
     rng = call_rng(config, label, call_number)
     seed_ids: list[int] = []
+    before, after = steering_lines(templates, steering, label=label, style=config.style, task=config.task)
     if config.prompt_form == "list":
         examples = sample_of_label(seeds, label=label, k=config.examples_per_prompt, rng=rng)
         seed_ids = [e.item_id for e in examples]
         messages = list_prompt(templates, examples=examples, label=label, label_description=description,
                                style=config.style, task=config.task)
+        messages[0] = {"role": "user", "content": _steered(messages[0]["content"], before, after)}
         # No system scene-setting: a 135M model does best continuing the list with nothing else to follow.
-        return CallPrompt(label, messages, messages[0]["content"], seed_ids)
+        return CallPrompt(label, messages, messages[0]["content"], seed_ids, steering)
     generation = generation_prompt(templates, label=label, label_description=description, style=config.style,
                                    word_limit=config.word_limit, task=config.task)
     if config.mode == "few-shot":
@@ -171,8 +201,9 @@ def next_call(
         user = zero_shot_turn(templates, generation=generation, outputs_so_far=conversation.outputs,
                               diversity_period=config.diversity_period, label=label, style=config.style,
                               word_limit=config.word_limit, task=config.task)
+    user = _steered(user, before, after)
     messages = [*conversation.messages, {"role": "user", "content": user}]
-    return CallPrompt(label, messages, user, seed_ids)
+    return CallPrompt(label, messages, user, seed_ids, steering)
 
 
 def record_reply(config: GenerationConfig, conversation: Conversation, prompt: CallPrompt, reply: str) -> bool:

@@ -15,7 +15,7 @@ import sqlite_utils
 
 from core import jobs as core_jobs
 from core.errors import NotFoundError, SynthloopError
-from core.generation import prompts
+from core.generation import prompts, rounds
 from core.generation.backends import make_backend
 from core.generation.config import GenerationConfig, PromptTemplates
 from core.generation.seeds import seed_counts, seed_examples, seed_warnings
@@ -211,6 +211,7 @@ def create_job(db: sqlite_utils.Database, project_id: int, config: GenerationCon
     """Queue a generation job (job row + generation_job row, one transaction); returns the job id."""
     _check_seeds(db, project_id, config)
     with transaction(db):
+        config = rounds.with_feedback(db, project_id, config)
         job_id = core_jobs.create(db, kind=JOB_KIND, project_id=project_id, config=config.to_dict(),
                                   total=config.target_total, message="queued")
         gen_db.create_generation_job(db, project_id=project_id, job_id=job_id, config=config.to_dict())
@@ -247,7 +248,9 @@ def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = 
     config = GenerationConfig.from_dict(generation_job["config"])
     done = gen_db.accepted_per_label(db, int(generation_job["id"]))
     if not _below_target(config, done):
-        raise SynthloopError(f"job {job_id} already reached its target of {config.per_label} per label: "
+        target = (f"{config.per_label} per label" if not config.label_targets else
+                  ", ".join(f"{label} {config.target_for(label)}" for label in config.labels))
+        raise SynthloopError(f"job {job_id} already reached its target of {target}: "
                              "start a new job to generate more")
     with transaction(db):
         if not jobs_db.reset_for_resume(db, job_id):  # another resume queued it since the check above
@@ -260,7 +263,7 @@ def resume_generation(db: sqlite_utils.Database, job_id: int, *, launch: bool = 
 
 
 def _below_target(config: GenerationConfig, accepted: Mapping[str, int]) -> bool:
-    return any(accepted.get(label, 0) < config.per_label for label in config.labels)
+    return any(accepted.get(label, 0) < config.target_for(label) for label in config.labels)
 
 
 def is_resumable(status: str, config: GenerationConfig, accepted: Mapping[str, int]) -> bool:
@@ -300,7 +303,9 @@ class GenerationJobSummary:
     mode: str
     backend: str
     model: str
+    round: int
     target_per_label: int
+    targets: dict[str, int]  # per label: per_label, or more where feedback found people doubting the label
     accepted_per_label: dict[str, int]
     accepted: int
     target: int
@@ -339,7 +344,8 @@ def job_summary(db: sqlite_utils.Database, job_id: int) -> GenerationJobSummary:
     return GenerationJobSummary(
         job_id=job_id, generation_job_id=gid, status=job["status"], active=job["status"] in ACTIVE_STATUSES,
         resumable=is_resumable(job["status"], config, accepted), message=job["message"], error=job["error"],
-        mode=config.mode, backend=config.backend, model=config.model, target_per_label=config.per_label,
+        mode=config.mode, backend=config.backend, model=config.model, round=int(generation_job["round"] or 0),
+        target_per_label=config.per_label, targets={label: config.target_for(label) for label in config.labels},
         accepted_per_label={label: int(accepted.get(label, 0)) for label in config.labels},
         accepted=int(sum(accepted.get(label, 0) for label in config.labels)), target=config.target_total,
         rejected=gen_db.rejected_by_reason(db, gid), calls=totals["calls"], failed_calls=totals["failed_calls"],
@@ -355,12 +361,12 @@ def list_generation_jobs(db: sqlite_utils.Database, project_id: int) -> pd.DataF
     core_jobs.fail_orphaned_jobs(db)
     rows = gen_db.list_generation_jobs(db, project_id)
     return pd.DataFrame([
-        {"job_id": r["job_id"], "status": r["job_status"], "mode": r["config"].get("mode"),
+        {"job_id": r["job_id"], "round": r["round"], "status": r["job_status"], "mode": r["config"].get("mode"),
          "model": r["config"].get("model"), "per_label": r["config"].get("per_label"), "accepted": r["n_accepted"],
          "rejected": r["n_rejected"], "calls": r["n_calls"], "cost": round(r["cost"], 4),
          "created_at": r["job_created_at"], "message": r["job_message"]}
         for r in rows
-    ], columns=["job_id", "status", "mode", "model", "per_label", "accepted", "rejected", "calls", "cost",
+    ], columns=["job_id", "round", "status", "mode", "model", "per_label", "accepted", "rejected", "calls", "cost",
                 "created_at", "message"])
 
 

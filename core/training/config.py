@@ -54,7 +54,9 @@ class TrainConfig(Config):
     (accepted synthetic items of that generation mode), ``seeds`` (the curated few-shot seed items);
     ``generation_job_ids`` adds the synthetic items of those generation jobs. ``min_agreement`` (γ) keeps only
     training items whose instance agreement is ≥ γ (items without a known agreement are then left out);
-    0 keeps everything. ``cap_per_label`` keeps at most that many items per label (seeded sample).
+    0 keeps everything. ``min_panel_agreement`` keeps only synthetic items whose LLM-panel agreement (the share of
+    ``llm:`` annotators who gave the intended label, :mod:`core.agreement.panel`) is at least that; synthetic items
+    the panel did not label are left out, real items are not affected; None turns it off. ``cap_per_label`` keeps at most that many items per label (seeded sample).
     ``objective`` ``soft`` trains with cross-entropy against each item's label distribution: the share of its human
     votes per label (``soft_source`` ``votes``; annotators named ``llm:…`` do not count) or the Dawid–Skene
     posterior of its true label (``dawid-skene``); an item without human labels uses its one label (one-hot).
@@ -69,6 +71,8 @@ class TrainConfig(Config):
     generation_job_ids: tuple[int, ...] = setting((), "also train on the accepted items of these generation jobs")
     label_source: LabelSource = setting("reference", "which label an item trains and tests with")
     min_agreement: float = setting(0.0, "γ: keep training items whose instance agreement is at least this")
+    min_panel_agreement: float | None = setting(None, "keep synthetic training items whose LLM-panel agreement with"
+                                                      " their intended label is at least this (none: off)")
     cap_per_label: int | None = setting(None, "keep at most this many training items per label (seeded sample)")
     model: str = setting(EMBEDDED_MODEL, "the embedded MiniLM, a local model folder or a hub id")
     epochs: int = setting(3, "passes over the training data")
@@ -124,6 +128,11 @@ class TrainConfig(Config):
                 or not 0.0 <= float(self.min_agreement) <= 1.0:
             raise _fail("min_agreement", self.min_agreement, "use a number from 0 to 1 (0 keeps every item)")
         object.__setattr__(self, "min_agreement", float(self.min_agreement))
+        if self.min_panel_agreement is not None:
+            if not is_finite_number(self.min_panel_agreement) or not 0.0 <= self.min_panel_agreement <= 1.0:
+                raise _fail("min_panel_agreement", self.min_panel_agreement,
+                            "use a number from 0 to 1, or none to keep synthetic items whatever the LLM panel says")
+            object.__setattr__(self, "min_panel_agreement", float(self.min_panel_agreement))
         if self.cap_per_label is not None and (not is_whole_number(self.cap_per_label) or self.cap_per_label < 1):
             raise _fail("cap_per_label", self.cap_per_label, "use a whole number ≥ 1, or none for no cap")
         if not isinstance(self.model, str) or not self.model.strip():

@@ -23,6 +23,7 @@ import sqlite_utils
 
 from core.agreement.dawid_skene import dawid_skene, model_aggregate
 from core.agreement.metrics import encode
+from core.agreement.panel import panel_agreement
 from core.data.items import item_table
 from core.errors import SynthloopError
 from core.projects import get_project
@@ -203,6 +204,7 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
         rows = rows[passes]
     else:
         report["dropped_agreement"] = 0
+    rows, report["dropped_panel"] = _panel_filter(rows, annotations, config.min_panel_agreement)
     if config.cap_per_label is not None:
         rng = np.random.default_rng(config.seed)
         kept = []
@@ -239,6 +241,21 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
     return Selection(labels=labels, train=train, test=test, dev=dev, report=report, train_targets=targets)
 
 
+def _panel_filter(rows: pd.DataFrame, annotations: pd.DataFrame,
+                  threshold: float | None) -> tuple[pd.DataFrame, int]:
+    """Leave out synthetic rows whose LLM-panel agreement with their intended label is below ``threshold`` or
+    unknown (no panel label); real rows stay. Returns the kept rows and how many were left out."""
+    if threshold is None:
+        return rows, 0
+    synthetic = rows["source"] == "synthetic"
+    intended = pd.Series(rows.loc[synthetic, "reference_label"].to_numpy(object),
+                         index=rows.loc[synthetic, "id"].to_numpy())
+    agreement = panel_agreement(annotations, intended)
+    passing = set(agreement[agreement.fillna(-1.0) >= threshold - 1e-9].index)
+    keep = ~synthetic | rows["id"].isin(passing)
+    return rows[keep], int((~keep).sum())
+
+
 def _require_eval_items(test_rows: pd.DataFrame, project_name: str, config: TrainConfig) -> None:
     if test_rows.empty:
         raise SynthloopError(
@@ -263,7 +280,8 @@ def _describe_drops(report: dict[str, Any]) -> str:
     parts = [f"{report['candidates'] + report['dropped_held_out']} candidates"]
     for key, what in (("dropped_held_out", "in the evaluation set"), ("dropped_no_label", "without a label"),
                       ("dropped_unknown_label", "with a label not in the project"),
-                      ("dropped_agreement", "below the agreement threshold or unrated")):
+                      ("dropped_agreement", "below the agreement threshold or unrated"),
+                      ("dropped_panel", "synthetic items below the panel agreement threshold or without panel labels")):
         if report.get(key):
             parts.append(f"{report[key]} {what}")
     return ", ".join(parts)

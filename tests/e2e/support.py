@@ -323,7 +323,12 @@ def field(scope, label: str):
 
 
 def fill(scope, label: str, value: str) -> None:
-    field(scope, label).fill(value)
+    """Type ``value`` and leave the field, as a user does: Streamlit commits a text field on blur, and a form
+    button clicked while the field still has focus can be lost in the rerun that the commit starts."""
+    box = field(scope, label)
+    box.fill(value)
+    box.press("Tab")
+    wait_idle(box.page)
 
 
 def choose_radio(page, label: str, option: str, *, scope=None) -> None:
