@@ -76,6 +76,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     loop.add_argument("--mmr-lambda", type=float, help="1: most similar, 0: most varied (default 0.5)")
     loop.add_argument("--attributes", metavar="FILE.json", type=Path,
                       help='attribute lists, e.g. {"topic": ["sports", "politics"], "length": ["short", "long"]}')
+    loop.add_argument("--calls-per-label", type=int, help="a fixed budget: at most this many calls per label")
     loop.add_argument("--batch", action="store_true", help="openai backend: submit through the Batch API, poll, ingest")
     loop.add_argument("--batch-poll", type=float, help="seconds between polls of a batch (default 30)")
     gen.add_argument("--resume", type=int, metavar="JOB_ID", help="continue a killed, failed or cancelled job")
@@ -168,7 +169,7 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
             "feedback_min_agreement": args.feedback_min_agreement,
             "counter_examples_per_prompt": args.counter_examples_per_prompt, "grounding": args.grounding,
             "grounding_k": args.grounding_k, "grounding_candidates": args.grounding_candidates,
-            "mmr_lambda": args.mmr_lambda, "batch": args.batch or None, "batch_poll_s": args.batch_poll,
+            "mmr_lambda": args.mmr_lambda, "calls_per_label": args.calls_per_label, "batch": args.batch or None, "batch_poll_s": args.batch_poll,
             "attributes": read_attributes(args.attributes) if args.attributes else None,
         }
         job_id = service.start_generation(db, project.id, launch=args.background, **options)

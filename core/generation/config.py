@@ -219,6 +219,8 @@ class GenerationConfig(BackendSettings):
     price_completion_per_1k: float = setting(0.0, "price of 1,000 completion tokens, for the cost estimate")
     max_calls_per_text: float = setting(10.0, "the call budget per missing text, so a model that only produces "
                                               "rejects cannot loop forever")
+    calls_per_label: int | None = setting(None, "a fixed budget: at most this many calls per label, whatever they "
+                                                "yield (to compare settings at equal cost)")
     label_descriptions: dict[str, str] = setting(help="each label's description, written into the prompts",
                                                  factory=dict)
     context_prompt: str = setting("", "the project's context prompt, as it was when the job started")
@@ -286,6 +288,8 @@ class GenerationConfig(BackendSettings):
         check_number("price_prompt_per_1k", self.price_prompt_per_1k, 0.0, 1_000.0)
         check_number("price_completion_per_1k", self.price_completion_per_1k, 0.0, 1_000.0)
         check_number("max_calls_per_text", self.max_calls_per_text, 1.0, 1_000.0)
+        if self.calls_per_label is not None:
+            check_whole_number("calls_per_label", self.calls_per_label, 1, 10_000_000)
         if not self.style.strip():
             raise SynthloopError("style is empty: say what to write, e.g. 'movie review' or 'news headline'")
         object.__setattr__(self, "label_descriptions", dict(self.label_descriptions or {}))

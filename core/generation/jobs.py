@@ -155,6 +155,10 @@ class GenerationRun:
                               if k in self.accepted})
         self.remaining = {label: max(0, config.target_for(label) - self.accepted[label]) for label in config.labels}
         self.call_budget = {label: config.max_calls(n) if n else 0 for label, n in self.remaining.items()}
+        if config.calls_per_label is not None:  # a fixed budget, counted across resumes
+            made = gen_db.calls_per_label(self.db, self.generation_job_id)
+            self.call_budget = {label: min(budget, max(0, config.calls_per_label - made.get(label, 0)))
+                                for label, budget in self.call_budget.items()}
         self.calls_issued: Counter[str] = Counter()
         self.in_flight: Counter[str] = Counter()
         self.idle: dict[str, list[prompts.Conversation]] = {label: [] for label in config.labels}

@@ -127,7 +127,8 @@ def run_panel(db: sqlite_utils.Database, project_id: int, configs: list[LLMAnnot
         job = core_jobs.run(db_file(db), job_id)
         if job["status"] != "done":
             reason = (job.get("error") or job["status"]).splitlines()[0]
-            kept = f"; the labels of members 1 to {number - 1} are kept" if number > 1 else ""
+            kept = {1: "", 2: "; the labels of member 1 are kept"}.get(
+                number, f"; the labels of members 1 to {number - 1} are kept")
             raise SynthloopError(f"panel member {number} of {len(configs)} ({config.annotator}) {job['status']} in "
                                  f"job {job_id}: {reason}{kept}: fix that member in the panel file and run the "
                                  "panel again (members skip the items they already labelled)")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 import sqlite_utils
 
+from core.agreement.panel import panel_agreement
 from core.data.text import normalise_text, text_hash
 from core.errors import NotFoundError, SynthloopError
 from db import generation as gen_db
@@ -21,8 +22,8 @@ from db import items as items_db
 from db import transaction
 
 ReviewStatus = Literal["accepted", "rejected"]
-REVIEW_COLUMNS = ["id", "text", "reference_label", "review_status", "in_pool", "mode", "model", "temperature",
-                  "generation_job_id", "generation_call_id", "edited"]
+REVIEW_COLUMNS = ["id", "text", "reference_label", "panel_agreement", "review_status", "in_pool", "mode", "model",
+                  "temperature", "generation_job_id", "generation_call_id", "edited"]
 
 
 def synthetic_items(
@@ -33,8 +34,11 @@ def synthetic_items(
     label: str | None = None,
     review_status: ReviewStatus | None = None,
     in_pool: bool | None = None,
+    min_panel_agreement: float | None = None,
 ) -> pd.DataFrame:
-    """Synthetic items with provenance columns; ``job_id`` is the job-table id shown on the Generate page."""
+    """Synthetic items with provenance columns; ``job_id`` is the job-table id shown on the Generate page.
+    ``panel_agreement``: the share of the LLM panel (``llm:`` annotators) that gave the intended label (NaN when
+    no member labelled the item); ``min_panel_agreement`` keeps the items at or above it (none: every item)."""
     generation_job_id = None
     if job_id is not None:
         row = gen_db.get_generation_job_by_job(db, job_id)
@@ -45,6 +49,11 @@ def synthetic_items(
                                    review_status=review_status, in_pool=in_pool)
     frame["edited"] = frame["meta"].map(lambda m: "original_text" in json.loads(m or "{}"))
     frame["in_pool"] = frame["in_pool"].astype(bool)
+    intended = pd.Series(frame["reference_label"].to_numpy(object), index=frame["id"].to_numpy())
+    agreement = panel_agreement(items_db.annotation_labels_frame(db, project_id), intended)
+    frame["panel_agreement"] = agreement.to_numpy(float)
+    if min_panel_agreement is not None:
+        frame = frame[frame["panel_agreement"].fillna(-1.0) >= min_panel_agreement - 1e-9].reset_index(drop=True)
     return frame[REVIEW_COLUMNS]
 
 

@@ -1,0 +1,270 @@
+"""The loop's levers: MMR retrieval, attributes, counter-examples and per-label targets from people's verdicts, and a
+feedback round end to end against the fake server (every call records what steered it)."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core import jobs as core_jobs
+from core.errors import SynthloopError
+from core.generation import prompts, rounds, steering
+from core.generation.config import GenerationConfig, PromptTemplates, read_attributes
+from core.generation.seeds import SeedExample
+from db import generation as gen_db
+from db import items as items_db
+from db import transaction
+from tests.fake_llm import FakeLLMServer, varied_text
+from tests.generation_helpers import make_project, queue_job
+from tests.test_analysis import FakeEmbedder
+
+
+def unit(*values: float) -> np.ndarray:
+    vector = np.array(values, dtype=np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+# --- retrieval ------------------------------------------------------------------------------------------
+
+
+def test_mmr_trades_relevance_for_variety_as_lambda_says() -> None:
+    query = unit(1, 0, 0)
+    # a is the query itself; b is near a (cos 0.99); c is farther from both (cos 0.6).
+    candidates = np.stack([unit(1, 0, 0), unit(0.99, np.sqrt(1 - 0.99**2), 0), unit(0.6, 0, 0.8)])
+    # λ = 0.7: b scores 0.7·0.99 − 0.3·0.99 = 0.396 > c's 0.7·0.6 − 0.3·0.6 = 0.24.
+    assert steering.mmr(query, candidates, k=2, trade_off=0.7) == [0, 1]
+    # λ = 0.3: b scores −0.396 < c's −0.24: the varied text wins.
+    assert steering.mmr(query, candidates, k=2, trade_off=0.3) == [0, 2]
+    assert steering.mmr(query, candidates, k=1, trade_off=1.0) == [0]
+    assert steering.mmr(query, candidates, k=5, trade_off=1.0) == [0, 1, 2]
+
+
+def test_grounder_retrieves_the_sampled_query_first_then_its_mmr_neighbours() -> None:
+    vectors = np.stack([unit(1, 0, 0), unit(0.99, 0.14, 0), unit(0.6, 0, 0.8), unit(0, 1, 0)])
+    grounder = steering.Grounder([10, 11, 12, 13], ["a", "b", "c", "d"], vectors, k=2, candidates=3, trade_off=0.3)
+    rng = random.Random(0)
+    query_position = random.Random(0).randrange(4)
+    picked = grounder.retrieve(rng)
+    assert picked[0].item_id == 10 + query_position and len(picked) == 2
+    if query_position == 0:  # nearest three of a: a, b, c; MMR at λ 0.3 takes c after a
+        assert [p.item_id for p in picked] == [10, 12]
+
+
+def test_attributes_are_sampled_one_value_each_in_order() -> None:
+    chosen = steering.sample_attributes({"topic": ["sports", "politics"], "length": ["short"]}, random.Random(1))
+    assert list(chosen) == ["topic", "length"] and chosen["length"] == "short"
+    assert chosen["topic"] in {"sports", "politics"}
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ('["a"]', "must be an object of lists"),
+    ('{"topic": "sports"}', "attribute 'topic' must be a non-empty list"),
+    ('{"topic": []}', "attribute 'topic' must be a non-empty list"),
+    ('{"topic": ["x", "x"]}', "attribute 'topic' lists a value twice"),
+    ('{"topic": ["x", 3]}', "attribute 'topic' has an empty or non-text value 3"),
+    ('{"topic": ', "is not valid JSON"),
+])
+def test_bad_attribute_files_are_refused_with_the_fix(tmp_path: Path, content: str, message: str) -> None:
+    path = tmp_path / "attributes.json"
+    path.write_text(content)
+    with pytest.raises(SynthloopError, match=message):
+        read_attributes(path)
+
+
+def test_attribute_values_are_tidied() -> None:
+    config = GenerationConfig(labels=("a",), attributes={" tone ": ["  very\ncalm "]})
+    assert config.attributes == {"tone": ("very calm",)}
+
+
+# --- prompts --------------------------------------------------------------------------------------------
+
+
+def test_steering_text_goes_around_the_request_in_the_chat_form() -> None:
+    config = GenerationConfig(labels=("spam", "ham"), mode="zero-shot", style="SMS", word_limit=20)
+    lever = steering.Steering(
+        retrieved=(SeedExample(1, "Call me  later", ""), SeedExample(2, "Free prize\nnow", "")),
+        counter_examples=(SeedExample(9, "Are we still on for lunch?", "spam"),),
+        attributes={"topic": "money", "tone": "urgent"})
+    conversation = prompts.new_conversation(config, "spam")
+    prompt = prompts.next_call(config, conversation, [], call_number=0, steering=lever)
+    assert prompt.user_message == (
+        "Here are real texts from the same setting:\n\n- Call me later\n- Free prize now\n\n"
+        "Write in their domain (topic, tone, vocabulary), but do not copy or rewrite any of them.\n\n"
+        'People judged these texts, written as "spam", to be something else. Do not write like them:\n\n'
+        'Not a "spam" SMS: Are we still on for lunch?\n\n'
+        'Write one SMS whose label is "spam". Use at most 20 words. '
+        "Reply with the SMS only: no title, no label, no explanation.\n\n"
+        "Give it these attributes: topic: money; tone: urgent.")
+    assert prompt.steering is lever
+
+
+def test_without_levers_the_prompts_are_the_papers() -> None:
+    config = GenerationConfig(labels=("spam",), mode="few-shot", prompt_form="list")
+    seeds = [SeedExample(1, "WIN a prize", "spam"), SeedExample(2, "Claim now", "spam")]
+    plain = prompts.next_call(config, prompts.new_conversation(config, "spam"), seeds, call_number=3)
+    assert plain.messages[0]["content"] == 'Write texts whose label is "spam", as a numbered list.'
+    assert plain.steering == steering.NO_STEERING
+
+
+def test_the_list_form_carries_the_levers_in_its_instruction() -> None:
+    config = GenerationConfig(labels=("spam",), mode="few-shot", prompt_form="list")
+    seeds = [SeedExample(1, "WIN a prize", "spam")]
+    lever = steering.Steering(attributes={"length": "short"})
+    prompt = prompts.next_call(config, prompts.new_conversation(config, "spam"), seeds, call_number=0, steering=lever)
+    assert prompt.messages[0]["content"] == ('Write texts whose label is "spam", as a numbered list.\n\n'
+                                             "Give it these attributes: length: short.")
+    assert prompt.messages[1] == {"role": "assistant", "content": "1. WIN a prize\n2."}
+
+
+def test_a_template_without_its_placeholder_is_refused() -> None:
+    with pytest.raises(SynthloopError, match=r"the counter example template must contain \{text\}"):
+        PromptTemplates(counter_example="Not this one")
+
+
+# --- verdicts → feedback --------------------------------------------------------------------------------
+
+
+def verdict_annotations() -> tuple[pd.DataFrame, pd.Series]:
+    """Items 1–6: 1, 2, 3 intended pos; 4, 5, 6 intended neg. Humans h1–h3, and an LLM whose labels never count."""
+    labels = {
+        1: ["pos", "pos", "pos"],   # confirmed, a = 1
+        2: ["pos", "pos", "neg"],   # confirmed, a = 2/3
+        3: ["neg", "neg", "pos"],   # contradicted
+        4: ["neg", "pos"],          # tie: neither
+        5: ["pos", "pos", "pos"],   # contradicted, a = 1
+        6: ["neg"],                 # one label: not judged (min_labels 2)
+    }
+    rows = [{"item_id": item, "annotator": f"h{i + 1}", "label": label}
+            for item, values in labels.items() for i, label in enumerate(values)]
+    rows += [{"item_id": item, "annotator": "llm:judge", "label": "neg"} for item in (1, 2)]
+    intended = pd.Series({1: "pos", 2: "pos", 3: "pos", 4: "neg", 5: "neg", 6: "neg"})
+    return pd.DataFrame(rows), intended
+
+
+def test_verdicts_count_human_majorities_only() -> None:
+    annotations, intended = verdict_annotations()
+    verdicts = rounds.human_verdicts(annotations, intended, min_labels=2)
+    assert list(verdicts.index) == [1, 2, 3, 4, 5]
+    assert list(verdicts["confirmed"]) == [True, True, False, False, False]
+    assert list(verdicts["contradicted"]) == [False, False, True, False, True]
+    assert verdicts.loc[2, "instance_agreement"] == pytest.approx(2 / 3)
+
+
+def test_feedback_picks_examples_by_agreement_counters_and_targets_by_fidelity() -> None:
+    annotations, intended = verdict_annotations()
+    verdicts = rounds.human_verdicts(annotations, intended, min_labels=2)
+    config = GenerationConfig(labels=("pos", "neg"), mode="few-shot", prompt_form="chat", per_label=10, feedback=True,
+                              feedback_min_agreement=0.6)
+    # fidelity: pos 2 of 3 confirmed; neg 0 of 2 judged (the tie counts as not confirmed).
+    feedback = rounds.select_feedback(verdicts, {"pos": 2 / 3, "neg": 0.0}, config)
+    assert feedback.example_ids == {"pos": (1, 2)}
+    assert feedback.counter_example_ids == {"pos": (3,), "neg": (5,)}
+    assert feedback.label_targets == {"pos": 15, "neg": 40}  # ceil(10 / (2/3)); 4 × 10 at most
+    stricter = config.replace(feedback_min_agreement=0.9, counter_examples_per_prompt=0)
+    strict = rounds.select_feedback(verdicts, {"pos": 2 / 3}, stricter)
+    assert strict.example_ids == {"pos": (1,)} and strict.counter_example_ids == {}
+    assert strict.label_targets == {"pos": 15}
+    zero_shot = rounds.select_feedback(verdicts, {}, config.replace(mode="zero-shot", prompt_form="chat"))
+    assert zero_shot.example_ids == {} and zero_shot.label_targets == {}
+
+
+@pytest.mark.parametrize(("fidelity", "target"), [(None, 10), (1.0, 10), (0.8, 13), (0.5, 20), (0.1, 40), (0.0, 40)])
+def test_label_target(fidelity, target) -> None:
+    assert rounds.label_target(10, fidelity) == target
+
+
+# --- a feedback round end to end ------------------------------------------------------------------------
+
+
+def label_of(request) -> str:
+    content = request["messages"][-1]["content"]
+    return "pos" if 'label is "pos"' in content else "neg"
+
+
+def add_real(db, project_id: int, texts: list[str], split: str) -> list[int]:
+    from core.data.text import text_hash
+
+    with transaction(db):
+        return items_db.insert_items(db, project_id, [
+            {"text": t, "text_hash": text_hash(t), "source": "real", "split": split} for t in texts])
+
+
+def test_a_feedback_round_is_steered_by_the_verdicts_and_records_it(fresh_db, db_path, monkeypatch) -> None:
+    monkeypatch.setattr("core.analysis.embeddings.load_embedder", lambda *a, **k: FakeEmbedder())
+    project = make_project(fresh_db)
+    unlabelled = add_real(fresh_db, project.id, ["An unlabelled real review of a cartoon.",
+                                                 "Another unlabelled one, about a thriller."], "pool")
+    test_ids = add_real(fresh_db, project.id, ["A test review nobody may show the generator."], "test")
+    with FakeLLMServer(reply=lambda request, n: f"{label_of(request)} {varied_text(n)}") as server:
+        first = queue_job(fresh_db, project.id, server, mode="few-shot", prompt_form="chat", per_label=2,
+                          examples_per_prompt=2, concurrency=1)
+        assert core_jobs.run(str(db_path), first)["status"] == "done"
+        made = items_db.items_frame(fresh_db, project.id, source="synthetic").sort_values("id")
+        pos_ids = list(made[made["reference_label"] == "pos"]["id"])
+        neg_ids = list(made[made["reference_label"] == "neg"]["id"])
+        verdicts = {pos_ids[0]: ["pos", "pos"], pos_ids[1]: ["pos", "pos"],   # pos: fidelity 1
+                    neg_ids[0]: ["neg", "neg"], neg_ids[1]: ["pos", "pos"]}   # neg: fidelity 1/2
+        with transaction(fresh_db):
+            items_db.insert_annotations(fresh_db, [
+                {"item_id": item, "annotator": f"person{i}", "label": label}
+                for item, labels in verdicts.items() for i, label in enumerate(labels)])
+        attributes = {"tone": ["calm", "angry"], "length": ["short"]}
+        second = queue_job(fresh_db, project.id, server, mode="few-shot", prompt_form="chat", per_label=2,
+                           examples_per_prompt=2, concurrency=1, feedback=True, grounding="retrieval",
+                           grounding_k=2, grounding_candidates=4, attributes=attributes)
+        result = core_jobs.run(str(db_path), second)
+    assert result["status"] == "done"
+    job = gen_db.get_generation_job(fresh_db, second)
+    assert (gen_db.get_generation_job(fresh_db, first)["round"], job["round"]) == (1, 2)
+    config = GenerationConfig.from_dict(job["config"])
+    assert config.feedback_example_ids == {"pos": tuple(pos_ids), "neg": (neg_ids[0],)}
+    assert config.counter_example_ids == {"neg": (neg_ids[1],)}
+    assert config.label_targets == {"neg": 4}
+    assert result["result"]["accepted_per_label"] == {"pos": 2, "neg": 4}
+    groundable = set(gen_db.grounding_texts(fresh_db, project.id)) and {
+        i for i, _ in gen_db.grounding_texts(fresh_db, project.id)}
+    assert set(unlabelled) <= groundable and not set(test_ids) & groundable
+    second_items = items_db.items_frame(fresh_db, project.id, source="synthetic")
+    second_items = second_items[second_items["generation_job_id"] == second]
+    counter_text = made.set_index("id").loc[neg_ids[1], "text"]
+    for row in second_items.itertuples():
+        call = gen_db.get_call(fresh_db, row.generation_call_id)
+        assert len(call["retrieved_ids"]) == 2 and set(call["retrieved_ids"]) <= groundable
+        assert call["attributes"]["length"] == "short" and call["attributes"]["tone"] in {"calm", "angry"}
+        user = call["messages"][-1]["content"]
+        assert f"Give it these attributes: tone: {call['attributes']['tone']}; length: short." in user
+        if row.reference_label == "neg":
+            assert call["counter_example_ids"] == [neg_ids[1]]
+            assert f'Not a "neg" text: {counter_text}' in user
+        else:
+            assert call["counter_example_ids"] == []
+        # Examples are drawn from the seeds and the confirmed items of round 1.
+        assert set(call["seed_item_ids"]) <= set(items_db.items_frame(fresh_db, project.id, source="real")["id"]) | {
+            *pos_ids, neg_ids[0]}
+
+
+def test_grounding_without_real_texts_fails_with_the_fix(fresh_db, db_path, monkeypatch) -> None:
+    monkeypatch.setattr("core.analysis.embeddings.load_embedder", lambda *a, **k: FakeEmbedder())
+    project = make_project(fresh_db)
+    with transaction(fresh_db):
+        fresh_db.execute("UPDATE item SET split = 'test' WHERE project_id = ?", [project.id])
+    with FakeLLMServer() as server:
+        job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=1, grounding="retrieval")
+        result = core_jobs.run(str(db_path), job_id)
+    assert result["status"] == "failed"
+    assert "grounding by retrieval needs real texts outside the test split" in result["error"]
+
+
+def test_a_fixed_call_budget_stops_each_label_there(fresh_db, db_path) -> None:
+    project = make_project(fresh_db)
+    with FakeLLMServer(reply=lambda request, n: "too short") as server:  # every reply rejected
+        job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=5, calls_per_label=3,
+                           concurrency=2)
+        core_jobs.run(str(db_path), job_id)
+    assert gen_db.calls_per_label(fresh_db, job_id) == {"pos": 3, "neg": 3}
+    assert json.loads(json.dumps(gen_db.accepted_per_label(fresh_db, job_id))) == {}
