@@ -4,13 +4,15 @@ LLM text is shown only as plain text (code blocks and dataframes), never as HTML
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import streamlit as st
 
 from core.errors import SynthloopError
 from core.generation import llm_annotator, service
-from core.generation.config import DEFAULT_OPENAI_BASE_URL, EMBEDDED_MODEL, TEMPLATE_FIELDS
-from core.vocab import ACTIVE_STATUSES, BACKENDS, LLM_SELECTIONS, MODES, PROMPT_FORMS
+from core.generation.config import DEFAULT_OPENAI_BASE_URL, EMBEDDED_MODEL, TEMPLATE_FIELDS, parse_attributes
+from core.vocab import ACTIVE_STATUSES, BACKENDS, GROUNDINGS, LLM_SELECTIONS, MODES, PROMPT_FORMS
 from pages._common import GENERATE_JOB, current_project, database, escape_markdown, page_guard, show_error
 
 user = page_guard(__file__)
@@ -101,6 +103,41 @@ with settings_tab:
         price_completion = right.number_input("Price per 1k completion tokens", 0.0, 1000.0,
                                               float(values["price_completion_per_1k"]), format="%.5f")
         seed = st.number_input("Random seed", 0, 2**32 - 1, int(values["seed"]))
+
+        st.subheader("The loop: feedback, grounding, attributes")
+        left, middle, right = st.columns(3)
+        feedback = left.checkbox("Learn from people's verdicts on earlier rounds", value=bool(values["feedback"]),
+                                 help="confirmed items become few-shot examples, contradicted ones counter-examples, "
+                                      "and labels people doubt get more texts")
+        feedback_min_labels = middle.number_input("Human labels an earlier item needs", 1, 1000,
+                                                  int(values["feedback_min_labels"]))
+        feedback_min_agreement = right.slider("Agreement an example needs", 0.0, 1.0,
+                                              float(values["feedback_min_agreement"]), 0.05)
+        left, middle, right = st.columns(3)
+        counter_examples = left.number_input("Counter-examples per prompt", 0, 50,
+                                             int(values["counter_examples_per_prompt"]))
+        grounding = middle.selectbox("Grounding in real texts", GROUNDINGS, index=_index(GROUNDINGS,
+                                                                                         values["grounding"]),
+                                     help="retrieval: each call shows real texts of this project (not the test "
+                                          "split), retrieved by similarity to a sampled one and varied by MMR")
+        grounding_k = right.number_input("Retrieved texts per call", 1, 50, int(values["grounding_k"]))
+        left, middle, right = st.columns(3)
+        grounding_candidates = left.number_input("Nearest texts MMR picks from", 1, 10_000,
+                                                 int(values["grounding_candidates"]))
+        mmr_lambda = middle.slider("MMR: similar (1) or varied (0)", 0.0, 1.0, float(values["mmr_lambda"]), 0.05)
+        calls_per_label = right.number_input("Fixed calls per label (0 = until the target)", 0, 10_000_000,
+                                             int(values["calls_per_label"] or 0),
+                                             help="a fixed budget, to compare settings at the same cost")
+        attributes_text = st.text_area(
+            "Attributes (JSON: lists of values, one of each sampled per call)",
+            value=json.dumps({k: list(v) for k, v in dict(values["attributes"]).items()}, indent=1)
+            if values["attributes"] else "",
+            placeholder='{"topic": ["sports", "politics"], "length": ["short", "long"]}', height=90)
+        left, right = st.columns(2)
+        batch = left.checkbox("Offline batch (OpenAI Batch API: about half the price, answers within hours)",
+                              value=bool(values["batch"]), disabled=backend != "openai")
+        batch_poll_s = right.number_input("Seconds between batch polls", 0.01, 3600.0, float(values["batch_poll_s"]),
+                                          disabled=backend != "openai")
         buttons = st.columns(4)
         save = buttons[0].form_submit_button("Save as project defaults", icon=":material/save:")
         test = buttons[1].form_submit_button("Test connection", icon=":material/cable:")
@@ -119,12 +156,18 @@ with settings_tab:
         "max_words": int(max_words), "near_duplicate_threshold": float(near_dup),
         "seed_copy_threshold": float(seed_copy), "price_prompt_per_1k": float(price_prompt),
         "price_completion_per_1k": float(price_completion), "seed": int(seed),
+        "feedback": feedback, "feedback_min_labels": int(feedback_min_labels),
+        "feedback_min_agreement": float(feedback_min_agreement), "counter_examples_per_prompt": int(counter_examples),
+        "grounding": grounding, "grounding_k": int(grounding_k), "grounding_candidates": int(grounding_candidates),
+        "mmr_lambda": float(mmr_lambda), "calls_per_label": int(calls_per_label) or None,
+        "batch": bool(batch) and backend == "openai", "batch_poll_s": float(batch_poll_s),
     }
     if backend == "openai":
         st.caption("API key: " + ("found" if service.api_key_present(api_key_env) else
                                   f"not found — set {escape_markdown(api_key_env)} in the server's environment or in "
                                   ".streamlit/secrets.toml (local servers usually need none)"))
     try:
+        options["attributes"] = parse_attributes(attributes_text)
         with database() as db:
             if save:
                 service.save_options(db, project.id, **options)
@@ -140,9 +183,11 @@ with settings_tab:
     except SynthloopError as exc:
         show_error(exc, FIELD_LABELS)
     try:
+        options.setdefault("attributes", {})  # attributes that did not parse: the error above says so
         with database() as db:
             config = service.build_config(project, **options)
             preview = service.preview_prompts(db, project.id, **options)
+            feedback_seen = service.feedback_preview(db, project.id, **options) if config.feedback else None
     except SynthloopError as exc:
         st.info(f"No preview for these settings: {escape_markdown(str(exc))}")
         preview = None
@@ -157,6 +202,17 @@ with settings_tab:
             {"": f"estimate for {estimate['calls']:,} texts (upper bound)", "prompt": estimate["prompt_tokens"],
              "completion": estimate["completion_tokens"], "cost": estimate["cost"]},
         ]), hide_index=True)
+
+        if feedback_seen is not None:
+            st.subheader("Feedback from earlier rounds")
+            st.caption(f"{feedback_seen.n_judged} earlier synthetic items have enough human labels. A round started "
+                       "now takes, per label:")
+            st.dataframe(pd.DataFrame([
+                {"label": label, "label fidelity": feedback_seen.fidelity.get(label),
+                 "examples (confirmed)": len(feedback_seen.example_ids.get(label, ())),
+                 "counter-examples (contradicted)": len(feedback_seen.counter_example_ids.get(label, ())),
+                 "target": feedback_seen.label_targets.get(label, config.per_label)}
+                for label in config.labels]), hide_index=True)
 
         st.subheader("Prompt preview" + (" (as requested)" if show_preview else ""))
         st.caption("Exactly what the first calls would send for the first label (placeholders stand for replies). "
@@ -225,8 +281,9 @@ with jobs_tab:
                     f"{escape_markdown(summary.model)}")
         if summary.error:
             st.error(escape_markdown(summary.error.splitlines()[0]))
+        st.caption(f"Round {summary.round} of this project's loop")
         for label, n in summary.accepted_per_label.items():
-            target = summary.target_per_label
+            target = summary.targets[label]
             st.progress(min(1.0, n / target), text=f"{escape_markdown(label)}: {n} / {target}")
         cols = st.columns(4)
         cols[0].metric("Accepted", summary.accepted)

@@ -36,12 +36,17 @@ job = left.selectbox("Generation job", job_options, key="review_job",
 label = middle.selectbox("Intended label", [ANY, *project.label_names], key="review_label")
 status = right.selectbox("Review status", [ANY, "accepted", "rejected"], key="review_status")
 pool = far.selectbox("In annotation pool", [ANY, "yes", "no"], key="review_pool")
+panel = st.slider("Panel agrees ≥", 0.0, 1.0, 0.0, 0.05, key="review_panel",
+                  help="Keep items where at least this share of the LLM panel (llm: annotators, run with "
+                       "llm-annotate --panel) gave the intended label; items the panel did not label are then left "
+                       "out. 0: off.")
 
 try:
     with database() as db:
         table = review.synthetic_items(
             db, project.id, job_id=None if job == ANY else int(job), label=None if label == ANY else label,
-            review_status=None if status == ANY else status, in_pool=None if pool == ANY else pool == "yes")
+            review_status=None if status == ANY else status, in_pool=None if pool == ANY else pool == "yes",
+            min_panel_agreement=panel or None)
 except SynthloopError as exc:
     show_error(exc)
     st.stop()
@@ -50,9 +55,18 @@ if table.empty:
     st.info("No synthetic items match: generate some on the Generate page or change the filters.")
     st.stop()
 
+counts = review.attribute_counts(table)
+if not counts.empty:
+    with st.expander("Attributes asked for (items shown, per value and intended label)"):
+        st.dataframe(counts.pivot_table(index=["attribute", "value"], columns="label", values="items",
+                                        fill_value=0, aggfunc="sum").reset_index(), hide_index=True)
+
 st.caption(f"{len(table):,} synthetic items. Select rows to act on them, or apply an action to all shown.")
 event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", key="review_table",
-                     column_config={"text": st.column_config.TextColumn("text", width="large")})
+                     column_config={"text": st.column_config.TextColumn("text", width="large"),
+                                    "panel_agreement": st.column_config.NumberColumn(
+                                        "panel agrees", format="%.2f",
+                                        help="share of the LLM panel that gave the intended label")})
 selected = [int(table.iloc[row]["id"]) for row in event.selection.rows]
 
 scope = st.radio("Apply to", ["selected rows", "all shown"], horizontal=True, key="review_scope")
@@ -105,6 +119,7 @@ with right:
         {"field": "review status", "value": info.review_status},
         {"field": "in annotation pool", "value": "yes" if info.in_pool else "no"},
         {"field": "job", "value": info.job_id},
+        {"field": "round", "value": info.round},
         {"field": "mode", "value": info.mode},
         {"field": "backend / model", "value": f"{info.backend} / {info.model}"},
         {"field": "temperature", "value": info.temperature},
@@ -133,6 +148,15 @@ with st.expander(f"Seeds shown ({len(info.seeds)})"):
         st.dataframe(pd.DataFrame([asdict(seed) for seed in info.seeds]), hide_index=True)
     else:
         st.caption("none (zero-shot)")
+for title, shown in (("Real texts retrieved for grounding", info.retrieved),
+                     ("Counter-examples shown (people judged them otherwise)", info.counter_examples)):
+    if shown:
+        with st.expander(f"{title} ({len(shown)})"):
+            st.dataframe(pd.DataFrame([asdict(example) for example in shown]), hide_index=True)
+if info.attributes:
+    with st.expander(f"Attributes asked for ({len(info.attributes)})"):
+        st.dataframe(pd.DataFrame({"attribute": list(info.attributes), "value": list(info.attributes.values())}),
+                     hide_index=True)
 with st.expander("Raw reply and the verdict on each text in it"):
     st.code(info.raw_output or "", language=None, wrap_lines=True)
     if info.outcomes:

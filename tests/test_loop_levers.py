@@ -13,7 +13,7 @@ import pytest
 
 from core import jobs as core_jobs
 from core.errors import SynthloopError
-from core.generation import prompts, rounds, steering
+from core.generation import prompts, review, rounds, steering
 from core.generation.config import GenerationConfig, PromptTemplates, read_attributes
 from core.generation.seeds import SeedExample
 from db import generation as gen_db
@@ -243,6 +243,10 @@ def test_a_feedback_round_is_steered_by_the_verdicts_and_records_it(fresh_db, db
             assert f'Not a "neg" text: {counter_text}' in user
         else:
             assert call["counter_example_ids"] == []
+        info = review.provenance(fresh_db, project.id, int(row.id))
+        assert info.round == 2 and info.attributes == call["attributes"]
+        assert [e.item_id for e in info.retrieved] == sorted(call["retrieved_ids"])
+        assert [e.text for e in info.counter_examples] == ([counter_text] if row.reference_label == "neg" else [])
         # Examples are drawn from the seeds and the confirmed items of round 1.
         assert set(call["seed_item_ids"]) <= set(items_db.items_frame(fresh_db, project.id, source="real")["id"]) | {
             *pos_ids, neg_ids[0]}
@@ -268,3 +272,18 @@ def test_a_fixed_call_budget_stops_each_label_there(fresh_db, db_path) -> None:
         core_jobs.run(str(db_path), job_id)
     assert gen_db.calls_per_label(fresh_db, job_id) == {"pos": 3, "neg": 3}
     assert json.loads(json.dumps(gen_db.accepted_per_label(fresh_db, job_id))) == {}
+
+
+def test_attribute_counts_per_value_and_label() -> None:
+    items = pd.DataFrame({"reference_label": ["spam", "spam", "ham", "ham"],
+                          "attributes": ['{"tone": "calm", "length": "short"}', '{"tone": "calm", "length": "long"}',
+                                         '{"tone": "angry", "length": "short"}', "{}"]})
+    counts = review.attribute_counts(items)
+    assert counts.to_dict("records") == [
+        {"attribute": "length", "value": "long", "label": "spam", "items": 1},
+        {"attribute": "length", "value": "short", "label": "ham", "items": 1},
+        {"attribute": "length", "value": "short", "label": "spam", "items": 1},
+        {"attribute": "tone", "value": "angry", "label": "ham", "items": 1},
+        {"attribute": "tone", "value": "calm", "label": "spam", "items": 2},
+    ]
+    assert review.attribute_counts(items.iloc[3:]).empty

@@ -93,16 +93,26 @@ def check_attributes(attributes: object) -> dict[str, tuple[str, ...]]:
     return checked
 
 
+def parse_attributes(text: str, *, where: str = "the attributes") -> dict[str, tuple[str, ...]]:
+    """Attribute lists from JSON text (blank: none), checked."""
+    if not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SynthloopError(f"{where} is not valid JSON ({exc}): write an object of lists, e.g. "
+                             '{"topic": ["sports", "politics"]}') from None
+    return check_attributes(data)
+
+
 def read_attributes(path: Path) -> dict[str, tuple[str, ...]]:
     """Attribute lists from a JSON file (``--attributes FILE.json``), checked."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SynthloopError(f"cannot read the attributes file {str(path)!r}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SynthloopError(f"the attributes file {str(path)!r} is not valid JSON ({exc}): write an object of "
-                             'lists, e.g. {"topic": ["sports", "politics"]}') from None
-    return check_attributes(data)
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SynthloopError(f"cannot read the attributes file {str(path)!r}: {getattr(exc, 'strerror', None) or exc}"
+                             ": give a UTF-8 JSON file") from None
+    return parse_attributes(text, where=f"the attributes file {str(path)!r}")
 
 
 def template_placeholders(template: str) -> set[str]:

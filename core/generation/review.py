@@ -23,7 +23,7 @@ from db import transaction
 
 ReviewStatus = Literal["accepted", "rejected"]
 REVIEW_COLUMNS = ["id", "text", "reference_label", "panel_agreement", "review_status", "in_pool", "mode", "model",
-                  "temperature", "generation_job_id", "generation_call_id", "edited"]
+                  "temperature", "generation_job_id", "round", "attributes", "generation_call_id", "edited"]
 
 
 def synthetic_items(
@@ -57,6 +57,18 @@ def synthetic_items(
     return frame[REVIEW_COLUMNS]
 
 
+def attribute_counts(items: pd.DataFrame) -> pd.DataFrame:
+    """Per attribute and value, how many of ``items`` (rows of :func:`synthetic_items`) were asked for it, per
+    intended label: ``attribute, value, label, items``. Empty when no call sampled attributes."""
+    rows = [{"attribute": name, "value": value, "label": label}
+            for label, attributes in zip(items["reference_label"], items["attributes"], strict=True)
+            for name, value in json.loads(attributes or "{}").items()]
+    if not rows:
+        return pd.DataFrame(columns=["attribute", "value", "label", "items"])
+    frame = pd.DataFrame(rows)
+    return (frame.groupby(["attribute", "value", "label"], sort=True).size().rename("items").reset_index())
+
+
 @dataclass(frozen=True)
 class SeedShown:
     item_id: int
@@ -86,6 +98,10 @@ class Provenance:
     raw_output: str | None
     outcomes: tuple[dict[str, Any], ...]
     seeds: tuple[SeedShown, ...]
+    round: int | None  # the round of the project's loop (its generation job)
+    counter_examples: tuple[SeedShown, ...]  # earlier texts people judged otherwise, shown as what not to write
+    retrieved: tuple[SeedShown, ...]  # real texts the call was grounded in
+    attributes: dict[str, str]  # the attribute values the call asked for
     latency_s: float | None
     config: dict[str, Any]
 
@@ -96,8 +112,13 @@ def provenance(db: sqlite_utils.Database, project_id: int, item_id: int) -> Prov
         raise NotFoundError(f"no synthetic item {item_id} in this project")
     meta = json.loads(item["meta"] or "{}")
     call = gen_db.get_call(db, item["generation_call_id"]) if item["generation_call_id"] else None
-    seeds = items_db.get_items(db, call["seed_item_ids"]) if call else []
     generation_job = gen_db.get_generation_job(db, call["generation_job_id"]) if call else None
+
+    def shown(column: str) -> tuple[SeedShown, ...]:
+        return tuple(SeedShown(item_id=s["id"], external_id=s["external_id"], text=s["text"],
+                               label=s["adjudicated_label"] or s["reference_label"])
+                     for s in items_db.get_items(db, call[column])) if call else ()
+
     return Provenance(
         item_id=item_id, text=item["text"], intended_label=item["reference_label"],
         review_status=item["review_status"], in_pool=bool(item["in_pool"]), original_text=meta.get("original_text"),
@@ -105,8 +126,9 @@ def provenance(db: sqlite_utils.Database, project_id: int, item_id: int) -> Prov
         temperature=meta.get("temperature"), job_id=generation_job["job_id"] if generation_job else None,
         call_id=item["generation_call_id"], messages=tuple(call["messages"]) if call else (),
         raw_output=call["raw_output"] if call else None, outcomes=tuple(call["outcomes"]) if call else (),
-        seeds=tuple(SeedShown(item_id=s["id"], external_id=s["external_id"], text=s["text"],
-                              label=s["adjudicated_label"] or s["reference_label"]) for s in seeds),
+        seeds=shown("seed_item_ids"), round=generation_job["round"] if generation_job else None,
+        counter_examples=shown("counter_example_ids"), retrieved=shown("retrieved_ids"),
+        attributes=call["attributes"] if call else {},
         latency_s=call["latency_s"] if call else None,
         config=generation_job["config"] if generation_job else {},
     )

@@ -33,7 +33,10 @@ TEMPLATES_KEY = "prompt_templates"  # project.settings["prompt_templates"]: edit
 SAVABLE = ("backend", "model", "base_url", "api_key_env", "mode", "prompt_form", "per_label", "temperature",
            "max_tokens", "examples_per_prompt", "diversity_period", "conversation_turns", "word_limit", "style",
            "concurrency", "requests_per_minute", "near_duplicate_threshold", "seed_copy_threshold", "min_words",
-           "max_words", "price_prompt_per_1k", "price_completion_per_1k", "seed", "timeout_s", "max_retries")
+           "max_words", "price_prompt_per_1k", "price_completion_per_1k", "seed", "timeout_s", "max_retries",
+           "feedback", "feedback_min_labels", "feedback_min_agreement", "counter_examples_per_prompt", "grounding",
+           "grounding_k", "grounding_candidates", "mmr_lambda", "attributes", "calls_per_label", "batch",
+           "batch_poll_s")
 # Options that mean something only with the backend they were set for: another backend starts them afresh.
 BACKEND_SPECIFIC = ("model", "base_url")
 RECENT_REJECTED = 100  # rejected outputs a job's summary lists, newest first
@@ -181,6 +184,11 @@ def preview_prompts(db: sqlite_utils.Database, project_id: int, *, label: str | 
     else:
         warnings = ["no seeds pinned yet: the few-shot preview needs seeds (Seeds page or `seeds sample`)"]
     return PromptPreview(settings=settings, seed_counts=counts, warnings=warnings)
+
+
+def feedback_preview(db: sqlite_utils.Database, project_id: int, **options: Any) -> rounds.Feedback:
+    """What a feedback round started now would take from people's verdicts on the earlier rounds."""
+    return rounds.gather_feedback(db, project_id, build_config(get_project(db, project_id), **options))
 
 
 def test_connection(db: sqlite_utils.Database, project_id: int, **options: Any) -> str:
