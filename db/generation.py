@@ -38,6 +38,23 @@ def next_round(db: sqlite_utils.Database, project_id: int) -> int:
                       [project_id]).fetchone()[0]
 
 
+def job_rounds(db: sqlite_utils.Database, project_id: int) -> dict[int, int]:
+    """``generation job id → round`` of the project's generation jobs."""
+    return {job_id: round_ for job_id, round_ in db.execute(
+        "SELECT id, round FROM generation_job WHERE project_id = ? AND round IS NOT NULL", [project_id]).fetchall()}
+
+
+def calls_per_round(db: sqlite_utils.Database, project_id: int) -> pd.DataFrame:
+    """Per round and label: ``round, generation_job_id, label, calls, generated`` (texts parsed out of the
+    calls' outputs, whatever happened to them next)."""
+    return pd.read_sql_query(
+        "SELECT g.round, g.id AS generation_job_id, c.label, COUNT(*) AS calls,"
+        " COALESCE(SUM(json_array_length(c.parsed)), 0) AS generated"
+        " FROM generation_call c JOIN generation_job g ON g.id = c.generation_job_id"
+        " WHERE g.project_id = ? GROUP BY g.round, g.id, c.label ORDER BY g.round, c.label",
+        db.conn, params=[project_id])
+
+
 def earlier_synthetic_items(db: sqlite_utils.Database, project_id: int, *, before_round: int) -> pd.DataFrame:
     """The accepted synthetic items of the project's rounds before ``before_round``: ``id, text,
     reference_label`` (the intended label), ``round``."""

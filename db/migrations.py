@@ -762,3 +762,39 @@ def _generation_rounds(db: sqlite_utils.Database) -> None:
         ALTER TABLE generation_call ADD COLUMN attributes TEXT NOT NULL DEFAULT '{}'
         """,
     )
+
+
+@migration("0605_generation_batch")
+def _generation_batch(db: sqlite_utils.Database) -> None:
+    # A generation job sent through a provider's Batch API: each batch, and each of its requests with what a live
+    # call keeps (label, messages, seeds, steering), recorded before the provider is polled, so a killed job that
+    # is resumed polls its batch instead of paying for it twice. ``finished_at`` is set in the transaction that
+    # ingests the batch's answers (or records why it ended without them): it is never ingested twice.
+    run_script(
+        db,
+        """
+        CREATE TABLE generation_batch (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            generation_job_id INTEGER NOT NULL REFERENCES generation_job(id) ON DELETE CASCADE,
+            provider_batch_id TEXT,
+            input_file_id TEXT,
+            status TEXT NOT NULL DEFAULT 'preparing',
+            n_requests INTEGER NOT NULL,
+            n_done INTEGER NOT NULL DEFAULT 0,
+            error TEXT NOT NULL DEFAULT '',
+            created_at TEXT NOT NULL,
+            submitted_at TEXT,
+            updated_at TEXT NOT NULL,
+            finished_at TEXT
+        );
+        CREATE INDEX generation_batch_job ON generation_batch (generation_job_id, finished_at);
+        CREATE TABLE generation_batch_request (
+            batch_id INTEGER NOT NULL REFERENCES generation_batch(id) ON DELETE CASCADE,
+            custom_id TEXT NOT NULL,
+            label TEXT NOT NULL,
+            call_number INTEGER NOT NULL,
+            prompt TEXT NOT NULL,
+            PRIMARY KEY (batch_id, custom_id)
+        ) WITHOUT ROWID
+        """,
+    )

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from core.agreement.charts import agreement_bins, agreement_histogram
-from core.agreement.project import ExclusionEffect, agreement_view, exclusion_effect
+from core.agreement.charts import agreement_bins, agreement_histogram, reliability_chart
+from core.agreement.panel import PanelReport
+from core.agreement.project import ExclusionEffect, agreement_view, exclusion_effect, project_panel
 from core.agreement.report import AgreementReport, ReportConfig
 from core.annotation.adjudication import adjudicate
 from core.errors import SynthloopError
@@ -73,6 +74,47 @@ def _exclusion_note(effect: ExclusionEffect | None) -> None:
                f"of every figure here: alpha without them {fmt(effect.alpha_without)}, with them "
                f"{fmt(effect.alpha_with)}.", icon=":material/person_remove:")
     st.caption("Excluded: " + escape_markdown(", ".join(effect.excluded)))
+
+
+@cache_derived()
+def _panel(_db, key: CacheKey) -> tuple[PanelReport, dict | None]:
+    """The LLM panel's report and its reliability diagram (None when no item has panel and human labels)."""
+    report = project_panel(_db, key.project)
+    bins = report.calibration.reliability_frame()
+    return report, None if bins.empty else vega_lite_spec(reliability_chart(bins))
+
+
+def _number(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def _llm_panel(panel: PanelReport, chart: dict | None) -> None:
+    """The LLM panel against people: agreement, accuracy and calibration on the items both labelled."""
+    st.subheader("LLM panel vs people")
+    if not panel.members:
+        st.info("No LLM panel yet: run llm-annotate --panel FILE.json (or the LLM annotator) to have LLMs label "
+                "items.")
+        return
+    st.caption(f"{len(panel.members)} panel members: " + escape_markdown(", ".join(panel.members)) + ". "
+               f"{panel.n_synthetic_labelled} of {panel.n_synthetic} synthetic items have panel labels; mean share "
+               f"of the panel giving the intended label {_number(panel.mean_panel_agreement)}.")
+    calibration = panel.calibration
+    if not calibration.n_items:
+        st.info("No item is labelled by both the panel and people (with an untied human majority), so the panel "
+                "cannot be compared with people yet.")
+        return
+    cols = st.columns(5)
+    cols[0].metric("Items labelled by both", calibration.n_items,
+                   help=f"{calibration.n_human_ties} more items are skipped: the people tie")
+    cols[1].metric("Panel accuracy", _number(calibration.accuracy),
+                   help=f"panel majority = human majority; {calibration.n_panel_ties} panel ties count as wrong")
+    cols[2].metric("Panel Cohen's kappa", _number(calibration.cohen_kappa), help="panel majority vs human majority")
+    cols[3].metric("Panel Krippendorff's alpha", _number(calibration.krippendorff_alpha),
+                   help="nominal; panel majority and human majority as two coders")
+    cols[4].metric("Panel ECE", _number(calibration.ece), help="expected calibration error of the panel's vote share")
+    st.caption(calibration.rule)
+    if chart is not None:
+        st.vega_lite_chart(chart, width="stretch")
 
 
 def _intra_annotator(intra: dict | None) -> None:
@@ -157,6 +199,8 @@ def _overview() -> None:
         st.dataframe(pd.DataFrame(report.per_label), hide_index=True)
 
     _intra_annotator(report.intra_annotator)
+    with database() as db:
+        _llm_panel(*_panel(db, project_cache_key(db, project)))
 
     st.subheader("Adjudication queue")
     st.caption("Lowest agreement first. The final label you set here is used by export and training before the "

@@ -21,18 +21,32 @@ dict model → (dict text → answer), so that two panel members can disagree; a
 Faults: ``RateLimit(retry_after)``, ``ServerError(status)``, ``Slow(seconds)`` (then a normal reply),
 ``Truncated()`` (promises more bytes than it sends), ``Garbage()`` (200 with a non-JSON body),
 ``EmptyChoices()`` (200 with ``choices: []``), ``Status(code, body)``.
+
+The Batch API (as OpenAI's): ``POST /v1/files`` (multipart, ``purpose=batch``; the upload is kept in
+``server.files``), ``POST /v1/batches`` (``server.batches[id].requests`` holds the uploaded JSONL lines),
+``GET /v1/batches/{id}`` and ``GET /v1/files/{id}/content``. A batch is ``validating`` when created, ``in_progress``
+(with ``request_counts``) on each poll, and ends at its ``server.batch_polls``-th poll (default 2; change it while
+batches run to hold or release them): ``completed``, with an output file of one line per request —
+``{custom_id, response: {status_code: 200, body: <the chat completion the live endpoint would give>}}``, through
+the same completion numbering, faults, ``reply`` and ``labeller`` — and an error file for requests that got a fault
+or an unknown model (``response.status_code`` 4xx/5xx with an error body); or, while ``server.batch_failure =
+BatchFailure("failed" | "expired" | "cancelled", code, message)`` is set, that end with no output (``failed``
+carries the code and message in the batch's ``errors``). ``server.batch_submissions()`` lists the batches created.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.parser import BytesParser
+from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -118,6 +132,196 @@ def _last_user(request: dict[str, Any]) -> str:
     return ""
 
 
+def chat_completion(body: dict[str, Any], n: int, content: Any, *, empty: bool = False) -> dict[str, Any]:
+    """The chat completion body for completion ``n`` whose ``reply`` was ``content`` (live, or one batch answer);
+    token counts are words."""
+    choices = [c if isinstance(c, Choice) else Choice(str(c)) for c in (content if isinstance(content, list)
+                                                                          else [content])]
+    prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
+    completion_tokens = sum(len(c.content.split()) for c in choices)
+    return {
+        "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": int(time.time()),
+        "model": body.get("model"),
+        "choices": [] if empty else [
+            {"index": i, "message": {"role": "assistant", "content": c.content}, "finish_reason": c.finish_reason}
+            for i, c in enumerate(choices)],
+        "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                  "total_tokens": prompt_tokens + completion_tokens},
+    }
+
+
+# ==== Batch API (files and batches endpoints) ===================================================================
+# POST /v1/files, POST /v1/batches, GET /v1/batches/{id}, GET /v1/files/{id}/content; see the module docstring.
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    """How the next batches to end do so instead of completing: ``failed`` (with ``code``/``message`` in the batch's
+    ``errors``), ``expired`` or ``cancelled``."""
+
+    status: str = "failed"
+    code: str = "invalid_request"
+    message: str = "The batch input file is invalid."
+
+
+@dataclass
+class FakeBatch:
+    id: str
+    input_file_id: str
+    requests: list[dict[str, Any]]  # the uploaded JSONL, one dict a line
+    metadata: dict[str, Any]
+    created_at: int
+    status: str = "validating"
+    polls: int = 0
+    completed: int = 0
+    failed: int = 0
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    errors: list[dict[str, Any]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        ended = {"completed": "completed_at", "failed": "failed_at", "expired": "expired_at",
+                 "cancelled": "cancelled_at"}.get(self.status)
+        return {
+            "id": self.id, "object": "batch", "endpoint": "/v1/chat/completions", "input_file_id": self.input_file_id,
+            "completion_window": "24h", "status": self.status, "created_at": self.created_at,
+            "expires_at": self.created_at + 86_400, "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id, "metadata": self.metadata,
+            "errors": {"object": "list", "data": self.errors} if self.errors else None,
+            "request_counts": {"total": len(self.requests), "completed": self.completed, "failed": self.failed},
+            **({ended: int(time.time())} if ended else {}),
+        }
+
+
+class BatchEndpoints:
+    """The Batch API half of :class:`FakeLLMServer` (state set up by ``_init_batches``)."""
+
+    def _init_batches(self) -> None:
+        self.batch_polls = 2  # a batch completes (or meets batch_failure) at its batch_polls-th poll
+        self.batch_failure: BatchFailure | None = None
+        self.files: dict[str, bytes] = {}
+        self.batches: dict[str, FakeBatch] = {}
+        self._batch_lock = threading.Lock()
+
+    def batch_submissions(self) -> list[RecordedRequest]:
+        """Every ``POST /v1/batches`` (a batch created)."""
+        return [r for r in self.requests if r.method == "POST" and r.path.rstrip("/").endswith("/batches")]
+
+    # --- routing (called by the handler first; False: not a batch route) ---
+    def _batch_route(self, handler: Any, raw: bytes) -> bool:
+        path = handler.path.split("?")[0].rstrip("/")
+        routes = [("POST", r".*/files", self._upload), ("POST", r".*/batches", self._create_batch),
+                  ("GET", r".*/batches/([^/]+)", self._poll_batch), ("GET", r".*/files/([^/]+)/content", self._file)]
+        for method, pattern, action in routes:
+            found = re.fullmatch(pattern, path)
+            if found and handler.command == method:
+                if handler._authorised():
+                    action(handler, raw, *found.groups())
+                return True
+        return False
+
+    def _upload(self, handler: Any, raw: bytes) -> None:
+        head = f"Content-Type: {handler.headers.get('Content-Type', '')}\r\n\r\n".encode()
+        form = BytesParser(policy=HTTP).parsebytes(head + raw)
+        fields = {part.get_param("name", header="content-disposition"): part
+                  for part in (form.iter_parts() if form.is_multipart() else [])}
+        purpose = fields["purpose"].get_content().strip() if "purpose" in fields else None
+        handler._record({"purpose": purpose}, None)
+        if "file" not in fields or purpose != "batch":
+            handler._error(400, "send a multipart form with a file and purpose=batch", "invalid_request")
+            return
+        data = fields["file"].get_payload(decode=True) or b""
+        with self._batch_lock:
+            file_id = f"file-{len(self.files) + 1}"
+            self.files[file_id] = data
+        handler._send_json(200, {"id": file_id, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                                 "filename": fields["file"].get_filename() or "upload", "purpose": "batch",
+                                 "status": "processed"})
+
+    def _create_batch(self, handler: Any, raw: bytes) -> None:
+        body = json.loads(raw or b"{}")
+        handler._record(body, None)
+        data = self.files.get(body.get("input_file_id", ""))
+        if data is None:
+            handler._error(400, f"no file {body.get('input_file_id')!r}", "invalid_request")
+            return
+        requests = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+        with self._batch_lock:
+            batch = FakeBatch(f"batch_{len(self.batches) + 1}", body["input_file_id"], requests,
+                              body.get("metadata") or {}, int(time.time()))
+            self.batches[batch.id] = batch
+        handler._send_json(200, batch.to_dict())
+
+    def _poll_batch(self, handler: Any, raw: bytes, batch_id: str) -> None:
+        handler._record(None, None)
+        with self._batch_lock:
+            batch = self.batches.get(batch_id)
+            if batch is not None and batch.status in ("validating", "in_progress"):
+                batch.polls += 1
+                if batch.polls >= self.batch_polls:
+                    self._end_batch(batch)
+                else:
+                    batch.status = "in_progress"
+                    batch.completed = len(batch.requests) * batch.polls // self.batch_polls
+        if batch is None:
+            handler._error(404, f"No batch found with id '{batch_id}'.", "not_found")
+            return
+        handler._send_json(200, batch.to_dict())
+
+    def _file(self, handler: Any, raw: bytes, file_id: str) -> None:
+        handler._record(None, None)
+        data = self.files.get(file_id)
+        if data is None:
+            handler._error(404, f"No file found with id '{file_id}'.", "not_found")
+            return
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/octet-stream")
+        handler.send_header("Content-Length", str(len(data)))
+        handler.end_headers()
+        handler.wfile.write(data)
+
+    # --- answers ---
+    def _end_batch(self, batch: FakeBatch) -> None:
+        failure = self.batch_failure
+        if failure is not None:
+            batch.status = failure.status
+            if failure.status == "failed":
+                batch.errors = [{"code": failure.code, "message": failure.message, "line": None, "param": None}]
+            return
+        answers, errors = [], []
+        for request in batch.requests:
+            status, body = self._batch_answer(request.get("body") or {})
+            line = {"id": f"batch_req_{len(answers) + len(errors)}", "custom_id": request.get("custom_id"),
+                    "response": {"status_code": status, "request_id": f"req_{batch.id}", "body": body}, "error": None}
+            (answers if status == 200 else errors).append(json.dumps(line))
+        batch.status, batch.completed, batch.failed = "completed", len(answers), len(errors)
+        for lines, kind in ((answers, "output"), (errors, "error")):
+            if lines:
+                file_id = f"file-{batch.id}-{kind}"
+                self.files[file_id] = ("\n".join(lines) + "\n").encode()
+                setattr(batch, f"{kind}_file_id", file_id)
+
+    def _batch_answer(self, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """``(status, body)`` of one batch request: the live endpoint's answer to the same body (its faults, then
+        ``reply`` / ``labeller`` through the same completion numbering)."""
+        n, fault = self._next_completion(body)
+        if body.get("model") not in self.models:
+            return 404, {"error": {"message": f"The model `{body.get('model')}` does not exist.",
+                                   "code": "model_not_found"}}
+        content = fault if fault is not None and not isinstance(fault, Slow | EmptyChoices) else self._content(body, n)
+        if isinstance(content, Status):
+            return content.code, content.body
+        if isinstance(content, RateLimit):
+            return 429, {"error": {"message": "Rate limit reached.", "code": "rate_limit_exceeded"}}
+        if isinstance(content, ServerError | Garbage | Truncated):
+            return getattr(content, "status", 500), {"error": {"message": "The server had an error.",
+                                                               "code": "server_error"}}
+        return 200, chat_completion(body, n, content, empty=isinstance(fault, EmptyChoices))
+
+
+# ==== end of the Batch API ========================================================================================
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 256  # many concurrent clients: the default backlog of 5 drops connections
@@ -130,7 +334,7 @@ class _Server(ThreadingHTTPServer):
         super().handle_error(request, client_address)
 
 
-class FakeLLMServer:
+class FakeLLMServer(BatchEndpoints):
     """Start with ``with FakeLLMServer(...) as server`` (or ``start()``/``stop()``); see the module docstring."""
 
     def __init__(
@@ -151,6 +355,7 @@ class FakeLLMServer:
         self.latency_s = latency_s
         self.reply: Reply = reply or default_reply
         self.labeller = labeller
+        self._init_batches()  # the Batch API's state (BatchEndpoints)
         self.fault_when = fault_when
         self.record_bodies = record_bodies
         self.requests: list[RecordedRequest] = []
@@ -270,6 +475,8 @@ class FakeLLMServer:
                         body if server.record_bodies else None, time.time(), index))
 
             def do_GET(self) -> None:
+                if server._batch_route(self, b""):
+                    return
                 self._record(None, None)
                 if not self.path.rstrip("/").endswith("/models"):
                     self._error(404, f"no route {self.path}", "not_found")
@@ -282,6 +489,8 @@ class FakeLLMServer:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length) if length else b""
+                if server._batch_route(self, raw):
+                    return
                 try:
                     body = json.loads(raw or b"{}")
                 except json.JSONDecodeError:
@@ -340,20 +549,7 @@ class FakeLLMServer:
                 if isinstance(content, RateLimit | ServerError | Slow | Truncated | Garbage | EmptyChoices | Status):
                     self._complete(body, n, content)
                     return
-                choices = [c if isinstance(c, Choice) else Choice(str(c))
-                           for c in (content if isinstance(content, list) else [content])]
-                prompt_tokens = sum(len(str(m.get("content", "")).split()) for m in body.get("messages") or [])
-                completion_tokens = sum(len(c.content.split()) for c in choices)
-                payload = {
-                    "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": int(time.time()),
-                    "model": model,
-                    "choices": [] if isinstance(fault, EmptyChoices) else [
-                        {"index": i, "message": {"role": "assistant", "content": c.content},
-                         "finish_reason": c.finish_reason}
-                        for i, c in enumerate(choices)],
-                    "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                              "total_tokens": prompt_tokens + completion_tokens},
-                }
+                payload = chat_completion(body, n, content, empty=isinstance(fault, EmptyChoices))
                 if isinstance(fault, Truncated):
                     data = json.dumps(payload).encode()
                     self.send_response(200)

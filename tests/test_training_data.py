@@ -149,9 +149,17 @@ def test_min_panel_agreement_drops_synthetic_items_the_llm_panel_does_not_back(f
         TrainConfig(min_panel_agreement=1.5)
 
 
-def test_train_command_passes_min_panel_agreement() -> None:
+def test_train_command_passes_min_panel_agreement(db_path, project, monkeypatch) -> None:
     from core import cli
+    from core.training import service
 
-    args = cli.build_parser().parse_args(["train", "films", "--min-panel-agreement", "0.75"])
-    assert args.min_panel_agreement == 0.75
-    assert cli.build_parser().parse_args(["train", "films"]).min_panel_agreement is None
+    configs = []
+
+    def capture(db_file, project_id, config):
+        configs.append(config)
+        raise SynthloopError("captured")
+
+    monkeypatch.setattr(service, "train_foreground", capture)
+    for extra in (["--min-panel-agreement", "0.75"], []):
+        assert cli.main(["train", "demo", *extra, "--db", str(db_path)]) == 2
+    assert [c.min_panel_agreement for c in configs] == [0.75, None]

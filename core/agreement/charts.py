@@ -43,3 +43,25 @@ def agreement_histogram(bins: pd.DataFrame):
         )
         .properties(height=220)
     )
+
+
+def reliability_chart(bins: pd.DataFrame):
+    """Altair reliability diagram of the LLM panel (``PanelCalibration.reliability_frame()``: ``start``, ``end``,
+    ``n``, ``confidence``, ``accuracy`` per non-empty bin): a bar per bin of the panel's vote share up to the share
+    of its items where the panel majority equals the human majority, a point at the bin's mean confidence, and the
+    diagonal a calibrated panel would follow."""
+    import altair as alt
+
+    x = alt.X("start:Q", bin="binned", title="panel vote share for its majority label (confidence)",
+              scale=alt.Scale(domain=[0, 1]))
+    tooltip = [alt.Tooltip("start:Q", title="from"), alt.Tooltip("end:Q", title="to"), alt.Tooltip("n:Q", title="items"),
+               alt.Tooltip("confidence:Q", title="mean confidence", format=".3f"),
+               alt.Tooltip("accuracy:Q", title="accuracy", format=".3f")]
+    bars = alt.Chart(bins).mark_bar(opacity=0.8).encode(
+        x=x, x2="end:Q", y=alt.Y("accuracy:Q", title="accuracy against the human majority",
+                                 scale=alt.Scale(domain=[0, 1])), tooltip=tooltip)
+    points = alt.Chart(bins).mark_point(filled=True, color="black").encode(
+        x="confidence:Q", y="confidence:Q", tooltip=tooltip)
+    diagonal = alt.Chart(pd.DataFrame({"x": [0.0, 1.0], "y": [0.0, 1.0]})).mark_line(
+        strokeDash=[4, 4], color="gray").encode(x="x:Q", y="y:Q")
+    return alt.layer(bars, diagonal, points).properties(height=240)

@@ -36,6 +36,9 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     train.add_argument("--lr", type=float, default=defaults.learning_rate, help="learning rate")
     train.add_argument("--max-length", type=int, default=defaults.max_length, help="maximum tokens per text")
     train.add_argument("--cap-per-label", type=int, default=None, help="at most N training items per label")
+    train.add_argument("--max-round", type=int, default=None, metavar="R",
+                       help="train on the synthetic items of the loop's rounds 1..R only (real items are not"
+                            " affected; default: every round)")
     train.add_argument("--eval-split", choices=HELD_OUT_SPLITS, default=defaults.eval_split)
     train.add_argument("--objective", choices=OBJECTIVES, default=defaults.objective,
                        help="hard: one label per item; soft: each item's human vote distribution (default: hard)")
@@ -102,7 +105,7 @@ def _train(args: argparse.Namespace, db: Any) -> dict[str, Any]:
         label_source=args.label_source, min_agreement=args.min_agreement,
         min_panel_agreement=args.min_panel_agreement, model=args.model, epochs=args.epochs,
         seed=args.seed, batch_size=args.batch_size, learning_rate=args.lr, max_length=args.max_length,
-        cap_per_label=args.cap_per_label, eval_split=args.eval_split, objective=args.objective,
+        cap_per_label=args.cap_per_label, max_round=args.max_round, eval_split=args.eval_split, objective=args.objective,
         soft_source=args.soft_source, annotator_heads=args.annotator_heads,
         min_annotator_labels=args.min_annotator_labels,
     )

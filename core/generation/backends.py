@@ -99,7 +99,12 @@ class OpenAIBackend:
         self._client = openai.OpenAI(base_url=base_url, api_key=resolve_api_key(api_key_env) or NO_KEY,
                                      timeout=timeout_s, max_retries=max_retries, http_client=http_client)
 
-    def _map_error(self, exc: Exception) -> BackendCallError:
+    @property
+    def client(self) -> Any:
+        """The configured ``openai.OpenAI`` client (the Batch API runner, ``core.generation.batch``, uses it)."""
+        return self._client
+
+    def map_error(self, exc: Exception) -> BackendCallError:
         openai = self._openai
         where = self.base_url
         if isinstance(exc, openai.APITimeoutError):
@@ -133,10 +138,7 @@ class OpenAIBackend:
     def complete(
         self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int | None
     ) -> Completion:
-        body: dict[str, Any] = {"model": self.model, "messages": messages, "temperature": temperature,
-                                "max_tokens": max_tokens}
-        if seed is not None:
-            body["seed"] = seed
+        body = chat_request_body(self.model, messages, temperature=temperature, max_tokens=max_tokens, seed=seed)
         started = time.perf_counter()
         try:
             # The client's plain ``post`` keeps its retries, back-off, timeouts and error classes but skips
@@ -144,7 +146,7 @@ class OpenAIBackend:
             # on a small machine). The reply is validated below instead.
             response = self._client.post("/chat/completions", body=body, cast_to=object)
         except self._openai.OpenAIError as exc:
-            raise self._map_error(exc) from None
+            raise self.map_error(exc) from None
         except ValueError as exc:  # a body that is not JSON
             raise BackendCallError("malformed", f"{self.base_url} sent a reply that is not JSON: {_short(exc)}") from None
         latency = time.perf_counter() - started
@@ -155,7 +157,7 @@ class OpenAIBackend:
         try:
             return sorted(model.id for model in self._client.models.list())
         except self._openai.OpenAIError as exc:
-            raise self._map_error(exc) from None
+            raise self.map_error(exc) from None
 
     def check(self) -> str:
         """Reach the server, check the key and the model; a message saying what works, or BackendCallError."""
@@ -170,6 +172,15 @@ class OpenAIBackend:
             raise BackendCallError("model", f"{self.base_url} does not serve model {self.model!r}: it lists {shown}")
         reply = self.complete([{"role": "user", "content": "Say OK."}], temperature=0.0, max_tokens=2, seed=0)
         return f"connected to {self.base_url}: model {self.model!r} answered in {reply.latency_s:.2f} s"
+
+
+def chat_request_body(model: str, messages: list[dict[str, str]], *, temperature: float, max_tokens: int,
+                      seed: int | None) -> dict[str, Any]:
+    """The ``/v1/chat/completions`` body a call sends (live, or as one line of a batch)."""
+    body: dict[str, Any] = {"model": model, "messages": messages, "temperature": temperature, "max_tokens": max_tokens}
+    if seed is not None:
+        body["seed"] = seed
+    return body
 
 
 def parse_chat_response(response: object, where: str) -> tuple[str, int, int, str | None]:

@@ -79,13 +79,18 @@ class Slot:
     number: int
 
 
+def call_seed(config: GenerationConfig, number: int) -> int:
+    """The sampling seed sent with call ``number`` (live or in a batch), so every call samples differently."""
+    return (config.seed + number) % 2**31
+
+
 def call_model(backend: Backend, limiter: RateLimiter, prompt: prompts.CallPrompt, config: GenerationConfig,
                number: int) -> CallResult:
     """Worker-thread body: never raises, so one bad reply cannot stop the job."""
     limiter.acquire()
     try:
         completion = backend.complete(prompt.messages, temperature=config.temperature, max_tokens=config.max_tokens,
-                                      seed=(config.seed + number) % 2**31)
+                                      seed=call_seed(config, number))
         return CallResult(completion, None)
     except BackendCallError as exc:
         return CallResult(None, exc)
@@ -214,15 +219,19 @@ class GenerationRun:
             label = self._next_label()
             if label is None:
                 return
-            conversation = self.idle[label].pop() if self.idle[label] else prompts.new_conversation(self.config, label)
-            number = self.next_number
-            self.next_number += 1
-            prompt = prompts.next_call(self.config, conversation, self.seeds, call_number=number,
-                                       steering=self._steering(label, number))
-            ready.put(Slot(conversation, prompt, number))
+            ready.put(self._issue(label))
             self.outstanding += 1
-            self.in_flight[label] += 1
-            self.calls_issued[label] += 1
+
+    def _issue(self, label: str) -> Slot:
+        """The next call of ``label`` (a pooled conversation or a new one), counted as issued and in flight."""
+        conversation = self.idle[label].pop() if self.idle[label] else prompts.new_conversation(self.config, label)
+        number = self.next_number
+        self.next_number += 1
+        prompt = prompts.next_call(self.config, conversation, self.seeds, call_number=number,
+                                   steering=self._steering(label, number))
+        self.in_flight[label] += 1
+        self.calls_issued[label] += 1
+        return Slot(conversation, prompt, number)
 
     def _take_back(self, ready: queue.SimpleQueue) -> None:
         """On cancel or a fatal error: withdraw the queued prompts no worker has started."""
@@ -376,7 +385,7 @@ class GenerationRun:
             self._load()
             if self.backend is None:
                 self.backend = make_backend(self.config)
-            status = self._loop()
+            status = self._loop_batches() if self.config.batch else self._loop()
             gen_db.set_status(self.db, self.generation_job_id, status)
             result = self.summary(status)
             stopped = [label for label in self.config.labels
@@ -393,6 +402,11 @@ class GenerationRun:
             raise
         finally:
             self.db.conn.close()
+
+    def _loop_batches(self) -> str:
+        from core.generation.batch import run_batches  # it builds on this module
+
+        return run_batches(self)
 
     def _loop(self) -> str:
         limiter = RateLimiter(self.config.requests_per_minute)
