@@ -76,6 +76,11 @@ with st.form("train_form"):
                                  help="Keep training items whose instance agreement is at least γ (0 keeps all; "
                                       "above 0, items without a known agreement are left out).",
                                  key="train_min_agreement")
+    min_panel = st.slider("Minimum LLM panel agreement of synthetic items (0 = off)", 0.0, 1.0, 0.0, 0.05,
+                          key="train_min_panel",
+                          help="Keep synthetic items where at least this share of the LLM panel (llm-annotate "
+                               "--panel) gave the intended label; synthetic items the panel did not label are left "
+                               "out. Real items are never filtered.")
     left, right = st.columns(2)
     objective = left.radio("Objective", OBJECTIVES, format_func=lambda o: f"{o}: {OBJECTIVE_HELP[o]}",
                            key="train_objective")
@@ -118,7 +123,7 @@ if submitted:
             learning_rate=float(learning_rate), batch_size=int(batch_size), max_length=int(max_length),
             seed=int(seed), cap_per_label=int(cap) or None, eval_split=eval_split, objective=objective,
             soft_source=soft_source, annotator_heads=annotator_heads,
-            min_annotator_labels=int(min_annotator_labels),
+            min_annotator_labels=int(min_annotator_labels), min_panel_agreement=float(min_panel) or None,
         )
         with database() as db:
             started = start_training(db, db_path(), project.id, config)
