@@ -24,7 +24,7 @@ Handler = Callable[[argparse.Namespace, Any], dict[str, Any]]
 # Each module defines ``register(subparsers, common)``; order is the order of ``--help``.
 COMMAND_MODULES = (
     "core.commands.foundation", "core.commands.data", "core.commands.generation", "core.commands.agreement",
-    "core.commands.training", "core.commands.analysis", "core.commands.jobs", "core.commands.crowd",
+    "core.commands.training", "core.commands.analysis", "core.commands.loop", "core.commands.jobs", "core.commands.crowd",
     "core.commands.serve",
 )
 

@@ -64,6 +64,7 @@ PAGES: tuple[PageSpec, ...] = (
     PageSpec("pages/seeds.py", "Seeds", ":material/push_pin:", RESEARCH, "Generate"),
     PageSpec("pages/generate.py", "Generate", ":material/auto_awesome:", RESEARCH, "Generate"),
     PageSpec("pages/review.py", "Review", ":material/rule:", RESEARCH, "Generate"),
+    PageSpec("pages/loop.py", "Loop", ":material/autorenew:", RESEARCH, "Generate"),
     PageSpec("pages/annotate.py", "Annotate", ":material/edit_note:", EVERYONE, "Annotate"),
     PageSpec("pages/pool.py", "Annotation pool", ":material/checklist:", RESEARCH, "Annotate"),
     PageSpec("pages/agreement.py", "Agreement", ":material/handshake:", RESEARCH, "Annotate"),

@@ -57,6 +57,9 @@ class TrainConfig(Config):
     0 keeps everything. ``min_panel_agreement`` keeps only synthetic items whose LLM-panel agreement (the share of
     ``llm:`` annotators who gave the intended label, :mod:`core.agreement.panel`) is at least that; synthetic items
     the panel did not label are left out, real items are not affected; None turns it off. ``cap_per_label`` keeps at most that many items per label (seeded sample).
+    ``max_round`` keeps only the synthetic items of the project's loop rounds up to that one (a round is a
+    generation job, ``generation_job.round``; synthetic items of no round are left out too); real items are not
+    affected; None keeps every round.
     ``objective`` ``soft`` trains with cross-entropy against each item's label distribution: the share of its human
     votes per label (``soft_source`` ``votes``; annotators named ``llm:…`` do not count) or the Dawid–Skene
     posterior of its true label (``dawid-skene``); an item without human labels uses its one label (one-hot).
@@ -74,6 +77,8 @@ class TrainConfig(Config):
     min_panel_agreement: float | None = setting(None, "keep synthetic training items whose LLM-panel agreement with"
                                                       " their intended label is at least this (none: off)")
     cap_per_label: int | None = setting(None, "keep at most this many training items per label (seeded sample)")
+    max_round: int | None = setting(None, "train on the synthetic items of rounds up to this one only (none: every"
+                                          " round; real items are not affected)")
     model: str = setting(EMBEDDED_MODEL, "the embedded MiniLM, a local model folder or a hub id")
     epochs: int = setting(3, "passes over the training data")
     learning_rate: float = setting(1e-4, "AdamW learning rate (peak, after warm-up)")
@@ -135,6 +140,8 @@ class TrainConfig(Config):
             object.__setattr__(self, "min_panel_agreement", float(self.min_panel_agreement))
         if self.cap_per_label is not None and (not is_whole_number(self.cap_per_label) or self.cap_per_label < 1):
             raise _fail("cap_per_label", self.cap_per_label, "use a whole number ≥ 1, or none for no cap")
+        if self.max_round is not None and (not is_whole_number(self.max_round) or self.max_round < 1):
+            raise _fail("max_round", self.max_round, "use a round number ≥ 1, or none for every round")
         if not isinstance(self.model, str) or not self.model.strip():
             raise _fail("model", self.model, f"use {EMBEDDED_MODEL!r}, a local model folder or a hub id")
         object.__setattr__(self, "model", self.model.strip())
@@ -155,4 +162,5 @@ class TrainConfig(Config):
     def data_source(self) -> str:
         """A short name for the training data, the column of the paper's Table 1 (e.g. ``few-shot``)."""
         parts = list(self.sources) + [f"job {j}" for j in self.generation_job_ids]
-        return "+".join(parts)
+        # Data up to a round of the loop is other data than every round's: Table 1 must not average the two.
+        return "+".join(parts) + ("" if self.max_round is None else f" (rounds ≤ {self.max_round})")

@@ -29,6 +29,7 @@ from core.errors import SynthloopError
 from core.projects import get_project
 from core.training.config import TrainConfig
 from core.vocab import LLM_ANNOTATOR_PREFIX
+from db import generation as generation_db
 from db import items as items_db
 from db import seeds as seeds_db
 
@@ -189,6 +190,7 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
     report["dropped_held_out"] = int(overlap.sum())
     rows = table[chosen & ~overlap].copy()
     report["candidates"] = len(rows)
+    rows, report["dropped_round"] = _round_filter(rows, generation_db.job_rounds(db, project_id), config.max_round)
 
     rows["train_label"] = _training_labels(db, project_id, rows, config.label_source)
     no_label = rows["train_label"].isna()
@@ -241,6 +243,18 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
     return Selection(labels=labels, train=train, test=test, dev=dev, report=report, train_targets=targets)
 
 
+def _round_filter(rows: pd.DataFrame, rounds: dict[int, int], max_round: int | None) -> tuple[pd.DataFrame, int]:
+    """Leave out synthetic rows that are not of a round ≤ ``max_round`` (``rounds``: generation job id → round;
+    a synthetic item of no generation job is of no round); real rows stay. Returns the kept rows and how many
+    were left out."""
+    if max_round is None:
+        return rows, 0
+    round_of = rows["generation_job_id"].map(lambda job: rounds.get(int(job)) if pd.notna(job) else None)
+    in_rounds = round_of.map(lambda r: r is not None and r <= max_round).astype(bool)
+    keep = (rows["source"] != "synthetic") | in_rounds
+    return rows[keep], int((~keep).sum())
+
+
 def _panel_filter(rows: pd.DataFrame, annotations: pd.DataFrame,
                   threshold: float | None) -> tuple[pd.DataFrame, int]:
     """Leave out synthetic rows whose LLM-panel agreement with their intended label is below ``threshold`` or
@@ -280,6 +294,7 @@ def _describe_drops(report: dict[str, Any]) -> str:
     parts = [f"{report['candidates'] + report['dropped_held_out']} candidates"]
     for key, what in (("dropped_held_out", "in the evaluation set"), ("dropped_no_label", "without a label"),
                       ("dropped_unknown_label", "with a label not in the project"),
+                      ("dropped_round", "synthetic items of later rounds or of no round"),
                       ("dropped_agreement", "below the agreement threshold or unrated"),
                       ("dropped_panel", "synthetic items below the panel agreement threshold or without panel labels")):
         if report.get(key):
