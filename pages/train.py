@@ -76,7 +76,12 @@ with st.form("train_form"):
                                  help="Keep training items whose instance agreement is at least γ (0 keeps all; "
                                       "above 0, items without a known agreement are left out).",
                                  key="train_min_agreement")
-    min_panel = st.slider("Minimum LLM panel agreement of synthetic items (0 = off)", 0.0, 1.0, 0.0, 0.05,
+    left, right = st.columns(2)
+    max_round = left.number_input("Synthetic data up to round (0 = every round)", 0, 1_000_000, 0,
+                                  key="train_max_round",
+                                  help="Keep only synthetic items generated in rounds up to this one (the Loop page "
+                                       "trains one model per round this way).")
+    min_panel = right.slider("Minimum LLM panel agreement of synthetic items (0 = off)", 0.0, 1.0, 0.0, 0.05,
                           key="train_min_panel",
                           help="Keep synthetic items where at least this share of the LLM panel (llm-annotate "
                                "--panel) gave the intended label; synthetic items the panel did not label are left "
@@ -124,6 +129,7 @@ if submitted:
             seed=int(seed), cap_per_label=int(cap) or None, eval_split=eval_split, objective=objective,
             soft_source=soft_source, annotator_heads=annotator_heads,
             min_annotator_labels=int(min_annotator_labels), min_panel_agreement=float(min_panel) or None,
+            max_round=int(max_round) or None,
         )
         with database() as db:
             started = start_training(db, db_path(), project.id, config)

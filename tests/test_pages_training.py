@@ -57,6 +57,17 @@ def test_one_click_starts_a_queued_run_with_defaults(db_path, fresh_db, labelled
     assert "Run 1 · real · embedded — queued" in _markdown(at)
 
 
+def test_round_and_panel_filters_reach_the_run(db_path, fresh_db, labelled, monkeypatch, launched):
+    at = _app("train.py", db_path, fresh_db, labelled.id, monkeypatch)
+    at.run()
+    at.number_input(key="train_max_round").set_value(2)
+    at.slider(key="train_min_panel").set_value(0.75)
+    at.button(key="FormSubmitter:train_form-Train").click().run()
+    assert not at.exception
+    [run] = runs_db.list_runs(fresh_db)
+    assert (run["config"]["max_round"], run["config"]["min_panel_agreement"]) == (2, 0.75)
+
+
 def test_invalid_choice_shows_the_error_and_starts_nothing(db_path, fresh_db, labelled, monkeypatch, launched):
     at = _app("train.py", db_path, fresh_db, labelled.id, monkeypatch)
     at.run()
