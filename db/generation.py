@@ -77,12 +77,18 @@ def items_by_id(db: sqlite_utils.Database, item_ids: Sequence[int]) -> dict[int,
     return found
 
 
-def grounding_texts(db: sqlite_utils.Database, project_id: int) -> list[tuple[int, str]]:
-    """``(id, text)`` of the real items a generation call may be grounded in: labelled or not, every split but
-    test (a test text shown to the generator would leak into the data the model is trained on)."""
+def grounding_texts(db: sqlite_utils.Database, project_id: int, *, held_out: Sequence[str],
+                    up_to_item: int | None = None) -> list[tuple[int, str]]:
+    """``(id, text)`` of the real items a generation call may be grounded in: labelled or not, outside the
+    ``held_out`` splits, and with ids up to ``up_to_item`` (the corpus as it was when the job was created)."""
     return [(r[0], r[1]) for r in db.execute(
-        "SELECT id, text FROM item WHERE project_id = ? AND source = 'real' AND split != 'test' ORDER BY id",
-        [project_id]).fetchall()]
+        f"SELECT id, text FROM item WHERE project_id = ? AND source = 'real' AND split NOT IN"
+        f" ({_ids_clause(held_out)}) AND id <= ? ORDER BY id",
+        [project_id, *held_out, up_to_item if up_to_item is not None else 2**63 - 1]).fetchall()]
+
+
+def last_item_id(db: sqlite_utils.Database, project_id: int) -> int:
+    return db.execute("SELECT COALESCE(MAX(id), 0) FROM item WHERE project_id = ?", [project_id]).fetchone()[0]
 
 
 def get_generation_job(db: sqlite_utils.Database, generation_job_id: int) -> dict[str, Any] | None:

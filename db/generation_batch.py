@@ -68,3 +68,10 @@ def list_batches(db: sqlite_utils.Database, generation_job_id: int) -> list[dict
     """The job's batches, oldest first (without their requests)."""
     return [dict(r) for r in db.query("SELECT * FROM generation_batch WHERE generation_job_id = ? ORDER BY id",
                                       [generation_job_id])]
+
+
+def next_call_number(db: sqlite_utils.Database, generation_job_id: int) -> int:
+    """One past the highest call number any batch of the job asked for, answered or not (0 without batches)."""
+    return db.execute(
+        "SELECT COALESCE(MAX(r.call_number) + 1, 0) FROM generation_batch_request r JOIN generation_batch b"
+        " ON b.id = r.batch_id WHERE b.generation_job_id = ?", [generation_job_id]).fetchone()[0]

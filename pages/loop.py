@@ -77,12 +77,13 @@ st.altair_chart(loop_chart(view))
 real = view.real
 a, b, c = st.columns(3)
 a.metric("Real data macro-F1", _fmt(real["macro_f1"]),
-         help="The latest finished run on the real training split alone, on the real test split.")
+         help="The latest finished run on the real training split alone, on the real test split"
+              + (f" (run {real['run_id']}, model {real['model']})." if real.get("run_id") else "."))
 b.metric("Real data Remote-Clique", _fmt(real["remote_clique"], 4))
 c.metric("Real data Chamfer", _fmt(real["chamfer"], 4))
 if view.n_subsample is not None:
-    st.caption(f"Diversity and similarity compared at {view.n_subsample} items per round and for the "
-               f"{real['n']} real training items (seeded subsamples); similarity is the mean top-5 cosine "
+    st.caption(f"Diversity and similarity compared at {view.n_subsample} items per round and {view.n_subsample} "
+               f"of the {real['n']} real training items (seeded subsamples); similarity is the mean top-5 cosine "
                "similarity of the real test items to a round's items.")
 if view.excluded:
     st.caption("Left out of the diversity comparison: " + "; ".join(

@@ -61,7 +61,9 @@ if not counts.empty:
         st.dataframe(counts.pivot_table(index=["attribute", "value"], columns="label", values="items",
                                         fill_value=0, aggfunc="sum").reset_index(), hide_index=True)
 
-st.caption(f"{len(table):,} synthetic items. Select rows to act on them, or apply an action to all shown.")
+shown = (f"The first {len(table):,} synthetic items that match (narrow the filters to see others)"
+         if len(table) >= review.SHOWN_AT_MOST else f"{len(table):,} synthetic items")
+st.caption(f"{shown}. Select rows to act on them, or apply an action to all shown.")
 event = st.dataframe(table, hide_index=True, on_select="rerun", selection_mode="multi-row", key="review_table",
                      column_config={"text": st.column_config.TextColumn("text", width="large"),
                                     "panel_agreement": st.column_config.NumberColumn(

@@ -209,8 +209,11 @@ def test_a_batch_that_fails_fails_the_job_with_the_providers_reason(fresh_db, db
         service.resume_generation(fresh_db, job_id, launch=False)
         job = core_jobs.run(str(db_path), job_id)
         submissions = len(server.batch_submissions())
+        seeds = [[line["body"]["seed"] for line in batch.requests] for batch in server.batches.values()]
     assert job["status"] == "done" and job["result"]["accepted"] == 4
     assert submissions == 2
+    # The failed batch's requests were never answered, yet the new batch does not reuse their call numbers (seeds).
+    assert len(seeds) == 2 and not set(seeds[0]) & set(seeds[1])
 
 
 def test_batch_needs_the_openai_backend(fresh_db) -> None:

@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 
 from core import cli, projects
-from core.agreement.panel import PANEL_TIE, ReliabilityBin, panel_agreement, panel_calibration, panel_table
+from core.agreement.panel import (
+    PANEL_TIE,
+    ReliabilityBin,
+    panel_agreement,
+    panel_calibration,
+    panel_report,
+    panel_table,
+)
 from core.agreement.project import project_panel
 from core.errors import SynthloopError
 from core.generation import review
@@ -50,6 +57,15 @@ def test_panel_agreement_is_the_share_of_the_panel_giving_the_intended_label() -
     table = panel_table(HAND_MADE, {2: "pos", 8: "neg"})
     assert table["panel_votes"].tolist() == ['{"pos": 2, "neg": 1}', "{}"]
     assert table["panel_agreement"].iloc[0] == pytest.approx(2 / 3)
+
+
+def test_unanimous_means_every_member_labelled_the_item_with_the_intended_label() -> None:
+    items = pd.DataFrame({"id": [1, 6, 4, 8], "source": ["synthetic", "synthetic", "synthetic", "real"],
+                          "reference_label": ["pos", "pos", "neg", None]})
+    report = panel_report(HAND_MADE, items)
+    # 1: a, b, c all pos; 4: a, b, c all neg; 6: only llm:a labelled it (agreement 1, yet not unanimous).
+    assert (report.n_synthetic, report.n_synthetic_labelled, report.n_panel_unanimous) == (3, 3, 2)
+    assert report.mean_panel_agreement == 1.0 and report.members == ("llm:a", "llm:b", "llm:c")
 
 
 def test_panel_calibration_against_people_by_hand() -> None:

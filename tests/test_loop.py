@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -17,8 +18,10 @@ from core.training.config import TrainConfig
 from core.training.data import select_items
 from db import generation as generation_db
 from db import items as items_db
+from db import jobs as jobs_db
 from db import runs as runs_db
 from db import transaction
+from db.connection import now
 from tests.test_analysis import FakeEmbedder
 from tests.training_helpers import add_items
 
@@ -31,6 +34,7 @@ def _generation_job(db, project_id: int) -> int:
     job_id = jobs.create(db, kind="generation", project_id=project_id, config={})
     generation_db.create_generation_job(db, project_id=project_id, job_id=job_id, config={})
     generation_db.set_status(db, job_id, "done")
+    jobs_db.finish_job(db, job_id, status="done")
     return job_id
 
 
@@ -160,10 +164,11 @@ def test_diversity_and_similarity_at_one_size_across_rounds_and_real(fresh_db, p
 
 def test_a_round_below_the_minimum_is_left_out_and_named(fresh_db, project, looped):
     view = loop.loop_view(fresh_db, project.id, embedder=FakeEmbedder(), config=AnalysisConfig(min_size=5))
-    assert view.n_subsample == 6  # only the real training items are compared
+    assert view.n_subsample is None  # real data alone is no comparison
     assert view.excluded == {"round 1": {"n": 4, "reason": "fewer than the minimum of 5 items"},
                              "round 2": {"n": 4, "reason": "fewer than the minimum of 5 items"}}
-    assert view.per_round["remote_clique"].isna().all() and view.real["remote_clique"] is not None
+    assert view.per_round["remote_clique"].isna().all() and view.real.get("remote_clique") is None
+    assert "no round has enough items for the diversity comparison" in loop.loop_lines(view)
 
 
 def _finish(db, run_id: int, macro_f1: float) -> None:
@@ -203,7 +208,9 @@ def test_a_round_that_cannot_train_is_reported_not_raised(db_path, fresh_db, pro
     job = _generation_job(fresh_db, fresh.id)
     [failed] = loop.train_rounds(fresh_db, db_path, fresh.id)
     assert failed["round"] == 1 and "no labelled real test items" in failed["error"]
-    generation_db.set_status(fresh_db, job, "running")
+    with transaction(fresh_db):
+        fresh_db.execute("UPDATE job SET status = 'running', pid = ?, heartbeat_at = ? WHERE id = ?",
+                         [os.getpid(), now(), job])
     [busy] = loop.train_rounds(fresh_db, db_path, fresh.id)
     assert busy == {"round": 1, "error": f"generation job {job} is still running"}
 

@@ -12,10 +12,12 @@ import pandas as pd
 import pytest
 
 from core import jobs as core_jobs
+from core.agreement.metrics import human_verdicts
 from core.errors import SynthloopError
 from core.generation import prompts, review, rounds, steering
 from core.generation.config import GenerationConfig, PromptTemplates, read_attributes
 from core.generation.seeds import SeedExample
+from core.vocab import HELD_OUT_SPLITS
 from db import generation as gen_db
 from db import items as items_db
 from db import transaction
@@ -148,7 +150,7 @@ def verdict_annotations() -> tuple[pd.DataFrame, pd.Series]:
 
 def test_verdicts_count_human_majorities_only() -> None:
     annotations, intended = verdict_annotations()
-    verdicts = rounds.human_verdicts(annotations, intended, min_labels=2)
+    verdicts = human_verdicts(annotations, intended, min_labels=2)
     assert list(verdicts.index) == [1, 2, 3, 4, 5]
     assert list(verdicts["confirmed"]) == [True, True, False, False, False]
     assert list(verdicts["contradicted"]) == [False, False, True, False, True]
@@ -157,7 +159,7 @@ def test_verdicts_count_human_majorities_only() -> None:
 
 def test_feedback_picks_examples_by_agreement_counters_and_targets_by_fidelity() -> None:
     annotations, intended = verdict_annotations()
-    verdicts = rounds.human_verdicts(annotations, intended, min_labels=2)
+    verdicts = human_verdicts(annotations, intended, min_labels=2)
     config = GenerationConfig(labels=("pos", "neg"), mode="few-shot", prompt_form="chat", per_label=10, feedback=True,
                               feedback_min_agreement=0.6)
     # fidelity: pos 2 of 3 confirmed; neg 0 of 2 judged (the tie counts as not confirmed).
@@ -200,6 +202,7 @@ def test_a_feedback_round_is_steered_by_the_verdicts_and_records_it(fresh_db, db
     unlabelled = add_real(fresh_db, project.id, ["An unlabelled real review of a cartoon.",
                                                  "Another unlabelled one, about a thriller."], "pool")
     test_ids = add_real(fresh_db, project.id, ["A test review nobody may show the generator."], "test")
+    dev_ids = add_real(fresh_db, project.id, ["A dev review, held out as well."], "dev")
     with FakeLLMServer(reply=lambda request, n: f"{label_of(request)} {varied_text(n)}") as server:
         first = queue_job(fresh_db, project.id, server, mode="few-shot", prompt_form="chat", per_label=2,
                           examples_per_prompt=2, concurrency=1)
@@ -226,9 +229,10 @@ def test_a_feedback_round_is_steered_by_the_verdicts_and_records_it(fresh_db, db
     assert config.counter_example_ids == {"neg": (neg_ids[1],)}
     assert config.label_targets == {"neg": 4}
     assert result["result"]["accepted_per_label"] == {"pos": 2, "neg": 4}
-    groundable = set(gen_db.grounding_texts(fresh_db, project.id)) and {
-        i for i, _ in gen_db.grounding_texts(fresh_db, project.id)}
-    assert set(unlabelled) <= groundable and not set(test_ids) & groundable
+    groundable = {i for i, _ in gen_db.grounding_texts(fresh_db, project.id, held_out=HELD_OUT_SPLITS,
+                                                        up_to_item=config.grounding_up_to_item)}
+    assert set(unlabelled) <= groundable and not set(test_ids + dev_ids) & groundable
+    assert config.grounding_up_to_item == max(made["id"])  # the last item when round 2 was created
     second_items = items_db.items_frame(fresh_db, project.id, source="synthetic")
     second_items = second_items[second_items["generation_job_id"] == second]
     counter_text = made.set_index("id").loc[neg_ids[1], "text"]
@@ -261,7 +265,7 @@ def test_grounding_without_real_texts_fails_with_the_fix(fresh_db, db_path, monk
         job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=1, grounding="retrieval")
         result = core_jobs.run(str(db_path), job_id)
     assert result["status"] == "failed"
-    assert "grounding by retrieval needs real texts outside the test split" in result["error"]
+    assert "grounding by retrieval needs real texts outside the held-out splits (test, dev)" in result["error"]
 
 
 def test_a_fixed_call_budget_stops_each_label_there(fresh_db, db_path) -> None:

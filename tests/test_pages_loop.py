@@ -39,7 +39,7 @@ def test_loop_page_shows_the_numbers_of_loop_view(db_path, fresh_db, project, lo
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"Real data macro-F1": "0.800", "Real data Remote-Clique": f"{view.real['remote_clique']:.4f}",
                        "Real data Chamfer": f"{view.real['chamfer']:.4f}"}
-    assert any("compared at 4 items per round and for the 6 real training items" in c.value for c in at.caption)
+    assert any("compared at 4 items per round and 4 of the 6 real training items" in c.value for c in at.caption)
     [chart] = at.get("vega_lite_chart")
     assert "real data: 0.800" in str(chart.proto)  # the reference rule's label
 

@@ -359,6 +359,35 @@ def per_label_stats(coded: CodedAnnotations) -> pd.DataFrame:
         )
 
 
+def reaches(values: pd.Series, threshold: float) -> pd.Series:
+    """Which ``values`` (agreements, shares) are at or above ``threshold``; an unknown value (NaN) never is. The
+    tolerance keeps 2/3 ≥ 0.6667-style thresholds typed on a page from failing on the last digit."""
+    return values.fillna(-1.0) >= threshold - 1e-9
+
+
+VERDICT_COLUMNS = ["intended", "n_labels", "majority_label", "instance_agreement", "tie", "confirmed",
+                   "contradicted"]
+
+
+def human_verdicts(annotations: pd.DataFrame, intended: pd.Series, *, min_labels: int = 1) -> pd.DataFrame:
+    """What people decided about synthetic items: per item of ``intended`` (item id → intended label) with at
+    least ``min_labels`` human labels (annotators not named ``llm:…``), index ``item_id``: ``intended``,
+    ``n_labels``, ``majority_label``, ``instance_agreement``, ``tie``, ``confirmed`` (the human majority is the
+    intended label) and ``contradicted`` (a clear majority for another label). **A tie is neither.**"""
+    intended = intended.dropna()
+    human = annotations[~annotations["annotator"].astype(str).str.startswith(LLM_ANNOTATOR_PREFIX)]
+    human = human[human["item_id"].isin(intended.index)]
+    if human.empty:
+        return pd.DataFrame(columns=VERDICT_COLUMNS, index=pd.Index([], name="item_id"))
+    per_item = _instance_frame(encode(human), with_votes=False)
+    per_item = per_item[per_item["n_labels"] >= min_labels].copy()
+    per_item["intended"] = intended.reindex(per_item.index).astype(str)
+    clear = ~per_item["tie"].astype(bool)
+    per_item["confirmed"] = clear & (per_item["majority_label"].astype(object) == per_item["intended"])
+    per_item["contradicted"] = clear & (per_item["majority_label"].astype(object) != per_item["intended"])
+    return per_item[VERDICT_COLUMNS]
+
+
 def label_fidelity(
     annotations: pd.DataFrame, intended: pd.Series, *, min_labels: int = 1
 ) -> dict[str, Any]:
@@ -371,24 +400,18 @@ def label_fidelity(
     ``rule`` and ``per_label`` (list of {label, n, n_match, fidelity}).
     """
     intended = intended.dropna()
-    human = annotations[~annotations["annotator"].astype(str).str.startswith(LLM_ANNOTATOR_PREFIX)]
-    human = human[human["item_id"].isin(intended.index)]
     result: dict[str, Any] = {
         "fidelity": None, "n_items": 0, "n_match": 0, "n_ties": 0, "n_items_excluded": int(len(intended)),
         "rule": "share of synthetic items whose human majority label equals the intended label;"
                 " a tie for the majority counts as not equal",
         "per_label": [],
     }
-    if human.empty:
-        return result
-    per_item = _instance_frame(encode(human), with_votes=False)
-    per_item = per_item[per_item["n_labels"] >= min_labels]
+    per_item = human_verdicts(annotations, intended, min_labels=min_labels)
     if per_item.empty:
         return result
-    target = intended.reindex(per_item.index).astype(str)
-    match = (~per_item["tie"]) & (per_item["majority_label"].astype(object) == target)
+    match = per_item["confirmed"]
     per_label = (
-        pd.DataFrame({"label": target, "match": match})
+        pd.DataFrame({"label": per_item["intended"], "match": match})
         .groupby("label")["match"].agg(["size", "sum"]).reset_index()
     )
     result.update(

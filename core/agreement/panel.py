@@ -199,7 +199,7 @@ class PanelReport:
     n_synthetic: int  # synthetic items
     n_synthetic_labelled: int  # of them, those with at least one panel label
     mean_panel_agreement: float | None  # mean over the labelled ones
-    n_panel_unanimous: int  # of them, those where every member gave the intended label
+    n_panel_unanimous: int  # of them, those every member labelled with the intended label
     calibration: PanelCalibration
 
 
@@ -208,9 +208,13 @@ def panel_report(annotations: pd.DataFrame, items: pd.DataFrame) -> PanelReport:
     synthetic = items[items["source"] == "synthetic"]
     intended = pd.Series(synthetic["reference_label"].to_numpy(object), index=synthetic["id"].to_numpy())
     agreement = panel_agreement(annotations, intended.dropna()).dropna()
+    members = panel_members(annotations)
+    # Unanimous: every member labelled the item, and each gave the intended label.
+    n_members = panel_votes(annotations).sum(axis=1).reindex(agreement.index).fillna(0)
+    unanimous = (agreement >= 1.0 - 1e-9) & (n_members >= len(members))
     return PanelReport(
-        members=tuple(panel_members(annotations)), n_synthetic=len(synthetic), n_synthetic_labelled=len(agreement),
+        members=tuple(members), n_synthetic=len(synthetic), n_synthetic_labelled=len(agreement),
         mean_panel_agreement=float(agreement.mean()) if len(agreement) else None,
-        n_panel_unanimous=int((agreement >= 1.0 - 1e-9).sum()),
+        n_panel_unanimous=int(unanimous.sum()),
         calibration=panel_calibration(annotations),
     )

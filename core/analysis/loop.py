@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import sqlite_utils
 
+from core import jobs as core_jobs
 from core.agreement.metrics import label_fidelity
 from core.agreement.panel import panel_agreement
 from core.analysis import diversity, service
@@ -42,17 +43,15 @@ from core.projects import get_project
 from core.training import run as training_runs
 from core.training import service as training_service
 from core.training.config import TrainConfig
-from core.vocab import ACTIVE_STATUSES, DATA_SOURCES, MODES
+from core.vocab import ACTIVE_STATUSES, MODES
 from db import generation as generation_db
 from db import items as items_db
 
 LOOP_EVAL_SPLIT = "test"
-# A loop run trains on synthetic items only: no source that brings real items in.
-NOT_SYNTHETIC_SOURCES = frozenset(DATA_SOURCES) - frozenset(MODES)
 COUNT_COLUMNS = ["calls", "generated", "accepted", "fidelity", "n_judged", "panel_agreement", "n_panel"]
 PER_LABEL_COLUMNS = ["round", "generation_job_id", "label", *COUNT_COLUMNS]
 PER_ROUND_COLUMNS = ["round", "generation_job_id", *COUNT_COLUMNS, "remote_clique", "chamfer", "similarity_to_real",
-                     "run_id", "macro_f1"]
+                     "run_id", "model", "macro_f1"]
 
 
 @dataclass(frozen=True)
@@ -139,10 +138,10 @@ def _common_size(sizes: dict[str, int], config: service.AnalysisConfig) -> tuple
     """One size for every source with at least ``min_size`` items: the smallest of them, capped."""
     excluded = {name: {"n": n, "reason": f"fewer than the minimum of {config.min_size} items"}
                 for name, n in sizes.items() if n < config.min_size}
-    compared = [n for name, n in sizes.items() if name not in excluded]
-    if not compared:
+    compared = {name: n for name, n in sizes.items() if name not in excluded}
+    if not set(compared) - {"real"}:  # no round to compare: real data alone is no comparison
         return None, excluded
-    return min(*compared, config.subsample or service.DEFAULT_MAX_SUBSAMPLE), excluded
+    return min(*compared.values(), config.subsample or service.DEFAULT_MAX_SUBSAMPLE), excluded
 
 
 def _diversity(sources: pd.DataFrame, synthetic: pd.DataFrame, rounds: list[int], config: service.AnalysisConfig,
@@ -197,9 +196,12 @@ def _similarity_queries(sources: pd.DataFrame) -> np.ndarray:
 # --- training runs per round -----------------------------------------------------------------------------------
 
 def is_loop_run(config: dict[str, Any], round_: int) -> bool:
-    """Whether a run (its stored config) trained on the synthetic data up to ``round_`` only, scored on test."""
-    return (config.get("max_round") == round_ and bool(config.get("sources") or config.get("generation_job_ids"))
-            and not set(config.get("sources") or ()) & NOT_SYNTHETIC_SOURCES
+    """Whether a run (its stored config) trained on all the synthetic data up to ``round_`` and nothing else, with
+    no filter that would make it other data (agreement, LLM panel), scored on test: what :func:`train_rounds`
+    starts. Model and hyper-parameters may differ; the table names each run's model."""
+    return (config.get("max_round") == round_ and set(config.get("sources") or ()) == set(MODES)
+            and not config.get("generation_job_ids") and not config.get("min_agreement")
+            and config.get("min_panel_agreement") is None
             and config.get("eval_split", LOOP_EVAL_SPLIT) == LOOP_EVAL_SPLIT)
 
 
@@ -214,6 +216,7 @@ def _latest_done(runs: list[dict[str, Any]], keep: Any) -> dict[str, Any]:
     done = [r for r in runs if r["status"] == "done" and keep(r["config"])]
     latest = max(done, key=lambda r: r["id"], default=None)
     return {"run_id": None if latest is None else int(latest["id"]),
+            "model": None if latest is None else latest["config"].get("model"),
             "macro_f1": None if latest is None else (latest.get("metrics") or {}).get("macro_f1")}
 
 
@@ -240,6 +243,7 @@ def loop_view(db: sqlite_utils.Database, project: int | str, *, embedder: Embedd
         per_round[column] = [spread["rounds"].get(r, {}).get(column, np.nan) for r in per_round["round"]]
     loop_runs = [_latest_done(runs, lambda c, r=r: is_loop_run(c, r)) for r in per_round["round"]]
     per_round["run_id"] = pd.array([r["run_id"] for r in loop_runs], dtype="Int64")
+    per_round["model"] = [r["model"] for r in loop_runs]
     per_round["macro_f1"] = [np.nan if r["macro_f1"] is None else r["macro_f1"] for r in loop_runs]
     real = {"n": int(((sources["source"] == "real") & (sources["split"] == "train")).sum()),
             "remote_clique": None, "chamfer": None, **spread["real"], **_latest_done(runs, is_real_run)}
@@ -252,8 +256,9 @@ def loop_lines(view: LoopView) -> str:
     def fmt(value: Any, digits: int = 3) -> str:
         return "-" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}f}"
 
-    lines = [f"loop of {view.project!r}: {len(view.per_round)} rounds; diversity and similarity at "
-             f"{view.n_subsample or '-'} items per round"]
+    compared = (f"diversity and similarity at {view.n_subsample} items per round" if view.n_subsample else
+                "no round has enough items for the diversity comparison")
+    lines = [f"loop of {view.project!r}: {len(view.per_round)} rounds; {compared}"]
     for row in view.per_round.to_dict(orient="records"):
         lines.append(f"  round {row['round']} (job {row['generation_job_id']}): {row['calls']} calls,"
                      f" {row['generated']} generated, {row['accepted']} accepted; fidelity {fmt(row['fidelity'])}"
@@ -279,6 +284,7 @@ def train_rounds(db: sqlite_utils.Database, db_path: str | os.PathLike[str], pro
     skipped. Returns per round ``{round, run_id, job_id | macro_f1}`` or ``{round, error}`` (nothing to train)."""
     settings = settings or TrainConfig()
     found = get_project(db, project)
+    core_jobs.fail_orphaned_jobs(db)  # a killed generation must not hold its round back for ever
     runs = [r for r in training_runs.list_runs(db, project_id=found.id)
             if r["status"] == "done" or r["status"] in ACTIVE_STATUSES]
     jobs = generation_db.list_generation_jobs(db, found.id, limit=100_000)
@@ -287,8 +293,8 @@ def train_rounds(db: sqlite_utils.Database, db_path: str | os.PathLike[str], pro
         round_ = job["round"]
         if round_ is None or any(is_loop_run(r["config"], round_) for r in runs):
             continue
-        if job["status"] in ACTIVE_STATUSES:
-            started.append({"round": round_, "error": f"generation job {job['id']} is still {job['status']}"})
+        if job["job_status"] in ACTIVE_STATUSES:
+            started.append({"round": round_, "error": f"generation job {job['id']} is still {job['job_status']}"})
             continue
         config = settings.replace(sources=MODES, generation_job_ids=(), max_round=round_, eval_split=LOOP_EVAL_SPLIT)
         try:

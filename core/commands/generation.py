@@ -62,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     gen.add_argument("--price-prompt", type=float, help="price per 1k prompt tokens")
     gen.add_argument("--price-completion", type=float, help="price per 1k completion tokens")
     loop = gen.add_argument_group("the loop (README: \"The loop\")")
-    loop.add_argument("--feedback", action="store_true",
+    loop.add_argument("--feedback", action=argparse.BooleanOptionalAction,
                       help="use people's verdicts on earlier rounds: confirmed items as examples, contradicted ones "
                            "as counter-examples, more texts for labels people doubt")
     loop.add_argument("--feedback-min-labels", type=int, help="human labels an earlier item needs (default 2)")
@@ -77,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction, common: argparse.ArgumentPa
     loop.add_argument("--attributes", metavar="FILE.json", type=Path,
                       help='attribute lists, e.g. {"topic": ["sports", "politics"], "length": ["short", "long"]}')
     loop.add_argument("--calls-per-label", type=int, help="a fixed budget: at most this many calls per label")
-    loop.add_argument("--batch", action="store_true", help="openai backend: submit through the Batch API, poll, ingest")
+    loop.add_argument("--batch", action=argparse.BooleanOptionalAction,
+                      help="openai backend: submit through the Batch API, poll, ingest")
     loop.add_argument("--batch-poll", type=float, help="seconds between polls of a batch (default 30)")
     gen.add_argument("--resume", type=int, metavar="JOB_ID", help="continue a killed, failed or cancelled job")
     gen.add_argument("--background", action="store_true", help="start a detached job and return its id")
@@ -165,11 +166,11 @@ def _generate(args: argparse.Namespace, db: Any) -> dict[str, Any]:
             "max_tokens": args.max_tokens, "timeout_s": args.timeout, "seed": args.seed,
             "price_prompt_per_1k": args.price_prompt, "price_completion_per_1k": args.price_completion,
             "labels": [s.strip() for s in args.labels.split(",") if s.strip()] if args.labels else None,
-            "feedback": args.feedback or None, "feedback_min_labels": args.feedback_min_labels,
+            "feedback": args.feedback, "feedback_min_labels": args.feedback_min_labels,
             "feedback_min_agreement": args.feedback_min_agreement,
             "counter_examples_per_prompt": args.counter_examples_per_prompt, "grounding": args.grounding,
             "grounding_k": args.grounding_k, "grounding_candidates": args.grounding_candidates,
-            "mmr_lambda": args.mmr_lambda, "calls_per_label": args.calls_per_label, "batch": args.batch or None, "batch_poll_s": args.batch_poll,
+            "mmr_lambda": args.mmr_lambda, "calls_per_label": args.calls_per_label, "batch": args.batch, "batch_poll_s": args.batch_poll,
             "attributes": read_attributes(args.attributes) if args.attributes else None,
         }
         job_id = service.start_generation(db, project.id, launch=args.background, **options)

@@ -259,6 +259,8 @@ class GenerationConfig(BackendSettings):
         help="feedback: per label, the earlier synthetic items people confirmed (shown as examples)", factory=dict)
     counter_example_ids: dict[str, tuple[int, ...]] = setting(
         help="feedback: per label, the earlier synthetic items people judged otherwise", factory=dict)
+    grounding_up_to_item: int | None = setting(
+        None, "grounding: the corpus is the real items with ids up to this one (frozen at the job's start)")
     label_targets: dict[str, int] = setting(
         help="feedback: accepted texts per label when it differs from per_label (labels people doubt get more)",
         factory=dict)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import queue
+import random
 import threading
 import time
 from collections import Counter
@@ -28,8 +29,10 @@ from core.generation.backends import Backend, BackendCallError, Completion, make
 from core.generation.config import GenerationConfig
 from core.generation.parsing import DuplicateIndex, Outcome, cached_hash, echo_phrases, extract_texts, screen
 from core.generation.seeds import SeedExample, seed_examples
+from core.vocab import HELD_OUT_SPLITS
 from db import connection, transaction
 from db import generation as gen_db
+from db import generation_batch as generation_batch_db
 from db import items as items_db
 from db import jobs as jobs_db
 
@@ -173,15 +176,20 @@ class GenerationRun:
         self.totals = Counter(gen_db.call_totals(self.db, self.generation_job_id))
         self.totals.pop("mean_latency_s", None)
         # Call numbers continue across resumes so re-sampled seeds differ from the first run's.
-        self.next_number = int(self.totals["calls"])
+        # A batch's unanswered requests (it expired or failed) are not calls, yet their numbers were used: a reused
+        # number would send the same prompt with the same seed again.
+        self.next_number = max(int(self.totals["calls"]),
+                               generation_batch_db.next_call_number(self.db, self.generation_job_id))
 
     def _grounder(self) -> steering.Grounder:
         from core.analysis.embeddings import embed_texts, l2_normalise, load_embedder
 
-        corpus = gen_db.grounding_texts(self.db, self.project_id)
+        # Held-out texts are never shown: one retrieved into a training text would leak into the evaluation.
+        corpus = gen_db.grounding_texts(self.db, self.project_id, held_out=HELD_OUT_SPLITS,
+                                        up_to_item=self.config.grounding_up_to_item)
         if not corpus:
-            raise SynthloopError("grounding by retrieval needs real texts outside the test split, and this project "
-                                 "has none: import some (labelled or not) or set {grounding} none",
+            raise SynthloopError("grounding by retrieval needs real texts outside the held-out splits (test, dev), "
+                                 "and this project has none: import some (labelled or not) or set {grounding} none",
                                  fields=("grounding",))
         jobs_db.update_progress(self.db, self.job_id, done=0, total=self.config.target_total,
                                 message=f"embedding {len(corpus)} real texts for grounding")
@@ -195,12 +203,16 @@ class GenerationRun:
     def _steering(self, label: str, number: int) -> steering.Steering:
         """What steers call ``number`` of ``label`` beyond its seeds (nothing when no lever is on)."""
         config = self.config
-        rng = steering.steering_rng(config.seed, label, number)
+
+        def rng(lever: str) -> random.Random:
+            return steering.steering_rng(config.seed, label, number, lever)
+
         return steering.Steering(
-            retrieved=self.grounder.retrieve(rng) if self.grounder else (),
+            retrieved=self.grounder.retrieve(rng("grounding")) if self.grounder else (),
             counter_examples=steering.sample_counter_examples(self.counter_examples.get(label, []),
-                                                              k=config.counter_examples_per_prompt, rng=rng),
-            attributes=steering.sample_attributes(config.attributes, rng))
+                                                              k=config.counter_examples_per_prompt,
+                                                              rng=rng("counter-examples")),
+            attributes=steering.sample_attributes(config.attributes, rng("attributes")))
 
     # --- scheduling ---
     def _wants(self, label: str) -> bool:
@@ -390,7 +402,10 @@ class GenerationRun:
             result = self.summary(status)
             stopped = [label for label in self.config.labels
                        if self.remaining[label] > 0 and self.calls_issued[label] >= self.call_budget[label]]
-            if stopped:
+            if stopped and self.config.calls_per_label is not None:
+                result["message"] = (f"stopped before the target for {', '.join(stopped)}: the fixed budget of "
+                                     f"{self.config.calls_per_label} calls per label is spent")
+            elif stopped:
                 result["message"] = (f"stopped before the target for {', '.join(stopped)}: the call budget "
                                      f"({self.config.max_calls_per_text:g} calls per missing text) ran out; "
                                      "most outputs were rejected — see the reasons")

@@ -14,6 +14,7 @@ from typing import Any, Literal
 import pandas as pd
 import sqlite_utils
 
+from core.agreement.metrics import reaches
 from core.agreement.panel import panel_agreement
 from core.data.text import normalise_text, text_hash
 from core.errors import NotFoundError, SynthloopError
@@ -22,6 +23,7 @@ from db import items as items_db
 from db import transaction
 
 ReviewStatus = Literal["accepted", "rejected"]
+SHOWN_AT_MOST = 5000  # synthetic items listed at once (the first by id); the page says when the list is cut
 REVIEW_COLUMNS = ["id", "text", "reference_label", "panel_agreement", "review_status", "in_pool", "mode", "model",
                   "temperature", "generation_job_id", "round", "attributes", "generation_call_id", "edited"]
 
@@ -45,16 +47,18 @@ def synthetic_items(
         if row is None:
             raise NotFoundError(f"job {job_id} is not a generation job")
         generation_job_id = int(row["id"])
+    # The panel filter applies before the cut to SHOWN_AT_MOST, so the items shown are the first that pass it.
     frame = gen_db.synthetic_items(db, project_id, generation_job_id=generation_job_id, label=label,
-                                   review_status=review_status, in_pool=in_pool)
+                                   review_status=review_status, in_pool=in_pool,
+                                   limit=-1 if min_panel_agreement is not None else SHOWN_AT_MOST)
     frame["edited"] = frame["meta"].map(lambda m: "original_text" in json.loads(m or "{}"))
     frame["in_pool"] = frame["in_pool"].astype(bool)
     intended = pd.Series(frame["reference_label"].to_numpy(object), index=frame["id"].to_numpy())
     agreement = panel_agreement(items_db.annotation_labels_frame(db, project_id), intended)
     frame["panel_agreement"] = agreement.to_numpy(float)
     if min_panel_agreement is not None:
-        frame = frame[frame["panel_agreement"].fillna(-1.0) >= min_panel_agreement - 1e-9].reset_index(drop=True)
-    return frame[REVIEW_COLUMNS]
+        frame = frame[reaches(frame["panel_agreement"], min_panel_agreement)].head(SHOWN_AT_MOST)
+    return frame[REVIEW_COLUMNS].reset_index(drop=True)
 
 
 def attribute_counts(items: pd.DataFrame) -> pd.DataFrame:

@@ -23,10 +23,9 @@ from dataclasses import dataclass
 import pandas as pd
 import sqlite_utils
 
-from core.agreement.metrics import instance_agreement, label_fidelity
+from core.agreement.metrics import human_verdicts
 from core.generation.config import GenerationConfig
 from core.generation.seeds import SeedExample
-from core.vocab import LLM_ANNOTATOR_PREFIX
 from db import generation as gen_db
 from db import items as items_db
 
@@ -43,23 +42,6 @@ class Feedback:
     label_targets: dict[str, int]
     fidelity: dict[str, float]  # per label with judged items
     n_judged: int
-
-
-def human_verdicts(annotations: pd.DataFrame, intended: pd.Series, *, min_labels: int) -> pd.DataFrame:
-    """Per judged item (index ``item_id``): ``intended``, ``n_labels``, ``majority_label``, ``instance_agreement``,
-    ``tie``, ``confirmed``, ``contradicted``. ``intended`` maps item id → intended label."""
-    human = annotations[~annotations["annotator"].astype(str).str.startswith(LLM_ANNOTATOR_PREFIX)]
-    human = human[human["item_id"].isin(intended.index)]
-    columns = ["intended", "n_labels", "majority_label", "instance_agreement", "tie", "confirmed", "contradicted"]
-    if human.empty:
-        return pd.DataFrame(columns=columns, index=pd.Index([], name="item_id"))
-    per_item = instance_agreement(human)
-    per_item = per_item[per_item["n_labels"] >= min_labels].copy()
-    per_item["intended"] = intended.reindex(per_item.index).astype(str)
-    clear = ~per_item["tie"].astype(bool)
-    per_item["confirmed"] = clear & (per_item["majority_label"] == per_item["intended"])
-    per_item["contradicted"] = clear & (per_item["majority_label"] != per_item["intended"])
-    return per_item[columns]
 
 
 def _ranked_ids(verdicts: pd.DataFrame, label: str) -> tuple[int, ...]:
@@ -100,12 +82,16 @@ def gather_feedback(db: sqlite_utils.Database, project_id: int, config: Generati
     intended = earlier.set_index("id")["reference_label"]
     annotations = items_db.annotation_labels_frame(db, project_id)
     verdicts = human_verdicts(annotations, intended, min_labels=config.feedback_min_labels)
-    per_label = label_fidelity(annotations, intended, min_labels=config.feedback_min_labels)["per_label"]
-    return select_feedback(verdicts, {row["label"]: row["fidelity"] for row in per_label}, config)
+    # Label fidelity: the share confirmed, a tie counting as not (core.agreement.metrics.label_fidelity's rule).
+    fidelity = verdicts.groupby("intended")["confirmed"].mean()
+    return select_feedback(verdicts, {str(label): float(f) for label, f in fidelity.items()}, config)
 
 
-def with_feedback(db: sqlite_utils.Database, project_id: int, config: GenerationConfig) -> GenerationConfig:
-    """``config`` with the feedback of earlier rounds frozen in (unchanged when feedback is off)."""
+def frozen_for_round(db: sqlite_utils.Database, project_id: int, config: GenerationConfig) -> GenerationConfig:
+    """``config`` with what it draws on frozen in when its round is created: the feedback of earlier rounds, and the
+    grounding corpus (real items imported later are not retrieved), so that a resumed round is the same round."""
+    if config.grounding == "retrieval":
+        config = config.replace(grounding_up_to_item=gen_db.last_item_id(db, project_id))
     if not config.feedback:
         return config
     feedback = gather_feedback(db, project_id, config)

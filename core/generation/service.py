@@ -219,7 +219,7 @@ def create_job(db: sqlite_utils.Database, project_id: int, config: GenerationCon
     """Queue a generation job (job row + generation_job row, one transaction); returns the job id."""
     _check_seeds(db, project_id, config)
     with transaction(db):
-        config = rounds.with_feedback(db, project_id, config)
+        config = rounds.frozen_for_round(db, project_id, config)
         job_id = core_jobs.create(db, kind=JOB_KIND, project_id=project_id, config=config.to_dict(),
                                   total=config.target_total, message="queued")
         gen_db.create_generation_job(db, project_id=project_id, job_id=job_id, config=config.to_dict())

@@ -86,6 +86,7 @@ def sample_counter_examples(pool: Sequence[SeedExample], *, k: int, rng: random.
     return tuple(rng.sample(list(pool), min(k, len(pool))))
 
 
-def steering_rng(seed: int, label: str, call_number: int) -> random.Random:
-    """A stream of its own per call, so that turning a lever on leaves the seeds a call samples unchanged."""
-    return random.Random(f"{seed}:{label}:{call_number}:steering")
+def steering_rng(seed: int, label: str, call_number: int, lever: str) -> random.Random:
+    """A stream of its own per call and lever, so that turning one lever on changes neither the seeds a call
+    samples nor what the other levers choose (settings then differ only in what they are meant to change)."""
+    return random.Random(f"{seed}:{label}:{call_number}:{lever}")

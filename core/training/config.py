@@ -162,5 +162,7 @@ class TrainConfig(Config):
     def data_source(self) -> str:
         """A short name for the training data, the column of the paper's Table 1 (e.g. ``few-shot``)."""
         parts = list(self.sources) + [f"job {j}" for j in self.generation_job_ids]
-        # Data up to a round of the loop is other data than every round's: Table 1 must not average the two.
-        return "+".join(parts) + ("" if self.max_round is None else f" (rounds ≤ {self.max_round})")
+        # Data up to a round of the loop, or kept by the LLM panel, is other data: Table 1 must not average them.
+        filters = ([] if self.max_round is None else [f"rounds ≤ {self.max_round}"]) + (
+            [] if self.min_panel_agreement is None else [f"panel ≥ {self.min_panel_agreement:g}"])
+        return "+".join(parts) + (f" ({', '.join(filters)})" if filters else "")

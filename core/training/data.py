@@ -22,7 +22,7 @@ import pandas as pd
 import sqlite_utils
 
 from core.agreement.dawid_skene import dawid_skene, model_aggregate
-from core.agreement.metrics import encode
+from core.agreement.metrics import encode, reaches
 from core.agreement.panel import panel_agreement
 from core.data.items import item_table
 from core.errors import SynthloopError
@@ -201,7 +201,7 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: TrainConfig
     rows = rows[~unknown]
     if config.min_agreement > 0:
         # An item whose agreement is unknown cannot be shown to pass the threshold, so it is left out.
-        passes = rows["instance_agreement"].fillna(-1.0) >= config.min_agreement - 1e-9
+        passes = reaches(rows["instance_agreement"], config.min_agreement)
         report["dropped_agreement"] = int((~passes).sum())
         rows = rows[passes]
     else:
@@ -265,7 +265,7 @@ def _panel_filter(rows: pd.DataFrame, annotations: pd.DataFrame,
     intended = pd.Series(rows.loc[synthetic, "reference_label"].to_numpy(object),
                          index=rows.loc[synthetic, "id"].to_numpy())
     agreement = panel_agreement(annotations, intended)
-    passing = set(agreement[agreement.fillna(-1.0) >= threshold - 1e-9].index)
+    passing = set(agreement[reaches(agreement, threshold)].index)
     keep = ~synthetic | rows["id"].isin(passing)
     return rows[keep], int((~keep).sum())
 
