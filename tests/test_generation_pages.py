@@ -317,3 +317,36 @@ def test_resume_is_offered_only_for_a_job_below_its_target(db_path, fresh_db, mo
     assert (summary.status, summary.accepted, summary.active, summary.resumable) == ("failed", 2, False,
                                                                                                False)
     assert _by_label(at.button, "Resume job").disabled and _by_label(at.button, "Cancel job").disabled
+
+
+def test_generate_page_starts_a_round_with_the_loops_levers(db_path, fresh_db, monkeypatch, launched,
+                                                              server) -> None:
+    project = make_project(fresh_db)
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    _by_label(at.selectbox, "Backend").set_value("openai").run()
+    _by_label(at.text_input, "Model").set_value("fake-model")
+    _by_label(at.text_input, "Base URL").set_value(server.base_url)
+    _by_label(at.checkbox, "Learn from people's verdicts on earlier rounds").check()
+    _by_label(at.selectbox, "Grounding in real texts").set_value("retrieval")
+    attributes = _by_label(at.text_area, "Attributes (JSON: lists of values, one of each sampled per call)")
+    attributes.set_value('{"tone": ["calm"')
+    at.button(key="FormSubmitter:generate_settings-Start generation").click().run()
+    assert "the attributes is not valid JSON" in shown(at.error[0].value) and launched == []
+
+    attributes = _by_label(at.text_area, "Attributes (JSON: lists of values, one of each sampled per call)")
+    attributes.set_value('{"tone": ["calm", "angry"]}')
+    at.button(key="FormSubmitter:generate_settings-Start generation").click().run()
+    assert not at.exception and len(launched) == 1
+    config = service.job_summary(fresh_db, launched[0][1]).config
+    assert (config["feedback"], config["grounding"], config["attributes"]) == (True, "retrieval",
+                                                                               {"tone": ["calm", "angry"]})
+    assert config["grounding_up_to_item"] == max(items_db.items_frame(fresh_db, project.id)["id"])
+    # No earlier round was judged yet: the feedback preview says so, per label.
+    frames = [f.value for f in at.dataframe]
+    preview = next(f for f in frames if "examples (confirmed)" in f.columns)
+    assert preview.to_dict("records") == [
+        {"label": "pos", "label fidelity": None, "examples (confirmed)": 0, "counter-examples (contradicted)": 0,
+         "target": 10},
+        {"label": "neg", "label fidelity": None, "examples (confirmed)": 0, "counter-examples (contradicted)": 0,
+         "target": 10}]

@@ -45,6 +45,8 @@ class Feedback:
 
 
 def _ranked_ids(verdicts: pd.DataFrame, label: str) -> tuple[int, ...]:
+    if verdicts.empty:  # (an empty selection may have lost its columns)
+        return ()
     of_label = verdicts[verdicts["intended"] == label].reset_index()
     ranked = of_label.sort_values(["instance_agreement", "n_labels", "item_id"], ascending=[False, False, True],
                                   kind="stable")
