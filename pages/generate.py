@@ -329,7 +329,9 @@ with jobs_tab:
 
 with annotator_tab:
     st.caption("The LLM labels chosen items as annotator `llm:<model>`, so its agreement with people is measured "
-               "like anyone's (Agreement page).")
+               "like anyone's (Agreement page). Every LLM annotator is a member of the project's LLM panel: run "
+               "several models, or one model with several instruction variants, on the synthetic items; the "
+               "Agreement page calibrates the panel against people, and Review and Train filter on it.")
     saved = llm_annotator.settings(project)
     with st.form("generate_llm_annotator"):
         left, middle, right = st.columns(3)
@@ -343,12 +345,20 @@ with annotator_tab:
         selection = middle.selectbox("Items", selections, index=_index(selections, saved.get("selection", "pool")),
                                      help="pool: the annotation pool; unlabelled: items no person labelled yet")
         ann_concurrency = right.number_input("Concurrent requests ", 1, 256, int(saved.get("concurrency", 4)))
+        variant = st.text_input("Instruction variant (for a panel member with a prompt of its own)",
+                                value=saved.get("instruction_variant", ""), max_chars=32,
+                                help="a-z, 0-9, _ and -: the labels go to annotator llm:<model>/<variant>, so several "
+                                     "prompts of one model are several panel members")
+        instruction = st.text_area("Instruction (blank: the built-in one)", value=saved.get("instruction", ""),
+                                   placeholder=llm_annotator.DEFAULT_INSTRUCTION, height=110,
+                                   help="with {label_lines} and {text}; needs a variant name")
         left, right = st.columns(2)
         save_ann = left.form_submit_button("Save setting", icon=":material/save:")
         run_ann = right.form_submit_button("Label now", type="primary", icon=":material/smart_toy:")
     if save_ann or run_ann:
         ann_options = {"backend": ann_backend, "model": ann_model, "base_url": ann_url, "api_key_env": ann_key,
-                       "selection": selection, "concurrency": int(ann_concurrency)}
+                       "selection": selection, "concurrency": int(ann_concurrency),
+                       "instruction_variant": variant.strip(), "instruction": instruction}
         try:
             with database() as db:
                 llm_annotator.save_settings(db, project.id, **ann_options)

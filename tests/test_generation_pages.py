@@ -350,3 +350,26 @@ def test_generate_page_starts_a_round_with_the_loops_levers(db_path, fresh_db, m
          "target": 10},
         {"label": "neg", "label fidelity": None, "examples (confirmed)": 0, "counter-examples (contradicted)": 0,
          "target": 10}]
+
+
+def test_llm_annotator_tab_adds_a_panel_member_with_its_own_instruction(db_path, fresh_db, monkeypatch, launched,
+                                                                         server) -> None:
+    project = make_project(fresh_db)
+    job_id = queue_job(fresh_db, project.id, server, mode="zero-shot", per_label=1)
+    jobs.run(str(db_path), job_id)
+    at = _app("generate.py", db_path, fresh_db, project.id, monkeypatch)
+    at.run()
+    _by_label(at.selectbox, "Backend ").set_value("openai")
+    _by_label(at.text_input, "Model ").set_value("fake-model")
+    _by_label(at.text_input, "Base URL ").set_value(server.base_url)
+    _by_label(at.selectbox, "Items").set_value("synthetic")
+    _by_label(at.text_area, "Instruction (blank: the built-in one)").set_value("Label: {text}\n{label_lines}")
+    at.button(key="FormSubmitter:generate_llm_annotator-Label now").click().run()
+    assert "an instruction of your own needs an “Instruction variant” name" in shown(at.error[0].value)
+    assert launched == []
+    _by_label(at.text_input, "Instruction variant (for a panel member with a prompt of its own)").set_value("terse")
+    at.button(key="FormSubmitter:generate_llm_annotator-Label now").click().run()
+    assert not at.exception and len(launched) == 1
+    config = jobs_db.get_job(fresh_db, launched[0][1])["config"]
+    assert (config["instruction_variant"], config["instruction"], config["selection"]) == (
+        "terse", "Label: {text}\n{label_lines}", "synthetic")

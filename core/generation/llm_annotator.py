@@ -147,7 +147,8 @@ def parse_label(reply: str | None, labels: tuple[str, ...] | list[str]) -> str |
     return best[2] if best else None
 
 
-SAVABLE = ("backend", "model", "base_url", "api_key_env", "temperature", "concurrency", "selection")
+SAVABLE = ("backend", "model", "base_url", "api_key_env", "temperature", "concurrency", "selection",
+           "instruction_variant", "instruction")
 
 
 def settings(project: Project) -> dict[str, Any]:
