@@ -92,8 +92,9 @@ def _llm_panel(panel: PanelReport, chart: dict | None) -> None:
     """The LLM panel against people: agreement, accuracy and calibration on the items both labelled."""
     st.subheader("LLM panel vs people")
     if not panel.members:
-        st.info("No LLM panel yet: run llm-annotate --panel FILE.json (or the LLM annotator) to have LLMs label "
-                "items.")
+        st.info("No LLM panel yet: every LLM annotator is a panel member. Run one or more on the synthetic items "
+                "(Generate page, LLM annotator tab: several models, or one model with several instruction variants), "
+                "or `python -m core llm-annotate PROJECT --panel FILE.json`.")
         return
     st.caption(f"{len(panel.members)} panel members: " + escape_markdown(", ".join(panel.members)) + ". "
                f"{panel.n_synthetic_labelled} of {panel.n_synthetic} synthetic items have panel labels; mean share "

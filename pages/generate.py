@@ -142,7 +142,9 @@ with settings_tab:
         save = buttons[0].form_submit_button("Save as project defaults", icon=":material/save:")
         test = buttons[1].form_submit_button("Test connection", icon=":material/cable:")
         show_preview = buttons[2].form_submit_button("Preview prompts", icon=":material/visibility:")
-        start = buttons[3].form_submit_button("Start generation", type="primary", icon=":material/play_arrow:")
+        start = buttons[3].form_submit_button("Start generation", type="primary", icon=":material/play_arrow:",
+                                              help="starts a job, the next round of the loop, and keeps these "
+                                                   "settings as the project's defaults for the next one")
 
     options = {
         "saved_defaults": False,  # the form started from them: its "auto" and blank values are meant as sent
@@ -177,8 +179,10 @@ with settings_tab:
                     st.success(service.test_connection(db, project.id, **options), icon=":material/check:")
             if start:
                 job_id = service.start_generation(db, project.id, **options)
+                # The next round most often repeats this one: its settings become the form's starting values.
+                service.save_options(db, project.id, **options)
                 st.session_state[GENERATE_JOB] = job_id
-                st.session_state.pop(JOB_PICK, None)  # the Jobs tab's picker starts on the new job
+                st.session_state[JOB_PICK] = job_id  # the Jobs tab's picker shows the new job, and stays on it
                 st.success(f"Generation job {job_id} started: follow it in the Jobs tab.", icon=":material/rocket:")
     except SynthloopError as exc:
         show_error(exc, FIELD_LABELS)
@@ -187,7 +191,6 @@ with settings_tab:
         with database() as db:
             config = service.build_config(project, **options)
             preview = service.preview_prompts(db, project.id, **options)
-            feedback_seen = service.feedback_preview(db, project.id, **options) if config.feedback else None
     except SynthloopError as exc:
         st.info(f"No preview for these settings: {escape_markdown(str(exc))}")
         preview = None
@@ -195,7 +198,9 @@ with settings_tab:
     if preview is not None:
         st.subheader("Price")
         chosen = preview.settings.get("list" if config.prompt_form == "list" else config.mode)
-        estimate = service.estimate_cost(config, chosen[0] if chosen else None)
+        # A feedback round's targets (more texts for labels people doubt) are part of what it costs.
+        targeted = config.replace(label_targets=preview.feedback.label_targets) if preview.feedback else config
+        estimate = service.estimate_cost(targeted, chosen[0] if chosen else None)
         st.dataframe(pd.DataFrame([
             {"": "price per 1k tokens", "prompt": config.price_prompt_per_1k,
              "completion": config.price_completion_per_1k, "cost": None},
@@ -203,6 +208,7 @@ with settings_tab:
              "completion": estimate["completion_tokens"], "cost": estimate["cost"]},
         ]), hide_index=True)
 
+        feedback_seen = preview.feedback
         if feedback_seen is not None:
             st.subheader("Feedback from earlier rounds")
             st.caption(f"{feedback_seen.n_judged} earlier synthetic items have enough human labels. A round started "
@@ -270,9 +276,10 @@ with jobs_tab:
             return
         st.dataframe(jobs, hide_index=True)
         job_ids = [int(j) for j in jobs["job_id"]]
-        watched = st.session_state.get(GENERATE_JOB)
-        job_id = st.selectbox("Job", job_ids, index=job_ids.index(watched) if watched in job_ids else 0,
-                              format_func=lambda j: f"job {j}", key=JOB_PICK)
+        if st.session_state.get(JOB_PICK) not in job_ids:  # first visit, or its job was deleted
+            watched = st.session_state.get(GENERATE_JOB)
+            st.session_state[JOB_PICK] = watched if watched in job_ids else job_ids[0]
+        job_id = st.selectbox("Job", job_ids, format_func=lambda j: f"job {j}", key=JOB_PICK)
         st.session_state[GENERATE_JOB] = job_id
         with database() as db:
             summary = service.job_summary(db, job_id)

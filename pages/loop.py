@@ -73,8 +73,10 @@ if view.per_round.empty:
     st.info("No rounds yet: every generation job is a round — generate data on the Generate page first.")
     st.stop()
 
-st.altair_chart(loop_chart(view))
+st.altair_chart(loop_chart(view), width="stretch")
 real = view.real
+if view.per_round["macro_f1"].isna().all() and real["macro_f1"] is None:  # an empty macro-F1 chart, explained
+    st.caption("No macro-F1 yet: train a model per round below, and one on the real training split (Train page).")
 a, b, c = st.columns(3)
 a.metric("Real data macro-F1", _fmt(real["macro_f1"]),
          help="The latest finished run on the real training split alone, on the real test split"

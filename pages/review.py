@@ -145,16 +145,20 @@ with st.expander("Prompt sent to the model"):
     for message in info.messages:
         st.caption(message.get("role", ""))
         st.code(message.get("content", ""), language=None, wrap_lines=True)
-with st.expander(f"Seeds shown ({len(info.seeds)})"):
+# In a feedback round the examples are seeds and earlier items people confirmed, not seeds alone.
+with st.expander(f"Examples shown: seeds or confirmed items ({len(info.seeds)})"):
     if info.seeds:
         st.dataframe(pd.DataFrame([asdict(seed) for seed in info.seeds]), hide_index=True)
     else:
         st.caption("none (zero-shot)")
-for title, shown in (("Real texts retrieved for grounding", info.retrieved),
-                     ("Counter-examples shown (people judged them otherwise)", info.counter_examples)):
+# A counter-example's label is the one it was written for, which people contradicted: say so in its column.
+for title, shown, label_column in (
+        ("Real texts retrieved for grounding", info.retrieved, "label"),
+        ("Counter-examples shown (people judged them otherwise)", info.counter_examples, "intended label")):
     if shown:
         with st.expander(f"{title} ({len(shown)})"):
-            st.dataframe(pd.DataFrame([asdict(example) for example in shown]), hide_index=True)
+            st.dataframe(pd.DataFrame([asdict(example) for example in shown]), hide_index=True,
+                         column_config={"label": label_column})
 if info.attributes:
     with st.expander(f"Attributes asked for ({len(info.attributes)})"):
         st.dataframe(pd.DataFrame({"attribute": list(info.attributes), "value": list(info.attributes.values())}),

@@ -332,7 +332,7 @@ def test_generate_page_starts_a_round_with_the_loops_levers(db_path, fresh_db, m
     attributes = _by_label(at.text_area, "Attributes (JSON: lists of values, one of each sampled per call)")
     attributes.set_value('{"tone": ["calm"')
     at.button(key="FormSubmitter:generate_settings-Start generation").click().run()
-    assert "the attributes is not valid JSON" in shown(at.error[0].value) and launched == []
+    assert "the attributes text is not valid JSON" in shown(at.error[0].value) and launched == []
 
     attributes = _by_label(at.text_area, "Attributes (JSON: lists of values, one of each sampled per call)")
     attributes.set_value('{"tone": ["calm", "angry"]}')

@@ -14,7 +14,7 @@ import pytest
 from core import jobs as core_jobs
 from core.agreement.metrics import human_verdicts
 from core.errors import SynthloopError
-from core.generation import prompts, review, rounds, steering
+from core.generation import prompts, review, rounds, service, steering
 from core.generation.config import GenerationConfig, PromptTemplates, read_attributes
 from core.generation.seeds import SeedExample
 from core.vocab import HELD_OUT_SPLITS
@@ -291,3 +291,17 @@ def test_attribute_counts_per_value_and_label() -> None:
         {"attribute": "tone", "value": "calm", "label": "spam", "items": 2},
     ]
     assert review.attribute_counts(items.iloc[3:]).empty
+
+
+def test_the_prompt_preview_shows_the_levers_as_the_job_would_use_them(fresh_db) -> None:
+    project = make_project(fresh_db)
+    attributes = {"tone": ["calm", "angry", "wry"], "length": ["short", "long"]}
+    preview = service.preview_prompts(fresh_db, project.id, label="pos", grounding="retrieval", grounding_k=2,
+                                      attributes=attributes, seed=7)
+    for name, calls in preview.settings.items():
+        for number, call in enumerate(calls):
+            chosen = steering.sample_attributes(attributes, steering.steering_rng(7, "pos", number, "attributes"))
+            user = call.user_message
+            assert "- <real text 1 retrieved for this call>\n- <real text 2 retrieved for this call>" in user, name
+            assert user.endswith(f"Give it these attributes: tone: {chosen['tone']}; length: {chosen['length']}.")
+    assert preview.feedback is None

@@ -93,7 +93,7 @@ def check_attributes(attributes: object) -> dict[str, tuple[str, ...]]:
     return checked
 
 
-def parse_attributes(text: str, *, where: str = "the attributes") -> dict[str, tuple[str, ...]]:
+def parse_attributes(text: str, *, where: str = "the attributes text") -> dict[str, tuple[str, ...]]:
     """Attribute lists from JSON text (blank: none), checked."""
     if not text.strip():
         return {}

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import queue
-import random
 import threading
 import time
 from collections import Counter
@@ -201,18 +200,8 @@ class GenerationRun:
                                  trade_off=config.mmr_lambda)
 
     def _steering(self, label: str, number: int) -> steering.Steering:
-        """What steers call ``number`` of ``label`` beyond its seeds (nothing when no lever is on)."""
-        config = self.config
-
-        def rng(lever: str) -> random.Random:
-            return steering.steering_rng(config.seed, label, number, lever)
-
-        return steering.Steering(
-            retrieved=self.grounder.retrieve(rng("grounding")) if self.grounder else (),
-            counter_examples=steering.sample_counter_examples(self.counter_examples.get(label, []),
-                                                              k=config.counter_examples_per_prompt,
-                                                              rng=rng("counter-examples")),
-            attributes=steering.sample_attributes(config.attributes, rng("attributes")))
+        return steering.steer(self.config, label, number, grounder=self.grounder,
+                              counter_examples=self.counter_examples.get(label, []))
 
     # --- scheduling ---
     def _wants(self, label: str) -> bool:

@@ -11,7 +11,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from core.generation.config import DEFAULT_CONTEXT_FALLBACK, GenerationConfig, PromptTemplates
@@ -216,14 +216,17 @@ def record_reply(config: GenerationConfig, conversation: Conversation, prompt: C
 
 
 def preview(
-    config: GenerationConfig, seeds: Sequence[SeedExample], *, label: str | None = None, calls: int = 3
+    config: GenerationConfig, seeds: Sequence[SeedExample], *, label: str | None = None, calls: int = 3,
+    steer: Callable[[str, int], Steering] | None = None,
 ) -> list[CallPrompt]:
-    """The first ``calls`` prompts of one label's conversation, with placeholder replies, as a job would send them."""
+    """The first ``calls`` prompts of one label's conversation, with placeholder replies, as a job would send them
+    (``steer(label, call_number)``: what steers each call, as the job would choose it)."""
     label = label or config.labels[0]
     conversation = new_conversation(config, label)
     prompts = []
     for number in range(calls):
-        prompt = next_call(config, conversation, seeds, call_number=number)
+        prompt = next_call(config, conversation, seeds, call_number=number,
+                           steering=steer(label, number) if steer else NO_STEERING)
         prompts.append(prompt)
         if not record_reply(config, conversation, prompt, f"<model output {number + 1}>"):
             conversation = new_conversation(config, label)

@@ -15,10 +15,10 @@ import sqlite_utils
 
 from core import jobs as core_jobs
 from core.errors import NotFoundError, SynthloopError
-from core.generation import prompts, rounds
+from core.generation import prompts, rounds, steering
 from core.generation.backends import make_backend
 from core.generation.config import GenerationConfig, PromptTemplates
-from core.generation.seeds import seed_counts, seed_examples, seed_warnings
+from core.generation.seeds import SeedExample, seed_counts, seed_examples, seed_warnings
 from core.projects import Project, get_project, update_settings
 from core.store import db_file
 from core.vocab import ACTIVE_STATUSES
@@ -155,6 +155,7 @@ class PromptPreview:
     settings: dict[str, list[prompts.CallPrompt]]  # "zero-shot", "few-shot" (and "list" when it differs)
     seed_counts: dict[str, int]
     warnings: list[str]
+    feedback: rounds.Feedback | None  # what a feedback round started now would take (None: feedback is off)
 
 
 def _variant(config: GenerationConfig, **changes: Any) -> GenerationConfig:
@@ -166,29 +167,34 @@ def _variant(config: GenerationConfig, **changes: Any) -> GenerationConfig:
 
 def preview_prompts(db: sqlite_utils.Database, project_id: int, *, label: str | None = None,
                     **options: Any) -> PromptPreview:
-    """The prompts both settings would send for one label, before any call (placeholders stand for replies)."""
+    """The prompts both settings would send for one label, before any call, with the levers that are on
+    (placeholders stand for replies and for retrieved texts; feedback, counter-examples and attributes are those a
+    round started now would use)."""
     project = get_project(db, project_id)
     config = build_config(project, **options)
     seeds = seed_examples(db, project_id)
+    few_shot = _variant(config, mode="few-shot", prompt_form="chat")
+    feedback = rounds.gather_feedback(db, project_id, few_shot) if config.feedback else None
+    examples = rounds.feedback_examples(db, feedback.example_ids) if feedback else {}
+    counters = rounds.feedback_examples(db, feedback.counter_example_ids) if feedback else {}
+    grounder = steering.PlaceholderGrounder(config.grounding_k) if config.grounding == "retrieval" else None
+
+    def shown(variant: GenerationConfig, pool: list[SeedExample], calls: int) -> list[prompts.CallPrompt]:
+        return prompts.preview(variant, pool, label=label, calls=calls, steer=lambda name, number: steering.steer(
+            variant, name, number, grounder=grounder, counter_examples=counters.get(name, [])))
+
     zero = _variant(config, mode="zero-shot")
-    zero_calls = min(8, zero.diversity_period + 1) if zero.diversity_period else 2
-    settings = {"zero-shot": prompts.preview(zero, seeds, label=label, calls=zero_calls)}
+    settings = {"zero-shot": shown(zero, seeds, min(8, zero.diversity_period + 1) if zero.diversity_period else 2)}
     counts = seed_counts(db, project_id)
     warnings = []
     if seeds:
-        settings["few-shot"] = prompts.preview(_variant(config, mode="few-shot", prompt_form="chat"), seeds,
-                                               label=label, calls=2)
-        settings["list"] = prompts.preview(_variant(config, mode="few-shot", prompt_form="list"), seeds,
-                                           label=label, calls=2)
+        with_confirmed = seeds + [example for confirmed in examples.values() for example in confirmed]
+        settings["few-shot"] = shown(few_shot, with_confirmed, 2)
+        settings["list"] = shown(_variant(config, mode="few-shot", prompt_form="list"), with_confirmed, 2)
         warnings = seed_warnings({k: v for k, v in counts.items() if k in config.labels}, config.examples_per_prompt)
     else:
         warnings = ["no seeds pinned yet: the few-shot preview needs seeds (Seeds page or `seeds sample`)"]
-    return PromptPreview(settings=settings, seed_counts=counts, warnings=warnings)
-
-
-def feedback_preview(db: sqlite_utils.Database, project_id: int, **options: Any) -> rounds.Feedback:
-    """What a feedback round started now would take from people's verdicts on the earlier rounds."""
-    return rounds.gather_feedback(db, project_id, build_config(get_project(db, project_id), **options))
+    return PromptPreview(settings=settings, seed_counts=counts, warnings=warnings, feedback=feedback)
 
 
 def test_connection(db: sqlite_utils.Database, project_id: int, **options: Any) -> str:

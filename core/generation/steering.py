@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.generation.config import GenerationConfig
 from core.generation.seeds import SeedExample
 
 
@@ -84,6 +85,31 @@ def sample_attributes(attributes: Mapping[str, Sequence[str]], rng: random.Rando
 
 def sample_counter_examples(pool: Sequence[SeedExample], *, k: int, rng: random.Random) -> tuple[SeedExample, ...]:
     return tuple(rng.sample(list(pool), min(k, len(pool))))
+
+
+class PlaceholderGrounder:
+    """Stands in for :class:`Grounder` in a prompt preview: the ``k`` passages are placeholders (retrieving would
+    embed the whole corpus just to draw a preview)."""
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def retrieve(self, rng: random.Random) -> tuple[SeedExample, ...]:
+        return tuple(SeedExample(0, f"<real text {i} retrieved for this call>", "") for i in range(1, self.k + 1))
+
+
+def steer(config: GenerationConfig, label: str, call_number: int, *, grounder: Grounder | PlaceholderGrounder | None,
+          counter_examples: Sequence[SeedExample]) -> Steering:
+    """What steers call ``call_number`` of ``label`` beyond its seeds (nothing when no lever is on)."""
+
+    def rng(lever: str) -> random.Random:
+        return steering_rng(config.seed, label, call_number, lever)
+
+    return Steering(
+        retrieved=grounder.retrieve(rng("grounding")) if grounder else (),
+        counter_examples=sample_counter_examples(counter_examples, k=config.counter_examples_per_prompt,
+                                                 rng=rng("counter-examples")),
+        attributes=sample_attributes(config.attributes, rng("attributes")))
 
 
 def steering_rng(seed: int, label: str, call_number: int, lever: str) -> random.Random:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from pathlib import Path
 
 from playwright.sync_api import expect
@@ -58,7 +59,7 @@ def _table(scope, *, header: str | None = None) -> list[list[str]]:
     """The cells of an ``st.dataframe`` in ``scope`` (the first, or the first whose header starts with the column
     ``header``), read from the grid's accessible copy, header row first."""
     grids = scope.locator('[data-testid="stDataFrame"]')
-    expect(grids.first.locator("table tr").first).to_be_attached()
+    expect(grids.locator("table tr").first).to_be_attached()  # a grid in a closed expander has no rows yet
     for n in range(grids.count()):
         rows = grids.nth(n).evaluate("""g => [...g.querySelectorAll('table tr')].map(
             r => [...r.querySelectorAll('th, td')].map(c => c.textContent.trim()))""")
@@ -67,16 +68,23 @@ def _table(scope, *, header: str | None = None) -> list[list[str]]:
     raise AssertionError(f"no table with a first column {header!r}")
 
 
+def _shown(rows: list[dict], label_column: str = "label") -> list[list[str]]:
+    """A provenance table as the Review page draws it (a missing external id or label is a blank cell)."""
+    return [["item_id", "external_id", "text", label_column], *[
+        [str(r["id"]), r["external_id"] or "", r["text"], r["adjudicated_label"] or r["reference_label"] or ""]
+        for r in rows]]
+
+
 def _expander(page, title: str | re.Pattern):
-    """An expander of the main area by its title, opened."""
+    """An expander of the main area by its title, opened (each of those read here holds a table)."""
     box = support.main_area(page).locator('[data-testid="stExpander"]').filter(
         has=page.locator("summary").filter(has_text=title)).first
     box.locator("summary").click()
-    expect(box.locator('[data-testid="stExpanderDetails"]')).to_be_visible()
+    expect(box.locator('[data-testid="stDataFrame"]')).to_be_visible()
     return box
 
 
-def _set_round_two_settings(page, base_url: str) -> None:
+def _set_round_two_settings(page, base_url: str, attributes: str = json.dumps(ATTRIBUTES)) -> None:
     settings = page.locator('[data-testid="stForm"]').filter(has_text="Start generation")
     support.select_option(page, "Backend", "OpenAI-compatible URL")  # above the form, which it redraws
     support.fill(settings, "Model", "fake-model")
@@ -90,7 +98,7 @@ def _set_round_two_settings(page, base_url: str) -> None:
     support.select_option(page, "Grounding in real texts", "retrieval", scope=settings)
     support.fill(settings, "Retrieved texts per call", "2")
     support.fill(settings, "Nearest texts MMR picks from", "4")
-    support.fill(settings, "Attributes (JSON: lists of values, one of each sampled per call)", json.dumps(ATTRIBUTES))
+    support.fill(settings, "Attributes (JSON: lists of values, one of each sampled per call)", attributes)
 
 
 def test_a_feedback_round_from_the_generate_page_to_the_loop_page(tmp_path: Path, start_app, new_page,
@@ -121,17 +129,27 @@ def test_a_feedback_round_from_the_generate_page_to_the_loop_page(tmp_path: Path
         page.get_by_role("button", name="Start generation").click()
         support.expect_text(page, re.compile(r"Generation job \d+ started"))
         page.get_by_role("tab", name="Jobs").click()
-        # The picker shows job 1 and its next poll switches the panel to it (reported): pick the new job.
-        support.select_option(page, "Job", "job 2", scope=page.get_by_role("tabpanel", name="Jobs"))
+        # The picker is on the job just started, and stays there through the polls.
         support.expect_text(page, re.compile(r"Status:\s*done"), timeout_ms=60_000)
+        page.wait_for_timeout(2_500)  # one more poll
         expect(main.get_by_text("Round 2 of this project's loop", exact=True)).to_be_visible()
         expect(main.get_by_text("pos: 2 / 2", exact=True)).to_be_visible()
         expect(main.get_by_text("neg: 4 / 4", exact=True)).to_be_visible()
         shots(page, "round 2 done")
 
-        # 3. The Review page shows what steered a neg item of round 2.
+        # 3. The Review page: what the attributes asked for in round 2, and what steered one of its neg items.
         support.goto(page, "Review")
         support.select_option(page, "Generation job", "job 2")
+        with connection.open_db(db_path) as db:
+            made = items_db.items_frame(db, prepared["project_id"], source="synthetic")
+            calls = [gen_db.get_call(db, int(c)) for c in made[made["generation_job_id"] != prepared["first_job"]]
+                     .sort_values("id")["generation_call_id"]]
+        asked = Counter((name, value, call["label"]) for call in calls for name, value in call["attributes"].items())
+        assert len(calls) == 6 and sum(asked.values()) == 12
+        counts = _table(_expander(page, "Attributes asked for (items shown, per value and intended label)"))
+        assert counts == [["attribute", "value", "neg", "pos"], *[
+            [name, value, str(asked[name, value, "neg"]), str(asked[name, value, "pos"])]
+            for name, value in sorted({(name, value) for name, value, _ in asked})]]
         support.select_option(page, "Intended label", "neg")
         support.expect_text(page, "4 synthetic items. Select rows to act on them, or apply an action to all shown.")
         picker = main.locator('[data-testid="stSelectbox"]').filter(has_text="Item").first
@@ -140,17 +158,20 @@ def test_a_feedback_round_from_the_generate_page_to_the_loop_page(tmp_path: Path
         with connection.open_db(db_path) as db:
             item = items_db.get_item(db, item_id)
             call = gen_db.get_call(db, item["generation_call_id"])
-            retrieved = {r["id"]: r["text"] for r in items_db.get_items(db, call["retrieved_ids"])}
+            retrieved = items_db.get_items(db, call["retrieved_ids"])
+            counter_examples = items_db.get_items(db, call["counter_example_ids"])
+            examples = items_db.get_items(db, call["seed_item_ids"])
             round_of_item = gen_db.get_generation_job(db, call["generation_job_id"])["round"]
         assert (item["reference_label"], round_of_item) == ("neg", 2)
-        assert len(retrieved) == 2 and TEST_TEXT not in retrieved.values()
+        assert len(retrieved) == 2 and TEST_TEXT not in {r["text"] for r in retrieved}
+        assert [r["text"] for r in counter_examples] == [prepared["counter_text"]]
         assert ["round", "2"] in _table(main, header="field")
-        grounding = _table(_expander(page, "Real texts retrieved for grounding (2)"))
-        assert {(row[0], row[2]) for row in grounding[1:]} == {(str(i), t) for i, t in retrieved.items()}
-        attributes = _table(_expander(page, "Attributes asked for (2)"))
-        assert attributes == [["attribute", "value"], *[[k, v] for k, v in call["attributes"].items()]]
-        counter = _table(_expander(page, "Counter-examples shown (people judged them otherwise) (1)"))
-        assert [row[2] for row in counter[1:]] == [prepared["counter_text"]]
+        assert _table(_expander(page, "Examples shown: seeds or confirmed items (2)")) == _shown(examples)
+        assert _table(_expander(page, "Real texts retrieved for grounding (2)")) == _shown(retrieved)
+        assert _table(_expander(page, "Attributes asked for (2)")) == [
+            ["attribute", "value"], *[[name, value] for name, value in call["attributes"].items()]]
+        assert _table(_expander(page, "Counter-examples shown (people judged them otherwise) (1)")) == _shown(
+            counter_examples, "intended label")
         shots(page, "review expanders")
 
         # 4. The Loop page lists both rounds with what each accepted.
@@ -163,14 +184,15 @@ def test_a_feedback_round_from_the_generate_page_to_the_loop_page(tmp_path: Path
         assert rows == {"1": "4", "2": "6"}
 
         # 5. Attributes that are not JSON: the error says so, and no job starts.
+        # The form starts again from the project's defaults (reported): the settings are entered again.
         support.goto(page, "Generate")
-        settings = page.locator('[data-testid="stForm"]').filter(has_text="Start generation")
-        support.fill(settings, "Attributes (JSON: lists of values, one of each sampled per call)", '{"tone": ')
+        _set_round_two_settings(page, llm.base_url, '{"tone": ')
         page.get_by_role("button", name="Start generation").click()
         support.wait_idle(page)
-        error = main.locator('[data-testid="stAlert"]').filter(has_text="is not valid JSON").first
-        expect(error).to_be_visible()
-        expect(error).to_contain_text('write an object of lists, e.g. {"topic": ["sports", "politics"]}')
+        alert = main.locator('[data-testid="stAlert"]').filter(has_text="not valid JSON")
+        expect(alert.locator('[data-testid="stMarkdownContainer"]')).to_have_text(
+            "the attributes text is not valid JSON (Expecting value: line 1 column 10 (char 9)): write an object of "
+            'lists, e.g. {"topic": ["sports", "politics"]}')
         expect(main.get_by_text(re.compile(r"Generation job \d+ started"))).to_have_count(0)
         shots(page, "invalid attributes")
     with connection.open_db(db_path) as db:
