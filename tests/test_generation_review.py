@@ -115,7 +115,7 @@ def test_llm_annotator_labels_the_pool_as_its_own_annotator(fresh_db, db_path, g
         llm_annotator.save_settings(fresh_db, project.id, **options)
         assert llm_annotator.settings(get_project(fresh_db, project.id)) == {
             "backend": "openai", "model": "fake-model", "base_url": server.base_url, "api_key_env": "OPENAI_API_KEY",
-            "temperature": 0.0, "concurrency": 4, "selection": "pool"}
+            "temperature": 0.0, "concurrency": 4, "selection": "pool", "instruction_variant": "", "instruction": ""}
         job_id = llm_annotator.start_llm_annotation(fresh_db, project.id, launch=False, selection="pool")
         job = core_jobs.run(str(db_path), job_id)
     assert job["status"] == "done"
