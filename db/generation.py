@@ -78,11 +78,13 @@ def items_by_id(db: sqlite_utils.Database, item_ids: Sequence[int]) -> dict[int,
 
 
 def grounding_texts(db: sqlite_utils.Database, project_id: int, *, held_out: Sequence[str],
-                    up_to_item: int | None = None) -> list[tuple[int, str]]:
-    """``(id, text)`` of the real items a generation call may be grounded in: labelled or not, outside the
-    ``held_out`` splits, and with ids up to ``up_to_item`` (the corpus as it was when the job was created)."""
-    return [(r[0], r[1]) for r in db.execute(
-        f"SELECT id, text FROM item WHERE project_id = ? AND source = 'real' AND split NOT IN"
+                    up_to_item: int | None = None) -> list[tuple[int, str, str | None]]:
+    """``(id, text, label)`` of the real items a generation call may be grounded in: labelled or not (the label is
+    the adjudicated one, else the imported one), outside the ``held_out`` splits, and with ids up to
+    ``up_to_item`` (the corpus as it was when the job was created)."""
+    return [(r[0], r[1], r[2]) for r in db.execute(
+        f"SELECT id, text, COALESCE(adjudicated_label, reference_label) FROM item WHERE project_id = ?"
+        f" AND source = 'real' AND split NOT IN"
         f" ({_ids_clause(held_out)}) AND id <= ? ORDER BY id",
         [project_id, *held_out, up_to_item if up_to_item is not None else 2**63 - 1]).fetchall()]
 

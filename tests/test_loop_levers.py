@@ -57,6 +57,18 @@ def test_grounder_retrieves_the_sampled_query_first_then_its_mmr_neighbours() ->
         assert [p.item_id for p in picked] == [10, 12]
 
 
+def test_the_query_is_a_real_text_of_the_calls_label_when_it_has_any() -> None:
+    vectors = np.stack([unit(1, 0, 0), unit(0, 1, 0), unit(0, 0, 1), unit(1, 1, 0)])
+    grounder = steering.Grounder([1, 2, 3, 4], ["spam a", "ham b", "unlabelled c", "spam d"], vectors, k=1,
+                                 candidates=1, trade_off=1.0, labels=["spam", "ham", None, "spam"])
+    # With k = 1 and one candidate, the passage is the query itself.
+    for seed in range(20):
+        assert grounder.retrieve(random.Random(seed), "spam")[0].item_id in {1, 4}
+        assert grounder.retrieve(random.Random(seed), "ham")[0].item_id == 2
+    any_text = {grounder.retrieve(random.Random(seed), "other")[0].item_id for seed in range(40)}
+    assert any_text == {1, 2, 3, 4}  # a label without real texts: any real text, labelled or not
+
+
 def test_attributes_are_sampled_one_value_each_in_order() -> None:
     chosen = steering.sample_attributes({"topic": ["sports", "politics"], "length": ["short"]}, random.Random(1))
     assert list(chosen) == ["topic", "length"] and chosen["length"] == "short"
@@ -229,7 +241,7 @@ def test_a_feedback_round_is_steered_by_the_verdicts_and_records_it(fresh_db, db
     assert config.counter_example_ids == {"neg": (neg_ids[1],)}
     assert config.label_targets == {"neg": 4}
     assert result["result"]["accepted_per_label"] == {"pos": 2, "neg": 4}
-    groundable = {i for i, _ in gen_db.grounding_texts(fresh_db, project.id, held_out=HELD_OUT_SPLITS,
+    groundable = {i for i, _, _ in gen_db.grounding_texts(fresh_db, project.id, held_out=HELD_OUT_SPLITS,
                                                         up_to_item=config.grounding_up_to_item)}
     assert set(unlabelled) <= groundable and not set(test_ids + dev_ids) & groundable
     assert config.grounding_up_to_item == max(made["id"])  # the last item when round 2 was created

@@ -193,11 +193,11 @@ class GenerationRun:
         jobs_db.update_progress(self.db, self.job_id, done=0, total=self.config.target_total,
                                 message=f"embedding {len(corpus)} real texts for grounding")
         embedder = self.embedder or load_embedder()
-        vectors = embed_texts(self.db, [text for _, text in corpus], embedder=embedder).vectors
+        ids, texts, labels = zip(*corpus, strict=True)
+        vectors = embed_texts(self.db, list(texts), embedder=embedder).vectors
         config = self.config
-        return steering.Grounder([i for i, _ in corpus], [t for _, t in corpus], l2_normalise(vectors),
-                                 k=config.grounding_k, candidates=config.grounding_candidates,
-                                 trade_off=config.mmr_lambda)
+        return steering.Grounder(ids, texts, l2_normalise(vectors), labels=labels, k=config.grounding_k,
+                                 candidates=config.grounding_candidates, trade_off=config.mmr_lambda)
 
     def _steering(self, label: str, number: int) -> steering.Steering:
         return steering.steer(self.config, label, number, grounder=self.grounder,

@@ -58,20 +58,27 @@ def mmr(query: np.ndarray, candidates: np.ndarray, *, k: int, trade_off: float) 
 
 
 class Grounder:
-    """The project's real texts with their normalised embeddings; :meth:`retrieve` picks a call's passages."""
+    """The project's real texts with their normalised embeddings and known labels (``None``: unlabelled);
+    :meth:`retrieve` picks a call's passages."""
 
     def __init__(self, item_ids: Sequence[int], texts: Sequence[str], vectors: np.ndarray, *, k: int,
-                 candidates: int, trade_off: float) -> None:
+                 candidates: int, trade_off: float, labels: Sequence[str | None] | None = None) -> None:
         self.examples = [SeedExample(item_id=int(i), text=t, label="") for i, t in zip(item_ids, texts, strict=True)]
         self.vectors = np.asarray(vectors, dtype=np.float32)
         self.k, self.candidates, self.trade_off = k, candidates, trade_off
+        self.of_label: dict[str, list[int]] = {}
+        for position, label in enumerate(labels or ()):
+            if label:
+                self.of_label.setdefault(label, []).append(position)
 
-    def retrieve(self, rng: random.Random) -> tuple[SeedExample, ...]:
-        """A sampled real text is the query; its nearest ``candidates`` texts (itself first) are narrowed to ``k``
-        by MMR."""
+    def retrieve(self, rng: random.Random, label: str | None = None) -> tuple[SeedExample, ...]:
+        """The query is a real text of ``label`` (any real text when the label has none), so the passages are
+        from the label's part of the domain (as SynthesizRR queries with the label's examples); its nearest
+        ``candidates`` texts, labelled or not (the query first), are narrowed to ``k`` by MMR."""
         if not self.examples:
             return ()
-        query = self.vectors[rng.randrange(len(self.examples))]
+        queries = self.of_label.get(label or "") or range(len(self.examples))
+        query = self.vectors[queries[rng.randrange(len(queries))]]
         similarity = self.vectors @ query
         nearest = np.argsort(-similarity, kind="stable")[: self.candidates]
         picked = mmr(query, self.vectors[nearest], k=self.k, trade_off=self.trade_off)
@@ -94,7 +101,7 @@ class PlaceholderGrounder:
     def __init__(self, k: int) -> None:
         self.k = k
 
-    def retrieve(self, rng: random.Random) -> tuple[SeedExample, ...]:
+    def retrieve(self, rng: random.Random, label: str | None = None) -> tuple[SeedExample, ...]:
         return tuple(SeedExample(0, f"<real text {i} retrieved for this call>", "") for i in range(1, self.k + 1))
 
 
@@ -106,7 +113,7 @@ def steer(config: GenerationConfig, label: str, call_number: int, *, grounder: G
         return steering_rng(config.seed, label, call_number, lever)
 
     return Steering(
-        retrieved=grounder.retrieve(rng("grounding")) if grounder else (),
+        retrieved=grounder.retrieve(rng("grounding"), label) if grounder else (),
         counter_examples=sample_counter_examples(counter_examples, k=config.counter_examples_per_prompt,
                                                  rng=rng("counter-examples")),
         attributes=sample_attributes(config.attributes, rng("attributes")))
