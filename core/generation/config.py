@@ -317,9 +317,9 @@ class GenerationConfig(BackendSettings):
         check_whole_number("grounding_k", self.grounding_k, 1, 50)
         check_whole_number("grounding_candidates", self.grounding_candidates, 1, 10_000)
         if self.grounding_candidates < self.grounding_k:
-            raise SynthloopError(f"grounding_candidates {self.grounding_candidates} is below grounding_k "
+            raise SynthloopError(f"{{grounding_candidates}} {self.grounding_candidates} is below {{grounding_k}} "
                                  f"{self.grounding_k}: MMR picks from the candidates, so raise it",
-                                 fields=("grounding_candidates",))
+                                 fields=("grounding_candidates", "grounding_k"))
         check_number("mmr_lambda", self.mmr_lambda, 0.0, 1.0)
         object.__setattr__(self, "attributes", check_attributes(self.attributes))
         check_number("batch_poll_s", self.batch_poll_s, 0.01, 3_600.0)
