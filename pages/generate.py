@@ -221,8 +221,8 @@ with settings_tab:
                 for label in config.labels]), hide_index=True)
 
         st.subheader("Prompt preview" + (" (as requested)" if show_preview else ""))
-        st.caption("Exactly what the first calls would send for the first label (placeholders stand for replies). "
-                   "Nothing is sent to any model for this preview.")
+        st.caption("Exactly what the first calls would send for the first label (placeholders stand for replies "
+                   "and for the real texts grounding retrieves). Nothing is sent to any model for this preview.")
         for warning in preview.warnings:
             st.warning(warning)
         titles = {"zero-shot": "Zero-shot", "few-shot": "Few-shot (chat)", "list": "Few-shot (numbered list)"}

@@ -24,6 +24,7 @@ from db import transaction
 from tests.fake_llm import FakeLLMServer, varied_text
 from tests.generation_helpers import make_project, queue_job
 from tests.test_analysis import FakeEmbedder
+from tests.training_helpers import add_items
 
 
 def unit(*values: float) -> np.ndarray:
@@ -317,3 +318,21 @@ def test_the_prompt_preview_shows_the_levers_as_the_job_would_use_them(fresh_db)
             assert "- <real text 1 retrieved for this call>\n- <real text 2 retrieved for this call>" in user, name
             assert user.endswith(f"Give it these attributes: tone: {chosen['tone']}; length: {chosen['length']}.")
     assert preview.feedback is None
+
+
+def test_the_feedback_preview_shows_examples_only_for_a_few_shot_round(fresh_db) -> None:
+    project = make_project(fresh_db)
+    job_id = core_jobs.create(fresh_db, kind="generation", project_id=project.id, config={})
+    gen_db.create_generation_job(fresh_db, project_id=project.id, job_id=job_id, config={})
+    made = {"generation_mode": "few-shot", "generation_job_id": job_id}
+    confirmed, contradicted = add_items(fresh_db, project.id, [
+        {"text": "A lovely film, warm and funny.", "source": "synthetic", "label": "pos", "votes": ["pos", "pos"],
+         "generation": made},
+        {"text": "A dull film, far too long.", "source": "synthetic", "label": "pos", "votes": ["neg", "neg"],
+         "generation": made}])
+    few_shot = service.preview_prompts(fresh_db, project.id, feedback=True, mode="few-shot", prompt_form="chat",
+                                       per_label=4).feedback
+    assert few_shot.example_ids == {"pos": (confirmed,)} and few_shot.counter_example_ids == {"pos": (contradicted,)}
+    assert few_shot.fidelity == {"pos": 0.5} and few_shot.label_targets == {"pos": 8}
+    zero_shot = service.preview_prompts(fresh_db, project.id, feedback=True, mode="zero-shot", per_label=4).feedback
+    assert zero_shot.example_ids == {} and zero_shot.counter_example_ids == {"pos": (contradicted,)}

@@ -194,6 +194,8 @@ def preview_prompts(db: sqlite_utils.Database, project_id: int, *, label: str | 
         warnings = seed_warnings({k: v for k, v in counts.items() if k in config.labels}, config.examples_per_prompt)
     else:
         warnings = ["no seeds pinned yet: the few-shot preview needs seeds (Seeds page or `seeds sample`)"]
+    if feedback is not None and config.mode != "few-shot":  # a zero-shot round shows no examples, confirmed or not
+        feedback = dataclasses.replace(feedback, example_ids={})
     return PromptPreview(settings=settings, seed_counts=counts, warnings=warnings, feedback=feedback)
 
 
