@@ -73,7 +73,7 @@ if view.per_round.empty:
     st.info("No rounds yet: every generation job is a round — generate data on the Generate page first.")
     st.stop()
 
-st.altair_chart(loop_chart(view), width="stretch")
+st.altair_chart(loop_chart(view))
 real = view.real
 if view.per_round["macro_f1"].isna().all() and real["macro_f1"] is None:  # an empty macro-F1 chart, explained
     st.caption("No macro-F1 yet: train a model per round below, and one on the real training split (Train page).")

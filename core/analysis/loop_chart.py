@@ -13,6 +13,7 @@ MACRO_F1 = "macro-F1, synthetic data up to the round"
 FIDELITY = "human label fidelity"
 PANEL = "panel agreement"
 SIMILARITY = "top-5 similarity to real"
+CHART_WIDTH = 640
 QUALITY = {FIDELITY: "fidelity", PANEL: "panel_agreement", SIMILARITY: "similarity_to_real"}
 
 
@@ -43,5 +44,7 @@ def loop_chart(view: LoopView) -> alt.VConcatChart:
     quality = alt.Chart(frame[frame["metric"].isin(list(QUALITY))]).mark_line(point=True).encode(
         x=x, y=alt.Y("value:Q", title="share / similarity", scale=y_scale),
         color=alt.Color("metric:N", title=None, legend=alt.Legend(orient="bottom")), tooltip=tooltip)
-    return alt.vconcat(alt.layer(*top).properties(height=240, title="Is the loop closing the gap to real data?"),
-                       quality.properties(height=160))
+    # A fixed width: Vega-Lite cannot stretch the parts of a concatenated chart to their container.
+    return alt.vconcat(alt.layer(*top).properties(width=CHART_WIDTH, height=240,
+                                                  title="Is the loop closing the gap to real data?"),
+                       quality.properties(width=CHART_WIDTH, height=160))
