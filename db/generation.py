@@ -65,18 +65,6 @@ def earlier_synthetic_items(db: sqlite_utils.Database, project_id: int, *, befor
         db.conn, params=[project_id, before_round])
 
 
-def items_by_id(db: sqlite_utils.Database, item_ids: Sequence[int]) -> dict[int, tuple[str, str | None]]:
-    """``id → (text, reference_label)`` of the given items."""
-    found: dict[int, tuple[str, str | None]] = {}
-    ids = list(dict.fromkeys(int(i) for i in item_ids))
-    for start in range(0, len(ids), 500):
-        chunk = ids[start:start + 500]
-        rows = db.execute(f"SELECT id, text, reference_label FROM item WHERE id IN ({_ids_clause(chunk)})",
-                          chunk).fetchall()
-        found.update({row[0]: (row[1], row[2]) for row in rows})
-    return found
-
-
 def grounding_texts(db: sqlite_utils.Database, project_id: int, *, held_out: Sequence[str],
                     up_to_item: int | None = None) -> list[tuple[int, str, str | None]]:
     """``(id, text, label)`` of the real items a generation call may be grounded in: labelled or not (the label is

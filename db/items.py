@@ -59,11 +59,17 @@ def get_item(db: sqlite_utils.Database, item_id: int) -> dict[str, Any] | None:
     return rows[0] if rows else None
 
 
+ID_CHUNK = 500  # ids per statement: SQLite limits the number of ``?`` in one
+
+
 def get_items(db: sqlite_utils.Database, item_ids: Iterable[int]) -> list[dict[str, Any]]:
-    ids = list(item_ids)
-    if not ids:
-        return []
-    return list(db.query(f"SELECT * FROM item WHERE id IN ({', '.join('?' for _ in ids)})", ids))
+    """The rows of the given items (each once, in id order within a chunk; unknown ids are left out)."""
+    ids = list(dict.fromkeys(int(i) for i in item_ids))
+    rows: list[dict[str, Any]] = []
+    for start in range(0, len(ids), ID_CHUNK):
+        chunk = ids[start:start + ID_CHUNK]
+        rows.extend(db.query(f"SELECT * FROM item WHERE id IN ({', '.join('?' for _ in chunk)})", chunk))
+    return rows
 
 
 def items_frame(

@@ -13,7 +13,17 @@ from core.errors import SynthloopError
 from core.generation import llm_annotator, service
 from core.generation.config import DEFAULT_OPENAI_BASE_URL, EMBEDDED_MODEL, TEMPLATE_FIELDS, parse_attributes
 from core.vocab import ACTIVE_STATUSES, BACKENDS, GROUNDINGS, LLM_SELECTIONS, MODES, PROMPT_FORMS
-from pages._common import GENERATE_JOB, current_project, database, escape_markdown, page_guard, show_error
+from pages._common import (
+    GENERATE_JOB,
+    CacheKey,
+    cache_derived,
+    current_project,
+    database,
+    escape_markdown,
+    page_guard,
+    project_cache_key,
+    show_error,
+)
 
 user = page_guard(__file__)
 with database() as db:
@@ -30,6 +40,13 @@ FIELD_LABELS = {"api_key_env": "API key variable"}  # how errors that name a set
 st.title(f"Generate · {escape_markdown(project.name)}")
 settings_tab, templates_tab, jobs_tab, annotator_tab = st.tabs(
     ["Settings and preview", "Prompt templates", "Jobs", "LLM annotator"])
+
+
+@cache_derived()
+def _preview(_db, key: CacheKey, options_json: str) -> service.PromptPreview:
+    """The prompt preview, read again only when the project's data (items, labels, seeds, settings) or the form's
+    values change: with feedback on it reads every human label of the earlier rounds."""
+    return service.preview_prompts(_db, key.project.id, **json.loads(options_json))
 
 
 def _index(options: tuple[str, ...] | list[str], value: object) -> int:
@@ -190,7 +207,7 @@ with settings_tab:
         options.setdefault("attributes", {})  # attributes that did not parse: the error above says so
         with database() as db:
             config = service.build_config(project, **options)
-            preview = service.preview_prompts(db, project.id, **options)
+            preview = _preview(db, project_cache_key(db, project), json.dumps(options, sort_keys=True))
     except SynthloopError as exc:
         st.info(f"No preview for these settings: {escape_markdown(str(exc))}")
         preview = None

@@ -13,10 +13,13 @@ from core.generation import review, service
 from pages._common import (
     REVIEW_ITEM,
     REVIEW_SELECTED,
+    CacheKey,
+    cache_derived,
     current_project,
     database,
     escape_markdown,
     page_guard,
+    project_cache_key,
     show_error,
 )
 
@@ -41,12 +44,18 @@ panel = st.slider("Panel agrees ≥", 0.0, 1.0, 0.0, 0.05, key="review_panel",
                        "llm-annotate --panel) gave the intended label; items the panel did not label are then left "
                        "out. 0: off.")
 
+@cache_derived()
+def _items(_db, key: CacheKey, **filters) -> pd.DataFrame:
+    """The synthetic items shown, read again only when the project's data changes (an action here changes it):
+    their panel agreement reads every label of the project."""
+    return review.synthetic_items(_db, key.project.id, **filters)
+
+
 try:
     with database() as db:
-        table = review.synthetic_items(
-            db, project.id, job_id=None if job == ANY else int(job), label=None if label == ANY else label,
-            review_status=None if status == ANY else status, in_pool=None if pool == ANY else pool == "yes",
-            min_panel_agreement=panel or None)
+        table = _items(db, project_cache_key(db, project), job_id=None if job == ANY else int(job),
+                       label=None if label == ANY else label, review_status=None if status == ANY else status,
+                       in_pool=None if pool == ANY else pool == "yes", min_panel_agreement=panel or None)
 except SynthloopError as exc:
     show_error(exc)
     st.stop()

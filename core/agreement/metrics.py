@@ -377,8 +377,11 @@ def human_verdicts(annotations: pd.DataFrame, intended: pd.Series, *, min_labels
     intended = intended.dropna()
     human = annotations[~annotations["annotator"].astype(str).str.startswith(LLM_ANNOTATOR_PREFIX)]
     human = human[human["item_id"].isin(intended.index)]
-    if human.empty:
-        return pd.DataFrame(columns=VERDICT_COLUMNS, index=pd.Index([], name="item_id"))
+    if human.empty:  # typed columns, so that a boolean mask of them selects rows (an object one selects columns)
+        dtypes = {"intended": object, "n_labels": int, "majority_label": object, "instance_agreement": float,
+                  "tie": bool, "confirmed": bool, "contradicted": bool}
+        return pd.DataFrame({c: pd.Series(dtype=dtypes[c]) for c in VERDICT_COLUMNS},
+                            index=pd.Index([], name="item_id"))
     per_item = _instance_frame(encode(human), with_votes=False)
     per_item = per_item[per_item["n_labels"] >= min_labels].copy()
     per_item["intended"] = intended.reindex(per_item.index).astype(str)

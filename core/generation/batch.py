@@ -39,8 +39,8 @@ from core.generation.backends import (
 from core.generation.jobs import CallResult, Slot, call_seed
 from core.generation.seeds import SeedExample
 from core.generation.steering import Steering
-from db import generation as gen_db
 from db import generation_batch as batch_db
+from db import items as items_db
 from db import jobs as jobs_db
 from db import transaction
 
@@ -239,7 +239,7 @@ def restore_pending(run: GenerationRun) -> PendingBatch | None:
     if row is None:
         return None
     shown = [i for r in row["requests"] for key in ("retrieved_ids", "counter_example_ids") for i in r["prompt"][key]]
-    texts = gen_db.items_by_id(run.db, shown)
+    texts = {row["id"]: (row["text"], row["reference_label"]) for row in items_db.get_items(run.db, shown)}
     slots = {r["custom_id"]: restore_slot(r, texts) for r in row["requests"]}
     for slot in slots.values():
         run.in_flight[slot.prompt.label] += 1

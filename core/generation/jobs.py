@@ -146,7 +146,6 @@ class GenerationRun:
         config = self.config
         if config.mode == "few-shot":
             self.seeds = seed_examples(self.db, self.project_id)
-            self.seed_text = {s.item_id: s.text for s in self.seeds}
             if not self.seeds:
                 raise SynthloopError("few-shot generation needs seeds, and this project has none: pin some on the "
                                      "Seeds page or run `python -m core seeds sample PROJECT --per-label N`")

@@ -206,13 +206,20 @@ def select_items(db: sqlite_utils.Database, project_id: int, config: LLMAnnotato
     return [(int(i), str(t)) for i, t in zip(items["id"], items["text"], strict=True)]
 
 
-def start_llm_annotation(db: sqlite_utils.Database, project_id: int, *, launch: bool = True, **options: Any) -> int:
-    config = build_config(get_project(db, project_id), **options)
+def queue_job(db: sqlite_utils.Database, project_id: int, config: LLMAnnotatorConfig) -> int | None:
+    """Queue a job labelling ``config``'s items; None when it has nothing to label."""
     todo = select_items(db, project_id, config)
     if not todo:
+        return None
+    return core_jobs.create(db, kind="llm_annotation", project_id=project_id, config=config.to_dict(), total=len(todo))
+
+
+def start_llm_annotation(db: sqlite_utils.Database, project_id: int, *, launch: bool = True, **options: Any) -> int:
+    config = build_config(get_project(db, project_id), **options)
+    job_id = queue_job(db, project_id, config)
+    if job_id is None:
         raise SynthloopError(f"no items to label for selection {config.selection!r}: "
                              "send items to annotation first or pick another selection")
-    job_id = core_jobs.create(db, kind="llm_annotation", project_id=project_id, config=config.to_dict(), total=len(todo))
     if launch:
         core_jobs.launch(db_file(db), job_id)
     return job_id

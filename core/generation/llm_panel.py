@@ -18,7 +18,7 @@ import sqlite_utils
 
 from core import jobs as core_jobs
 from core.errors import SynthloopError
-from core.generation.llm_annotator import PROJECT_FIELDS, LLMAnnotatorConfig, project_fields, select_items
+from core.generation.llm_annotator import PROJECT_FIELDS, LLMAnnotatorConfig, project_fields, queue_job
 from core.projects import Project
 from core.store import db_file
 
@@ -118,12 +118,10 @@ def run_panel(db: sqlite_utils.Database, project_id: int, configs: list[LLMAnnot
     the reason; the labels of the members before it are kept (a rerun skips the items they already labelled)."""
     runs: list[MemberRun] = []
     for number, config in enumerate(configs, start=1):
-        todo = select_items(db, project_id, config)
-        if not todo:
+        job_id = queue_job(db, project_id, config)
+        if job_id is None:
             runs.append(MemberRun(number, config.annotator, None, "skipped", 0, 0, 0, 0, ""))
             continue
-        job_id = core_jobs.create(db, kind="llm_annotation", project_id=project_id, config=config.to_dict(),
-                                  total=len(todo))
         job = core_jobs.run(db_file(db), job_id)
         if job["status"] != "done":
             reason = (job.get("error") or job["status"]).splitlines()[0]
@@ -133,7 +131,7 @@ def run_panel(db: sqlite_utils.Database, project_id: int, configs: list[LLMAnnot
                                  f"job {job_id}: {reason}{kept}: fix that member in the panel file and run the "
                                  "panel again (members skip the items they already labelled)")
         result = job["result"] or {}
-        runs.append(MemberRun(number, config.annotator, job_id, job["status"], int(result.get("items", len(todo))),
+        runs.append(MemberRun(number, config.annotator, job_id, job["status"], int(result.get("items", 0)),
                               int(result.get("labelled", 0)), int(result.get("unparsed", 0)),
                               int(result.get("errors", 0)), str(result.get("warning") or "")))
     return runs

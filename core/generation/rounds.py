@@ -45,8 +45,6 @@ class Feedback:
 
 
 def _ranked_ids(verdicts: pd.DataFrame, label: str) -> tuple[int, ...]:
-    if verdicts.empty:  # (an empty selection may have lost its columns)
-        return ()
     of_label = verdicts[verdicts["intended"] == label].reset_index()
     ranked = of_label.sort_values(["instance_agreement", "n_labels", "item_id"], ascending=[False, False, True],
                                   kind="stable")
@@ -103,6 +101,7 @@ def frozen_for_round(db: sqlite_utils.Database, project_id: int, config: Generat
 
 def feedback_examples(db: sqlite_utils.Database, ids_by_label: dict[str, tuple[int, ...]]) -> dict[str, list[SeedExample]]:
     """The frozen ids as examples of their label (items deleted since are left out)."""
-    found = gen_db.items_by_id(db, [i for ids in ids_by_label.values() for i in ids])
-    return {label: [SeedExample(i, found[i][0], label) for i in ids if i in found]
+    found = {row["id"]: row["text"] for row in items_db.get_items(db, [i for ids in ids_by_label.values()
+                                                                        for i in ids])}
+    return {label: [SeedExample(i, found[i], label) for i in ids if i in found]
             for label, ids in ids_by_label.items()}

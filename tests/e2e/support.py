@@ -68,6 +68,11 @@ class _ServerProcess:
     their output goes to (``log_path``) for a failing test to show."""
 
     log_path: Path
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def log_tail(self, chars: int = 4000) -> str:
         try:
@@ -96,10 +101,6 @@ class AppServer(_ServerProcess):
         self.port = port or free_port()
         self.log_path = Path(log_path) if log_path else self.db_path.parent / "streamlit.log"
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, timeout_s: float = 90) -> AppServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -387,10 +388,6 @@ class ServeCommand(_ServerProcess):
         self.db_path, self.workers, self.log_path = Path(db_path), workers, Path(log_path)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     def start(self, *, timeout_s: float = 180) -> ServeCommand:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
